@@ -1,0 +1,100 @@
+"""The `qvl-harness` command line. Bad input ends in one line on stderr and exit status 2."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .errors import HarnessError
+
+
+def cmd_stack(args) -> int:
+    from . import stack
+
+    current = stack.collect()
+    print(json.dumps(current.as_dict(), indent=2) if args.json else current.table())
+    return 0
+
+
+def cmd_matrix(args) -> int:
+    from .matrix import load_matrix
+
+    matrix = load_matrix(args.file)
+    if args.json:
+        print(matrix.ci_json(args.cells or None))
+        return 0
+    for cell in matrix.select(args.cells or None):
+        pins = " ".join(f"{k}={v}" for k, v in cell.pins.items())
+        failures = ",".join(cell.failures) or "-"
+        print(f"{cell.name:14} {cell.purpose:10} {failures:16} {pins}")
+    return 0
+
+
+def cmd_fixtures_list(args) -> int:
+    from . import xrays
+
+    for item in xrays.load_manifest(args.manifest):
+        try:
+            image = item.image()
+            status = f"ok {image.width}x{image.height}"
+        except HarnessError as exc:
+            status = f"REFUSED: {exc}"
+        print(f"{item.id:12} {item.modality:3} {item.body_part:10} {item.source:30} {status}")
+    return 0
+
+
+def cmd_fixtures_show(args) -> int:
+    from . import xrays
+
+    item = xrays.fixture(args.id, args.manifest)
+    out = xrays.write_preview(item, Path(args.out or f"{item.id}-preview.png"))
+    print(f"id: {item.id}\nsource: {item.source} ({item.path})\nmodality: {item.modality} "
+          f"({xrays.XRAY_MODALITIES[item.modality]})\nbody part: {item.body_part}\nview: {item.view}\n"
+          f"description: {item.description}\nmust mention: {', '.join(item.must_mention)}\n"
+          f"must not mention: {', '.join(item.must_not_mention)}\npreview: {out}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="qvl-harness", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("stack", help="versions importable in this environment")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_stack)
+
+    p = sub.add_parser("matrix", help="list the matrix cells, or emit them as a CI matrix")
+    p.add_argument("cells", nargs="*", help="only these cells")
+    p.add_argument("--json", action="store_true", help='GitHub Actions matrix: {"include": [...]}')
+    p.add_argument("--file", type=Path, help="matrix file (default: matrix.toml of the checkout)")
+    p.set_defaults(func=cmd_matrix)
+
+    fixtures = sub.add_parser("fixtures", help="X-ray fixtures").add_subparsers(dest="action", required=True)
+    p = fixtures.add_parser("list", help="list fixtures and whether each decodes")
+    p.add_argument("--manifest", type=Path, default=None)
+    p.set_defaults(func=cmd_fixtures_list)
+    p = fixtures.add_parser("show", help="describe one fixture and write a preview PNG")
+    p.add_argument("id")
+    p.add_argument("--out", help="preview path (default: ID-preview.png)")
+    p.add_argument("--manifest", type=Path, default=None)
+    p.set_defaults(func=cmd_fixtures_show)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if getattr(args, "manifest", "unset") is None:
+        from .xrays import MANIFEST
+
+        args.manifest = MANIFEST
+    try:
+        return args.func(args)
+    except HarnessError as exc:
+        print(f"qvl-harness: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,34 @@
+"""Keep test runs hermetic: loopback-only sockets and hub settings that point at nothing real.
+
+huggingface_hub reads HF_ENDPOINT when it is imported, so ``isolate_environment`` runs before any
+test module imports transformers. Older unsloth releases fetch a model-name mapper from GitHub at
+run time; the socket guard refuses that connection, and the release code falls back to its
+bundled mapper (``tests/test_hermetic.py`` proves both).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+LOOPBACK_HOSTS = ["127.0.0.1", "::1"]
+# Port 9 (discard) on loopback: nothing listens, so a stray hub call fails at once instead of
+# reaching huggingface.co. Tests that want a hub start the local one and point HF_ENDPOINT at it.
+CLOSED_ENDPOINT = "http://127.0.0.1:9"
+
+
+def isolate_environment(environ: dict = os.environ) -> None:
+    """Point every hub and telemetry knob at nothing real, unless the user opted into the live hub."""
+    home = tempfile.mkdtemp(prefix="qvl-hf-home-")
+    environ["HF_ENDPOINT"] = CLOSED_ENDPOINT
+    environ["HF_HOME"] = home
+    environ["HF_HUB_CACHE"] = os.path.join(home, "hub")
+    environ.pop("HF_TOKEN", None)
+    environ.pop("HUGGING_FACE_HUB_TOKEN", None)
+    environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
+    environ["HF_HUB_DISABLE_IMPLICIT_TOKEN"] = "1"
+    environ["HF_HUB_ENABLE_HF_TRANSFER"] = "0"
+    environ["DO_NOT_TRACK"] = "1"
+    environ["UNSLOTH_DISABLE_STATISTICS"] = "1"
+    environ["WANDB_DISABLED"] = "true"
+    environ["TOKENIZERS_PARALLELISM"] = "false"

@@ -1,0 +1,83 @@
+"""The pytest plugin: options, markers, the stack header and properties, the hermetic guard."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from . import hermetic, stack
+from .errors import HarnessError
+
+MARKERS = {
+    "gpu": "needs a CUDA GPU; run with `tox -e gpu` (skipped on CPU with the reason)",
+    "cpu": "runs on CPU only",
+    "slow": "takes more than a few seconds (model builds, training steps)",
+    "network": "talks to the real Hugging Face hub; runs only with --hub live",
+    "known_failure(id)": "demonstrates a failure from fixtures/known_failures.toml",
+}
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("qvl-harness")
+    group.addoption("--cell", default=os.environ.get("QVL_CELL"), help="matrix cell this run belongs to (default: $QVL_CELL)")
+    group.addoption("--hub", choices=("local", "live"), default="local", help="hub for hub-backed tests: the local server (default) or huggingface.co")
+    group.addoption("--require-gpu", action="store_true", help="fail at once unless a CUDA device is visible (the gpu env sets it)")
+    group.addoption("--update-golden", action="store_true", help="write obtained captions next to the goldens for review")
+    group.addoption("--models", choices=("tiny", "real"), default="tiny", help="tiny locally built models (default) or real checkpoints")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config: pytest.Config) -> None:
+    for name, doc in MARKERS.items():
+        config.addinivalue_line("markers", f"{name}: {doc}")
+    live = config.getoption("--hub") == "live"
+    if not live:
+        hermetic.isolate_environment()
+    # pytest-socket reads these options in its own pytest_configure, which runs after this one.
+    config.option.allow_unix_socket = True
+    config.option.disable_socket = not live
+    config.pluginmanager.import_plugin("harness.fixtures")
+    config.stack = stack.collect()
+    if config.getoption("--require-gpu") and not config.stack.gpus:
+        raise pytest.UsageError(
+            "qvl-harness: --require-gpu: no CUDA device is visible (torch "
+            f"{config.stack.packages.get('torch') or 'missing'}, cuda {config.stack.cuda or 'none'}); "
+            "run the gpu env on a GPU runner"
+        )
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    return [config.stack.header_line()]
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    live = config.getoption("--hub") == "live"
+    properties = [(f"stack.{k}", str(v)) for k, v in config.stack.rows()]
+    has_gpu = bool(config.stack.gpus)
+    for item in items:
+        item.user_properties.extend(properties)
+        if item.get_closest_marker("network"):
+            if live:
+                item.add_marker(pytest.mark.enable_socket)
+            else:
+                item.add_marker(pytest.mark.skip(reason="talks to the real hub: run with --hub live"))
+        else:
+            item.add_marker(pytest.mark.allow_hosts(hermetic.LOOPBACK_HOSTS))
+        if item.get_closest_marker("gpu") and not has_gpu:
+            item.add_marker(pytest.mark.skip(reason="needs a CUDA GPU (none visible); run `tox -e gpu` on a GPU runner"))
+
+
+@pytest.fixture(scope="session")
+def harness_stack(pytestconfig: pytest.Config) -> stack.Stack:
+    """The versions importable in this run (also in the header and on every junit test case)."""
+    return pytestconfig.stack
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
+    outcome = yield
+    report = outcome.get_result()
+    # Bad input gets one clear line, not a traceback wall.
+    if call.excinfo is not None and call.excinfo.errisinstance(HarnessError):
+        report.longrepr = f"qvl-harness: {call.excinfo.value}"

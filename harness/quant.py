@@ -1,0 +1,101 @@
+"""Loading in bitsandbytes 4-bit and inspecting what actually got quantized."""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+
+def bnb_config(skip_modules=("lm_head",)):
+    import torch
+    import transformers
+
+    return transformers.BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_use_double_quant=True,
+        bnb_4bit_compute_dtype=torch.bfloat16,
+        llm_int8_skip_modules=list(skip_modules),
+    )
+
+
+def load_4bit(path, skip_modules=("lm_head",)):
+    """Quantize a 16-bit checkpoint on load with plain transformers + bitsandbytes nf4."""
+    import torch
+    import transformers
+
+    return transformers.Qwen2VLForConditionalGeneration.from_pretrained(
+        path, quantization_config=bnb_config(skip_modules), dtype=torch.bfloat16, device_map=device()
+    )
+
+
+def load_16bit(path, dtype="float32"):
+    import torch
+    import transformers
+
+    return transformers.Qwen2VLForConditionalGeneration.from_pretrained(
+        path, dtype=getattr(torch, dtype), device_map=device()
+    )
+
+
+def device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+@dataclass(frozen=True)
+class QuantReport:
+    """Which linear layers are 4-bit, and which 4-bit layers lack the state they need."""
+
+    linear4bit: tuple[str, ...]
+    linear16: tuple[str, ...]
+    missing_quant_state: tuple[str, ...]
+
+    def quantized_under(self, prefix_word: str) -> list[str]:
+        """4-bit layers whose dotted name contains the component ``prefix_word`` (e.g. 'visual')."""
+        return [n for n in self.linear4bit if prefix_word in n.split(".")]
+
+
+def inspect(model) -> QuantReport:
+    import bitsandbytes as bnb
+    import torch
+
+    four, sixteen, missing = [], [], []
+    for name, module in model.named_modules():
+        if isinstance(module, bnb.nn.Linear4bit):
+            four.append(name)
+            if getattr(module.weight, "quant_state", None) is None:
+                missing.append(name)
+        elif isinstance(module, torch.nn.Linear):
+            sixteen.append(name)
+    return QuantReport(tuple(four), tuple(sixteen), tuple(missing))
+
+
+def vision_tower(model):
+    for name in ("visual", "model.visual"):
+        obj = model
+        try:
+            for part in name.split("."):
+                obj = getattr(obj, part)
+            return obj
+        except AttributeError:
+            continue
+    raise AttributeError(f"{type(model).__name__} has no vision tower (visual)")
+
+
+@contextmanager
+def record_vision_input(model):
+    """Record the dtype of the first tensor entering the vision tower (the pixel_values after any cast)."""
+    seen: list = []
+
+    def hook(module, args, kwargs):
+        tensor = next((a for a in list(args) + list(kwargs.values()) if hasattr(a, "dtype")), None)
+        if tensor is not None:
+            seen.append(tensor.dtype)
+
+    handle = vision_tower(model).register_forward_pre_hook(hook, with_kwargs=True)
+    try:
+        yield seen
+    finally:
+        handle.remove()
