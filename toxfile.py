@@ -50,7 +50,11 @@ def tox_add_env_config(env_conf, state):
         0,
         MemoryLoader(
             deps="\n".join(deps),
-            commands_pre=[["uv", "pip", "install", "--python", "{envpython}", "--no-deps", *cell.code_under_test()]],
+            commands_pre=[
+                ["uv", "pip", "install", "--python", "{envpython}", "--no-deps", *cell.code_under_test()],
+                # release code the cross-release suites read (network here, never inside the tests)
+                ["qvl-harness", "releases", "fetch"],
+            ],
             set_env={"QVL_CELL": cell.name},
         ),
     )

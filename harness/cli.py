@@ -80,6 +80,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="preview path (default: ID-preview.png)")
     p.add_argument("--manifest", type=Path, default=None)
     p.set_defaults(func=cmd_fixtures_show)
+
+    from . import releases
+
+    releases.add_cli(sub)
     return parser
 
 

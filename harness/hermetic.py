@@ -8,8 +8,11 @@ bundled mapper (``tests/test_hermetic.py`` proves both).
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import socket
 import tempfile
+from contextlib import contextmanager
 
 LOOPBACK_HOSTS = ["127.0.0.1", "::1"]
 # Port 9 (discard) on loopback: nothing listens, so a stray hub call fails at once instead of
@@ -32,3 +35,40 @@ def isolate_environment(environ: dict = os.environ) -> None:
     environ["UNSLOTH_DISABLE_STATISTICS"] = "1"
     environ["WANDB_DISABLED"] = "true"
     environ["TOKENIZERS_PARALLELISM"] = "false"
+
+
+@contextmanager
+def loopback_only():
+    """Refuse (and record) every connection and name lookup that is not loopback, in or out of pytest.
+
+    Yields the list of refused targets ("host:port"), so a caller can report what release code tried.
+    """
+    refused: list[str] = []
+    real_connect, real_getaddrinfo = socket.socket.connect, socket.getaddrinfo
+
+    def is_loopback(host) -> bool:
+        if not isinstance(host, str):
+            return True  # unix sockets and the like
+        try:
+            return ipaddress.ip_address(host.split("%")[0]).is_loopback
+        except ValueError:
+            return host == "localhost"
+
+    def connect(sock, address):
+        host = address[0] if isinstance(address, tuple) else address
+        if not is_loopback(host):
+            refused.append(f"{host}:{address[1]}")
+            raise ConnectionRefusedError(f"qvl-harness: network access to {host} refused (hermetic run)")
+        return real_connect(sock, address)
+
+    def getaddrinfo(host, port, *args, **kwargs):
+        if host is not None and not is_loopback(host if isinstance(host, str) else host.decode()):
+            refused.append(f"{host}:{port}")
+            raise socket.gaierror(socket.EAI_NONAME, f"qvl-harness: lookup of {host} refused (hermetic run)")
+        return real_getaddrinfo(host, port, *args, **kwargs)
+
+    socket.socket.connect, socket.getaddrinfo = connect, getaddrinfo
+    try:
+        yield refused
+    finally:
+        socket.socket.connect, socket.getaddrinfo = real_connect, real_getaddrinfo

@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from . import hermetic, stack
+from . import hermetic, stack, summary
 from .errors import HarnessError
 
 MARKERS = {
@@ -81,3 +81,9 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
     # Bad input gets one clear line, not a traceback wall.
     if call.excinfo is not None and call.excinfo.errisinstance(HarnessError):
         report.longrepr = f"qvl-harness: {call.excinfo.value}"
+
+
+def pytest_terminal_summary(terminalreporter, config: pytest.Config) -> None:
+    for title, header, rows in summary.tables(config):
+        terminalreporter.write_sep("-", title)
+        terminalreporter.write_line(summary.render("", header, rows).lstrip("\n"))

@@ -146,7 +146,9 @@ def load_processor(path: str | Path):
 
     tokenizer = transformers.AutoTokenizer.from_pretrained(path)
     parts = {"image_processor": image_processor(), "tokenizer": tokenizer, "chat_template": CHAT_TEMPLATE}
-    if "video_processor" not in transformers.Qwen2VLProcessor.get_attributes():
+    get_attributes = getattr(transformers.Qwen2VLProcessor, "get_attributes", None)  # 4.x: a class list
+    attributes = get_attributes() if get_attributes else transformers.Qwen2VLProcessor.attributes
+    if "video_processor" not in attributes:
         return transformers.Qwen2VLProcessor(**parts)
     from transformers.video_processing_utils import BaseVideoProcessor
 
@@ -208,6 +210,12 @@ def _save_assets(model, tokenizer, out: Path) -> None:
     (out / "chat_template.jinja").write_text(CHAT_TEMPLATE)
 
 
+def dtype_kwarg(dtype) -> dict:
+    """``from_pretrained``'s dtype argument: ``dtype`` in transformers 5, ``torch_dtype`` in 4.x."""
+    major = int((dist_version("transformers") or "5").split(".")[0])
+    return {"dtype": dtype} if major >= 5 else {"torch_dtype": dtype}
+
+
 def build(spec: TinySpec = TinySpec()) -> Path:
     """The 16-bit (float32 by default) tiny checkpoint for ``spec``; built once, then cached."""
     import torch
@@ -240,7 +248,7 @@ def build_prequantized(base: Path, skip_modules: tuple[str, ...], name: str) -> 
             llm_int8_skip_modules=list(skip_modules),
         )
         model = transformers.Qwen2VLForConditionalGeneration.from_pretrained(
-            base, quantization_config=config, dtype=torch.bfloat16, device_map="cpu"
+            base, quantization_config=config, device_map="cpu", **dtype_kwarg(torch.bfloat16)
         )
         tokenizer = transformers.AutoTokenizer.from_pretrained(base)
         _save_assets(model, tokenizer, out)

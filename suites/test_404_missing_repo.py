@@ -1,0 +1,80 @@
+"""Seed failure 1, '404 / Repository Not Found': a release maps the Qwen2-VL-72B names with
+load_in_4bit=True to `unsloth/Qwen2-VL-72B-Instruct-unsloth-bnb-4bit`, which was not on the hub.
+
+Each release's own get_model_name (harness.mapping) resolves the name; the real huggingface_hub
+client then asks the local hub serving the December 2024 snapshot. Inside the registry's affected
+range (fixtures/known_failures.toml, id "404") the client must raise RepositoryNotFoundError;
+outside it the resolved repo must download.
+"""
+
+from __future__ import annotations
+
+from contextlib import nullcontext
+
+import pytest
+from huggingface_hub.errors import RepositoryNotFoundError
+
+from harness import hub, subjects, summary
+from harness.mapping import ReleaseMapper
+
+SNAPSHOT = "2024-12"
+NAMES_72B = ["unsloth/Qwen2-VL-72B-Instruct", "unsloth/Qwen2-VL-72B-Instruct-bnb-4bit", "Qwen/Qwen2-VL-72B-Instruct"]
+RELEASES = subjects.release_params("unsloth", "404", RepositoryNotFoundError)
+
+
+def download_config(server, repo_id: str, context: str) -> None:
+    """Fetch config.json of ``repo_id`` from ``server`` with the real client; a 404 names its context."""
+    import huggingface_hub
+
+    with hub.pointed_at(server):
+        try:
+            huggingface_hub.hf_hub_download(repo_id, "config.json")
+        except RepositoryNotFoundError as exc:
+            exc.add_note(f"{context}: {repo_id!r} is not on hub snapshot {server.snapshot.name!r}")
+            raise
+
+
+@pytest.mark.parametrize("model_name", NAMES_72B)
+@pytest.mark.parametrize("release", RELEASES)
+def test_72b_name_resolves_to_a_repo_on_the_hub(release, model_name, hub_for):
+    run = ReleaseMapper(subjects.release_code(release)).resolve(model_name, load_in_4bit=True)
+    assert run.error is None, f"{run.release}: get_model_name({model_name!r}, load_in_4bit=True) raised {run.error}"
+    download_config(hub_for(SNAPSHOT), run.resolved, f"{run.release} maps {model_name!r} (load_in_4bit=True) to {run.resolved!r}")
+
+
+@pytest.mark.parametrize("release", [pytest.param(p.values[0], id=p.id) for p in RELEASES])
+def test_16bit_loading_never_leaves_the_hub(release, hub_for):
+    """With load_in_4bit=False no release redirects the 72B names, in or out of the affected range."""
+    mapper = ReleaseMapper(subjects.release_code(release))
+    for name in NAMES_72B:
+        run = mapper.resolve(name, load_in_4bit=False)
+        assert run.error is None, run.error
+        download_config(hub_for(SNAPSHOT), run.resolved, f"{run.release} maps {name!r} (load_in_4bit=False)")
+
+
+# Inside the 404 range the sweep must find the missing 72B target, so it shares the expectation.
+@pytest.mark.parametrize("release", subjects.release_params("unsloth", "404", AssertionError))
+def test_mapper_integrity_sweep(release, hub_for, request):
+    """Every name the release's mapper knows, with and without 4-bit: where the hub has the input
+    repo, the mapped target must exist too (on the local snapshot, or huggingface.co with --hub live)."""
+    import huggingface_hub
+
+    live = request.config.getoption("--hub") == "live"
+    mapper = ReleaseMapper(subjects.release_code(release))
+    server = None if live else hub_for(SNAPSHOT)
+    rows = []
+    with hub.pointed_at(server) if server else nullcontext():
+        api = huggingface_hub.HfApi()
+        known = {name: api.repo_exists(name) for name in mapper.mapper_names()}
+        for name, exists in known.items():
+            if not exists:
+                continue  # the snapshot predates or lacks this model: nothing to check
+            for four_bit in (True, False):
+                run = mapper.resolve(name, four_bit)
+                target_ok = run.error is None and (known.get(run.resolved) if run.resolved in known else api.repo_exists(run.resolved))
+                if not target_ok:
+                    rows.append([name, four_bit, run.resolved or run.error])
+    where = "huggingface.co" if live else f"local snapshot {SNAPSHOT}"
+    summary.add_table(request.config, f"mapper sweep: {mapper.code.label} against {where}: missing targets",
+                      ["input name", "load_in_4bit", "resolved (missing)"], rows or [["(none)", "", ""]])
+    assert not rows, f"{mapper.code.label} maps {len(rows)} available name(s) to repos missing on {where}: {rows}"

@@ -1,0 +1,277 @@
+"""`qvl-harness bisect` against a local package index: real wheels, real uv overlays, real oracles.
+
+The index holds releases 1.0 .. 1.9 of a throwaway package `qvltoy` (its module says which
+release it is: ``qvltoy.N``), uploaded a day apart, plus a yanked release and, in some tests, a
+release whose wheel is broken. Oracles import the *installed* qvltoy and judge its N, so a probe
+that installed the wrong release gives the wrong answer.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import math
+import sys
+import zipfile
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+from harness import known, pypi
+from harness.cli import build_parser
+from harness.errors import HarnessError
+
+VERSIONS = [f"1.{n}" for n in range(10)]
+T0 = datetime(2025, 1, 1, tzinfo=timezone.utc)
+
+
+def oracle(condition: str) -> str:
+    """A command exiting 0 (good) when ``condition`` holds for the installed qvltoy."""
+    return f'python -c "import sys, qvltoy, qvlpeer; sys.exit(0 if ({condition}) else 1)"'
+
+
+def write_wheel(directory: Path, name: str, version: str, body: str) -> None:
+    dist = f"{name}-{version}.dist-info"
+    files = {
+        f"{name}/__init__.py": body,
+        f"{dist}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n",
+        f"{dist}/WHEEL": "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+    }
+    record = []
+    for path, text in files.items():
+        digest = base64.urlsafe_b64encode(hashlib.sha256(text.encode()).digest()).rstrip(b"=").decode()
+        record.append(f"{path},sha256={digest},{len(text.encode())}")
+    files[f"{dist}/RECORD"] = "\n".join(record + [f"{dist}/RECORD,,"]) + "\n"
+    with zipfile.ZipFile(directory / f"{name}-{version}-py3-none-any.whl", "w") as wheel:
+        for path, text in files.items():
+            wheel.writestr(path, text)
+
+
+def release_json(versions: dict[str, datetime], yanked=()) -> dict:
+    return {"releases": {v: [{"upload_time_iso_8601": t.isoformat().replace("+00:00", "Z"), "yanked": v in yanked}]
+                         for v, t in versions.items()}}
+
+
+@pytest.fixture
+def index(tmp_path, monkeypatch):
+    """Wheels and PyPI-format release data for qvltoy and its companion qvlpeer; a fresh harness cache."""
+    wheels, data = tmp_path / "wheels", tmp_path / "data"
+    wheels.mkdir(), data.mkdir()
+    toy = {v: T0 + timedelta(days=i) for i, v in enumerate(VERSIONS)}
+    for i, version in enumerate(VERSIONS):
+        write_wheel(wheels, "qvltoy", version, f"N = {i}\n")
+    toy["2.0"] = T0 + timedelta(days=20)  # yanked: never a candidate
+    write_wheel(wheels, "qvltoy", "2.0", "N = 20\n")
+    (data / "qvltoy.json").write_text(json.dumps(release_json(toy, yanked={"2.0"})))
+    # qvlpeer releases land between qvltoy's: 1.0 before everything, 1.1 at day 2.5, 1.2 at day 6.5.
+    peer = {"1.0": T0 - timedelta(days=1), "1.1": T0 + timedelta(days=2.5), "1.2": T0 + timedelta(days=6.5)}
+    for i, version in enumerate(peer):
+        write_wheel(wheels, "qvlpeer", version, f"N = {i}\n")
+    (data / "qvlpeer.json").write_text(json.dumps(release_json(peer)))
+    monkeypatch.setenv("QVL_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("UV_CACHE_DIR", str(tmp_path / "uv-cache"))
+    return tmp_path
+
+
+def bisect(index: Path, capsys, *args: str) -> tuple[int, str]:
+    argv = ["bisect", *args, "--release-data", str(index / "data"), "--find-links", str(index / "wheels"),
+            "--no-index", "--offline", "--base-python", sys.executable]
+    parsed = build_parser_with_bisect().parse_args(argv)
+    try:
+        status = parsed.func(parsed)
+    except HarnessError as exc:
+        status = 2
+        print(f"qvl-harness: error: {exc}")
+    return status, capsys.readouterr().out
+
+
+def build_parser_with_bisect():
+    """The CLI parser, with bisect and known added if the lead has not wired them yet."""
+    from harness import bisect as bisect_module
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command")
+    for name, module in (("bisect", bisect_module), ("known", known)):
+        if name not in sub.choices:
+            module.add_cli(sub)
+    return parser
+
+
+def probes(out: str) -> list[int]:
+    return [int(line.split("probes: ")[1].split()[0]) for line in out.splitlines() if line.startswith("probes: ")]
+
+
+def installs(out: str) -> int:
+    return int(out.split("environments: ")[1].split()[0])
+
+
+def bound(n: int) -> int:
+    return math.ceil(math.log2(n)) + 2
+
+
+def test_finds_the_first_bad_release_within_the_probe_bound(index, capsys):
+    status, out = bisect(index, capsys, "qvltoy", "--good", "1.0", "--bad", "1.9", "--with", "qvlpeer==1.0",
+                         "--oracle-cmd", oracle("qvltoy.N < 4"))
+    assert status == 0, out
+    assert "first bad: qvltoy==1.4" in out and "last good: qvltoy==1.3" in out
+    assert probes(out) and probes(out)[0] <= bound(10)
+    assert "--good 1.3 --bad 1.4" in out.split("resume: ")[1].splitlines()[0]
+    assert "evidence:" in out and "qvltoy==2.0" not in out  # the yanked release is never a candidate
+
+
+def test_repeat_run_reuses_every_environment(index, capsys):
+    args = ("qvltoy", "--good", "1.0", "--bad", "1.9", "--with", "qvlpeer==1.0", "--oracle-cmd", oracle("qvltoy.N < 7"))
+    first_status, first = bisect(index, capsys, *args)
+    again_status, again = bisect(index, capsys, *args)
+    assert first_status == again_status == 0
+    assert installs(first) == probes(first)[0] and installs(again) == 0
+    assert "first bad: qvltoy==1.7" in again
+    # --resume answers from the log: no oracle runs at all
+    _, resumed = bisect(index, capsys, *args, "--resume")
+    assert "oracle runs: 0 (+" in resumed and "first bad: qvltoy==1.7" in resumed
+
+
+def test_find_fix_finds_the_first_good_release_after_a_bad_one(index, capsys):
+    status, out = bisect(index, capsys, "qvltoy", "--find-fix", "--bad", "1.2", "--good", "1.9", "--with", "qvlpeer==1.0",
+                         "--oracle-cmd", oracle("not 2 <= qvltoy.N < 6"))
+    assert status == 0, out
+    assert "first fixed: qvltoy==1.6" in out and "last bad: qvltoy==1.5" in out
+    assert "--find-fix --good 1.6 --bad 1.5" in out
+
+
+def test_find_range_from_one_known_bad_release(index, capsys):
+    status, out = bisect(index, capsys, "qvltoy", "--find-range", "--bad", "1.5", "--with", "qvlpeer==1.0",
+                         "--oracle-cmd", oracle("not 3 <= qvltoy.N < 7"))
+    assert status == 0, out
+    assert "first bad: qvltoy==1.3" in out and "first fixed: qvltoy==1.7" in out
+    back, forward = probes(out)
+    assert back <= bound(6) and forward <= bound(5)
+
+
+def test_find_range_reports_a_failure_that_was_never_fixed(index, capsys):
+    status, out = bisect(index, capsys, "qvltoy", "--find-range", "--bad", "1.5", "--with", "qvlpeer==1.0",
+                         "--oracle-cmd", oracle("qvltoy.N < 3"))
+    assert status == 0, out
+    assert "first bad: qvltoy==1.3" in out
+    assert "not fixed yet: qvltoy==1.9, the newest candidate, is still bad" in out
+
+
+def test_a_release_that_does_not_install_is_skipped(index, capsys):
+    (index / "wheels" / "qvltoy-1.4-py3-none-any.whl").write_bytes(b"not a zip")
+    args = ("qvltoy", "--good", "1.0", "--bad", "1.9", "--with", "qvlpeer==1.0", "--oracle-cmd", oracle("qvltoy.N < 7"))
+    status, out = bisect(index, capsys, *args)
+    assert status == 0, out
+    assert "probing qvltoy==1.4 ... skip (qvltoy==1.4: install failed" in out and "first bad: qvltoy==1.7" in out
+    # the failed install is remembered too: a repeat run installs nothing
+    _, again = bisect(index, capsys, *args)
+    assert installs(again) == 0 and "first bad: qvltoy==1.7" in again
+
+
+def test_skips_next_to_the_transition_leave_it_undecided(index, capsys):
+    (index / "wheels" / "qvltoy-1.5-py3-none-any.whl").write_bytes(b"not a zip")
+    status, out = bisect(index, capsys, "qvltoy", "--good", "1.0", "--bad", "1.9", "--with", "qvlpeer==1.0",
+                         "--oracle-cmd", oracle("qvltoy.N < 5"))
+    assert status == 1, out
+    assert "undecided: the first bad is one of 1.5, 1.6" in out
+
+
+def test_exit_125_from_the_oracle_is_a_skip(index, capsys):
+    cmd = 'python -c "import sys, qvltoy; sys.exit(125 if qvltoy.N == 4 else 0 if qvltoy.N < 4 else 1)"'
+    status, out = bisect(index, capsys, "qvltoy", "--good", "1.0", "--bad", "1.9", "--oracle-cmd", cmd)
+    assert status == 1 and "undecided: the first bad is one of 1.4, 1.5" in out
+
+
+def test_a_flaky_endpoint_stops_the_search(index, capsys):
+    flip = index / "flip"
+    # good on the first run of every probe, bad on the second
+    cmd = f'python -c "import pathlib, sys; p = pathlib.Path(r\'{flip}\'); n = int(p.read_text()) if p.exists() else 0; p.write_text(str(n + 1)); sys.exit(n % 2)"'
+    status, out = bisect(index, capsys, "qvltoy", "--good", "1.0", "--bad", "1.9", "--oracle-cmd", cmd)
+    assert status == 2
+    assert "flaky oracle: qvltoy==1.0 was judged good then bad" in out
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (("--good", "1.6", "--bad", "1.9"), "--good 1.6 is bad, not good"),
+        (("--good", "1.0", "--bad", "1.2"), "--bad 1.2 is good, not bad"),
+        (("--good", "1.9", "--bad", "1.1"), "use --find-fix"),
+        (("--good", "1.0", "--bad", "2.0"), "qvltoy 2.0 is not a release in range"),
+        (("--good", "1.0", "--bad", "banana"), "'banana' is not a valid version"),
+        (("--find-range", "--good", "1.0", "--bad", "1.5"), "--find-range takes one known --bad"),
+    ],
+)
+def test_wrong_endpoints_are_one_clear_error(index, capsys, args, message):
+    status, out = bisect(index, capsys, "qvltoy", *args, "--with", "qvlpeer==1.0", "--oracle-cmd", oracle("qvltoy.N < 4"))
+    assert status == 2
+    error = [line for line in out.splitlines() if line.startswith("qvl-harness: error:")]
+    assert len(error) == 1 and message in error[0], out
+
+
+def test_pytest_oracle_judges_by_the_selected_tests(index, capsys, tmp_path):
+    tests = tmp_path / "probe_tests"
+    tests.mkdir()
+    (tests / "test_toy.py").write_text(
+        "import pytest, qvltoy\n"
+        "def test_old_behaviour():\n    assert qvltoy.N < 4\n"
+        "@pytest.mark.xfail(strict=True, reason='expectations must not hide the failure')\n"
+        "def test_expected_failure():\n    assert qvltoy.N < 4\n"
+    )
+    status, out = bisect(index, capsys, "qvltoy", "--good", "1.2", "--bad", "1.6", "--with", "qvlpeer==1.0",
+                         "--oracle-pytest", f"{tests}")
+    assert status == 0, out
+    assert "first bad: qvltoy==1.4" in out
+    # a selection that collects nothing judges no release: the endpoint cannot be judged
+    status, out = bisect(index, capsys, "qvltoy", "--good", "1.2", "--bad", "1.3", "--with", "qvlpeer==1.0",
+                         "--oracle-pytest", f"{tests} -k no_such_test")
+    assert status == 2 and "cannot judge endpoint qvltoy==1.2 (pytest exit 5 (no tests collected): skipped)" in out
+
+
+def test_same_day_companions_and_bisect_by_date(index, capsys):
+    # qvlpeer 1.2 (day 6.5) breaks it: by date, the first bad state is the one that brought qvlpeer 1.2
+    status, out = bisect(index, capsys, "qvltoy", "qvlpeer", "--by-date", "--good", "2025-01-01T12:00:00Z",
+                         "--bad", "2025-01-10", "--oracle-cmd", oracle("qvlpeer.N < 2"))
+    assert status == 0, out
+    assert "first bad: @2025-01-07T12:00:00Z (qvlpeer==1.2)" in out
+    assert "pins of the first bad: qvltoy==1.6 qvlpeer==1.2" in out
+    # by version with same-day companions: qvltoy 1.6 (day 6, 00:00) is paired with qvlpeer 1.2 (day 6, 12:00)
+    status, out = bisect(index, capsys, "qvltoy", "--good", "1.0", "--bad", "1.9", "--with", "qvlpeer@same-day",
+                         "--oracle-cmd", oracle("qvlpeer.N < 2"))
+    assert status == 0 and "first bad: qvltoy==1.6" in out, out
+
+
+def test_record_writes_the_range_into_the_registry(index, capsys, monkeypatch):
+    registry = index / "known_failures.toml"
+    registry.write_text(
+        '# comment kept\n[[failure]]\nid = "toy"\npackage = "qvltoy"\naffected = ""\nevidence = "pending"\n'
+        'description = "d"\nseed = "s"\nsuite = "suites/x.py"\n\n'
+        '[[failure]]\nid = "other"\npackage = "qvltoy"\naffected = ">=1.1"\nevidence = "kept"\n'
+        'description = "d"\nseed = "s"\nsuite = "suites/y.py"\n'
+    )
+    monkeypatch.setattr(known, "REGISTRY", registry)
+    status, out = bisect(index, capsys, "qvltoy", "--find-range", "--bad", "1.5", "--with", "qvlpeer==1.0",
+                         "--oracle-cmd", oracle("not 3 <= qvltoy.N < 7"), "--record", "toy")
+    assert status == 0, out
+    entries = known.load_registry(registry)
+    assert str(entries["toy"].affected) == "<1.7,>=1.3"
+    assert "first bad 1.3 (last good 1.2)" in entries["toy"].evidence and "first fixed 1.7" in entries["toy"].evidence
+    assert str(entries["other"].affected) == ">=1.1" and entries["other"].evidence == "kept"
+    assert registry.read_text().startswith("# comment kept\n")
+    # the registry table shows it
+    parsed = build_parser_with_bisect().parse_args(["known"])
+    assert parsed.func(parsed) == 0
+    assert "<1.7,>=1.3" in capsys.readouterr().out
+
+
+def test_release_history_is_ordered_by_upload_time_without_yanked_or_prereleases():
+    data = release_json({
+        "2.0": T0 + timedelta(days=1), "1.9.1": T0 + timedelta(days=3), "2.1rc1": T0 + timedelta(days=4),
+        "2.1": T0 + timedelta(days=5), "1.0": T0,
+    }, yanked={"2.1"})
+    data["releases"]["3.0"] = []  # no files
+    assert [r.version for r in pypi.releases_from_json("x", data)] == ["1.0", "2.0", "1.9.1"]
+    assert [r.version for r in pypi.releases_from_json("x", data, pre=True)] == ["1.0", "2.0", "1.9.1", "2.1rc1"]
+    releases = pypi.releases_from_json("x", data)
+    assert pypi.newest_at(releases, T0 + timedelta(days=4)).version == "2.0"  # highest version, as uv picks
