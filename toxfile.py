@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from tox.config.loader.memory import MemoryLoader
+from tox.config.types import Command
 from tox.plugin import impl
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -51,9 +52,10 @@ def tox_add_env_config(env_conf, state):
         MemoryLoader(
             deps="\n".join(deps),
             commands_pre=[
-                ["uv", "pip", "install", "--python", "{envpython}", "--no-deps", *cell.code_under_test()],
+                # uv installs into $VIRTUAL_ENV, which tox sets to this env
+                Command(["uv", "pip", "install", "--no-deps", *cell.code_under_test()]),
                 # release code the cross-release suites read (network here, never inside the tests)
-                ["qvl-harness", "releases", "fetch"],
+                Command(["qvl-harness", "releases", "fetch"]),
             ],
             set_env={"QVL_CELL": cell.name},
         ),

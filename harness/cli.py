@@ -81,9 +81,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--manifest", type=Path, default=None)
     p.set_defaults(func=cmd_fixtures_show)
 
-    from . import releases
+    from . import releases, wheelhouse
 
     releases.add_cli(sub)
+    wheelhouse.add_cli(sub)
     return parser
 
 

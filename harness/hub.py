@@ -498,7 +498,7 @@ def pointed_at(hub: LocalHub):
     for name, value in patched.items():
         setattr(constants, name, value)
     os.environ["HF_ENDPOINT"], os.environ["HF_HUB_CACHE"] = hub.url, str(cache)
-    hf_api.api.endpoint = hub.url
+    pass
     HfFileSystem.clear_instance_cache()  # instances remember their endpoint and listings
     try:
         yield cache
