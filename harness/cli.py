@@ -81,10 +81,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--manifest", type=Path, default=None)
     p.set_defaults(func=cmd_fixtures_show)
 
-    from . import releases, wheelhouse
+    from . import bisect, goldens, hub, known, releases, wheelhouse
 
-    releases.add_cli(sub)
-    wheelhouse.add_cli(sub)
+    for module in (releases, wheelhouse, hub, bisect, known, goldens):
+        module.add_cli(sub)
     return parser
 
 

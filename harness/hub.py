@@ -32,7 +32,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from urllib.parse import parse_qs, quote, unquote, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 try:
     import tomllib
@@ -211,8 +211,8 @@ class LoggedRequest:
 @dataclass
 class Reply:
     status: int
-    body: bytes = b""
-    headers: dict | None = None
+    body: bytes
+    headers: dict
 
 
 def _json(status: int, payload, **headers) -> Reply:
@@ -449,14 +449,14 @@ class _Handler(BaseHTTPRequestHandler):
             reply = hub.answer(method, self.path, self.headers, body)
         except Exception as exc:  # a server bug must show up as a 500 in the client, not a hang
             reply = _error(500, None, f"local hub error: {exc!r}")
+        hub._record(method, self.path.split("?", 1)[0], reply.status)  # before replying: clients may look at once
         self.send_response(reply.status)
-        for name, value in (reply.headers or {}).items():
+        for name, value in reply.headers.items():
             self.send_header(name, value)
         self.send_header("Content-Length", str(len(reply.body)))  # a HEAD reply tells the GET's length
         self.end_headers()
         if method != "HEAD":
             self.wfile.write(reply.body)
-        hub._record(method, self.path.split("?", 1)[0], reply.status)
 
     def do_GET(self) -> None:
         self._serve("GET")
@@ -498,7 +498,7 @@ def pointed_at(hub: LocalHub):
     for name, value in patched.items():
         setattr(constants, name, value)
     os.environ["HF_ENDPOINT"], os.environ["HF_HUB_CACHE"] = hub.url, str(cache)
-    pass
+    hf_api.api.endpoint = hub.url
     HfFileSystem.clear_instance_cache()  # instances remember their endpoint and listings
     try:
         yield cache

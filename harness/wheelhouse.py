@@ -17,6 +17,7 @@ import tempfile
 import zipfile
 from pathlib import Path
 
+from . import xrays
 from .errors import HarnessError
 from .matrix import load_matrix
 from .paths import REPO_ROOT
@@ -106,6 +107,10 @@ def slim(dest: Path, cuda: str) -> None:
         _slim(wheel, lambda n: n.endswith(".so") and "libbitsandbytes_" in n and Path(n).name not in keep)
     for wheel in dest.glob("unsloth-*.whl"):
         _slim(wheel, lambda n: n.startswith("studio/") or "/studio/" in n.split(".dist-info")[0])
+    # pydicom-data is 34 MB of test images; a runner needs only the ones the X-ray manifest uses.
+    used = {f.source.split(":", 1)[1] for f in xrays.load_manifest() if f.source.startswith("pydicom-data:")}
+    for wheel in dest.glob("pydicom_data-*.whl"):
+        _slim(wheel, lambda n: n.startswith("data_store/data/") and Path(n).name not in used)
 
 
 def build(cell_name: str, dest: Path, python: str, platform: str, runner_freeze: Path | None, cuda: str) -> dict:

@@ -78,3 +78,36 @@ def test_mapper_integrity_sweep(release, hub_for, request):
     summary.add_table(request.config, f"mapper sweep: {mapper.code.label} against {where}: missing targets",
                       ["input name", "load_in_4bit", "resolved (missing)"], rows or [["(none)", "", ""]])
     assert not rows, f"{mapper.code.label} maps {len(rows)} available name(s) to repos missing on {where}: {rows}"
+
+
+def _repo_not_found_in_chain(exc: BaseException) -> RepositoryNotFoundError | None:
+    while exc is not None:
+        if isinstance(exc, RepositoryNotFoundError):
+            return exc
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+@pytest.mark.gpu
+@pytest.mark.slow
+@pytest.mark.parametrize("release", [p for p in RELEASES if p.id.startswith("installed-")])
+def test_fast_vision_model_loads_the_72b_name_in_4bit(release, hub_for):
+    """The installed release's real loader against the local hub (unsloth needs CUDA to load 4-bit)."""
+    from unsloth import FastVisionModel
+
+    from harness import quant
+
+    server = hub_for(SNAPSHOT)
+    with hub.pointed_at(server):
+        try:
+            model, _ = FastVisionModel.from_pretrained("unsloth/Qwen2-VL-72B-Instruct", load_in_4bit=True)
+        except Exception as exc:  # noqa: BLE001 - releases wrap the 404 in FileNotFoundError/OSError
+            missing = _repo_not_found_in_chain(exc)
+            if missing is None:
+                raise
+            asked = sorted({r.path.split("/resolve/")[0] for r in server.requests if r.status == 404})
+            missing.add_note(f"{subjects.release_code(release).label}: FastVisionModel asked the hub for {asked}")
+            raise missing from exc
+    report = quant.inspect(model)
+    assert report.linear4bit and not report.missing_quant_state
+    assert any("72b-instruct-bnb-4bit" in r.path.lower() for r in server.requests if r.status == 200)

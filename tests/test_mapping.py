@@ -18,7 +18,7 @@ def test_old_release_runtime_mapper_fetch_is_refused_and_falls_back():
 
 
 def test_release_code_loads_unmodified_from_the_wheel():
-    mapper = ReleaseMapper(releases.from_wheel("unsloth", "2024.12.2"))
+    mapper = ReleaseMapper(releases.from_wheel("unsloth", "2024.12.11"))
     assert mapper.loader_file == "unsloth/models/loader_utils.py"
     assert "unsloth/Qwen2-VL-72B-Instruct-unsloth-bnb-4bit" in mapper.mapper_names()
     assert not mapper.setup_errors

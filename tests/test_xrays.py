@@ -1,8 +1,11 @@
 from pathlib import Path
 
+import shutil
+
 import numpy as np
 import pytest
 from PIL import Image
+from pydicom.data import get_testdata_file
 
 from harness import xrays
 from harness.cli import main
@@ -59,7 +62,7 @@ def test_user_png_fixture_is_accepted(tmp_path, monkeypatch):
 @pytest.mark.parametrize(
     "source, modality, reason",
     [
-        ("pydicom-data:MR2_UNCR.dcm", "CR", "DICOM modality MR is not an X-ray modality"),
+        ("mr.dcm", "CR", "DICOM modality MR is not an X-ray modality"),
         ("pydicom-data:RG1_UNCR.dcm", "DX", "manifest says modality DX but the DICOM file says CR"),
         ("missing.dcm", "CR", "file not found"),
         ("garbage.png", "CR", "not a readable image"),
@@ -72,6 +75,7 @@ def test_bad_fixture_files_are_refused_with_a_reason(tmp_path, monkeypatch, sour
     (tmp_path / "garbage.png").write_bytes(b"not an image")
     (tmp_path / "garbage.dcm").write_bytes(b"\x00" * 300)
     Image.fromarray(np.zeros((16, 16), np.uint8)).save(tmp_path / "tiny.png")
+    shutil.copy(get_testdata_file("MR_small.dcm"), tmp_path / "mr.dcm")  # ships with pydicom itself
     (item,) = xrays.load_manifest(manifest(tmp_path, source=source, modality=modality))
     with pytest.raises(HarnessError, match=reason):
         item.image()
