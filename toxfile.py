@@ -57,6 +57,7 @@ def tox_add_env_config(env_conf, state):
                 # release code the cross-release suites read (network here, never inside the tests)
                 Command(["qvl-harness", "releases", "fetch"]),
             ],
-            set_env={"QVL_CELL": cell.name},
+            # cell envs run the regression suites; the harness's own tests run in py
+            set_env={"QVL_CELL": cell.name, **({} if name == "py" else {"QVL_TESTPATHS": "suites"})},
         ),
     )

@@ -28,27 +28,11 @@ BISECTS = {
     "dtype-grad": ["unsloth-zoo", "--find-fix", "--bad", "2025.1.3",
                    "--oracle-pytest", "suites/test_dtype_grad.py -k installed"],
 }
-# Runs `qvl-harness bisect` whether or not the checkout's CLI has the subcommand wired in yet.
-RUNNER = """
-import sys
-from harness import bisect, cli
-from harness.errors import HarnessError
-parser = cli.build_parser()
-sub = next(a for a in parser._actions if a.dest == "command")
-if "bisect" not in sub.choices:
-    bisect.add_cli(sub)
-args = parser.parse_args(sys.argv[1:])
-try:
-    sys.exit(args.func(args))
-except HarnessError as exc:
-    print(f"qvl-harness: error: {exc}", file=sys.stderr)
-    sys.exit(2)
-"""
 
 
 def run_bisect(argv: list[str], env: dict) -> tuple[int, str, float]:
     started = time.monotonic()
-    proc = subprocess.Popen([sys.executable, "-c", RUNNER, "bisect", *argv], cwd=REPO_ROOT, env=env,
+    proc = subprocess.Popen([sys.executable, "-m", "harness.cli", "bisect", *argv], cwd=REPO_ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     lines = []
     for line in proc.stdout:

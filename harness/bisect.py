@@ -5,14 +5,17 @@ states of a whole stack of packages over time). Each probe installs the release 
 venv (harness.overlay) over the base environment and runs an oracle in it, judged like
 ``git bisect run``: exit 0 good, 1-127 bad, 125 skip, anything else aborts. A pytest oracle runs
 with ``--runxfail`` (the registry's expectations must not turn a failure into a pass) and exits
-2-5 (collection error, internal error, usage error, nothing collected) or a run where every
-selected test skipped count as skip: they say nothing about the release. An install or import
+2-5 (collection error, internal error, usage error, nothing collected), a run where every
+selected test skipped and a run whose every failure is a HarnessError (the harness cannot run the
+check on this release, e.g. it predates the code the suite reads) count as skip: they say
+nothing about the release. An install or import
 failure is a skip as well. Both endpoints are judged twice first, so a flaky oracle stops the
 search before it misleads it.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -59,8 +62,13 @@ class Run:
     tail: str
     seconds: float
 
+    @property
+    def reason(self) -> str:
+        lines = self.tail.strip().splitlines()
+        return lines[-1] if lines else f"exit {self.exit}"
+
     def describe(self) -> str:
-        return f"{self.verdict} (exit {self.exit}, {self.seconds:.1f}s)" if self.exit is not None else f"{self.verdict} ({self.tail.splitlines()[-1] if self.tail else ''})"
+        return f"{self.verdict} (exit {self.exit}, {self.seconds:.1f}s)" if self.exit is not None else f"{self.verdict} ({self.reason})"
 
 
 def verdict_of(code: int) -> str:
@@ -106,6 +114,8 @@ class Oracle:
                     return Run(code, SKIP, f"{tail}\npytest exit {code} ({PYTEST_SKIP_EXITS[code]}): skipped", seconds)
                 if code == 0 and _all_skipped(junit):
                     return Run(code, SKIP, f"{tail}\nevery selected test skipped: skipped", seconds)
+                if code == 1 and _only_harness_errors(junit):
+                    return Run(code, SKIP, f"{tail}\nevery failure is a harness error (the suite cannot judge this release): skipped", seconds)
             return Run(code, verdict_of(code), tail, seconds)
 
     def _execute(self, cmd, env, cwd, shell) -> tuple[int | None, str]:
@@ -124,6 +134,17 @@ class Oracle:
             raise
         code = proc.returncode
         return (128 - code if code < 0 else code), output  # a signal reads as 128+N, which aborts
+
+
+def _only_harness_errors(junit: Path) -> bool:
+    """Whether every failing test failed with a HarnessError (the plugin reports it as "qvl-harness: ...")."""
+    try:
+        cases = list(ET.parse(junit).getroot().iter("testcase"))
+    except (OSError, ET.ParseError):
+        return False
+    problems = [p for case in cases for p in case if p.tag in ("failure", "error")]
+    prefixes = ("qvl-harness:", "harness.errors.HarnessError")
+    return bool(problems) and all((p.get("message") or "").startswith(prefixes) for p in problems)
 
 
 def _all_skipped(junit: Path) -> bool:
@@ -220,42 +241,40 @@ class Bisection:
         return runs[0].verdict
 
     def search(self, lo: int, hi: int, old: str, *, lo_implied: bool, hi_implied: bool) -> Outcome:
-        """The first point in (lo, hi] whose state differs from ``old``; lo is older than hi."""
+        """The first point in (lo, hi] whose state differs from ``old``; lo is older than hi.
+
+        An implied endpoint (the oldest or newest candidate, not named by the user) that cannot be
+        judged counts as a skipped candidate, with a virtual endpoint just outside the range.
+        """
         new = BAD if old == GOOD else GOOD
         outcome = Outcome(old=old, size=hi - lo + 1)
+        first, last = lo, hi
         self.lo, self.hi = lo, hi
+        skipped: set[int] = set()
 
         def step(remaining: int) -> str:
             done = len(outcome.probed)
             return f"[{done + 1}/~{done + max(remaining, 1)}]"
 
-        def steps_left(a: int, b: int) -> int:
-            return math.ceil(math.log2(max(b - a, 1)))
-
-        # Endpoints first, each judged twice; an implied endpoint that cannot be judged moves inwards.
+        # Endpoints first, each judged twice, so a flaky oracle stops the search before it misleads it.
         for older_side in (True, False):
+            i = lo if older_side else hi
             expected, implied = (old, lo_implied) if older_side else (new, hi_implied)
-            while True:
-                i = lo if older_side else hi
-                progress = step((2 if older_side else 1) + steps_left(lo, hi))
-                outcome.probed.add(self.points[i].key)
-                verdict = self.judge(i, 2, progress)
-                if verdict != SKIP or not implied or hi - lo <= 1:
-                    break
-                lo, hi = (lo + 1, hi) if older_side else (lo, hi - 1)
+            progress = step((2 if older_side else 1) + math.ceil(math.log2(max(hi - lo, 1))))
+            outcome.probed.add(self.points[i].key)
+            verdict = self.judge(i, 2, progress)
             point = self.points[i]
             if verdict == SKIP:
-                reason = self.runs[point.key][-1].tail.splitlines()[-1]
-                raise HarnessError(f"cannot judge endpoint {point.label} ({reason}); choose another")
-            if verdict == expected:
-                continue
-            if not implied:
-                raise HarnessError(_endpoint_hint(point, verdict, expected, self.runs[point.key][0]))
-            outcome.note = (f"no {old} release in range: {point.label}, the oldest candidate, is already {verdict}" if older_side
-                            else f"not {'fixed' if old == BAD else 'broken'} yet: {point.label}, the newest candidate, is still {verdict}")
-            return outcome
-        self.lo, self.hi = lo, hi
-        skipped: set[int] = set()
+                if not implied:
+                    raise HarnessError(f"cannot judge endpoint {point.label} ({self.runs[point.key][-1].reason}); choose another")
+                skipped.add(i)
+                lo, hi = (lo - 1, hi) if older_side else (lo, hi + 1)
+            elif verdict != expected:
+                if not implied:
+                    raise HarnessError(_endpoint_hint(point, verdict, expected, self.runs[point.key][0]))
+                outcome.note = (f"no {old} release in range: {point.label}, the oldest candidate, is already {verdict}" if older_side
+                                else f"not {'fixed' if old == BAD else 'broken'} yet: {point.label}, the newest candidate, is still {verdict}")
+                return outcome
         while candidates := [j for j in range(lo + 1, hi) if j not in skipped]:
             middle = (lo + hi) // 2
             pick = min(candidates, key=lambda j: (abs(j - middle), j))
@@ -268,8 +287,9 @@ class Bisection:
                 lo = pick
             else:
                 hi = pick
-            self.lo, self.hi = lo, hi
-        outcome.last_old, outcome.first_new = self.points[lo], self.points[hi]
+            self.lo, self.hi = max(lo, first), min(hi, last)
+        outcome.last_old = self.points[lo] if lo >= first else None
+        outcome.first_new = self.points[hi] if hi <= last else None
         outcome.ambiguous = [self.points[j] for j in sorted(skipped) if lo < j < hi]
         return outcome
 
@@ -490,9 +510,13 @@ def run_cli(args) -> int:
             print(f"\n== {mode.replace('-', ' ')}: {points[lo].key} .. {points[hi].key} ({hi - lo + 1} candidates)")
             outcomes.append((mode, bisection.search(lo, hi, old, lo_implied=lo_implied, hi_implied=hi_implied)))
     except KeyboardInterrupt:
+        print("\n")
+        for done_mode, outcome in outcomes:
+            _report(args, bisection, done_mode, outcome)
         lo_key, hi_key = points[bisection.lo].key, points[bisection.hi].key
         good, bad = (lo_key, hi_key) if mode == "first-bad" else (hi_key, lo_key)
-        print(f"\ninterrupted; resume with:\n  {_resume_command(args, good, bad, mode)}")
+        print(f"interrupted during the {mode.replace('-', ' ')} search; resume with either of:\n"
+              f"  {_resume_command(args, good, bad, mode)}\n  (the same command with --resume reuses every logged run)")
         return 130
 
     status = 0
@@ -514,8 +538,11 @@ def _report(args, bisection: Bisection, mode: str, outcome: Outcome) -> int:
     if outcome.note:
         print(outcome.note)
     elif outcome.ambiguous:
-        names = ", ".join(p.key for p in [*outcome.ambiguous, outcome.first_new])
-        print(f"undecided: the {outcome.new_name} is one of {names} (the others could not be judged)")
+        names = ", ".join(p.key for p in [*outcome.ambiguous, outcome.first_new] if p)
+        tail = "" if outcome.first_new else f", or none in range ({outcome.last_old.label} is the newest judged and is {outcome.old})"
+        print(f"undecided: the {outcome.new_name} is one of {names}{tail}: the releases between could not be judged")
+        for point in outcome.ambiguous:
+            print(f"  {point.label}: {bisection.runs[point.key][-1].reason}")
     else:
         last_name = "last good" if outcome.old == GOOD else "last bad"
         print(f"{outcome.new_name}: {outcome.first_new.label} (uploaded {outcome.first_new.uploaded:%Y-%m-%d %H:%M} UTC)")
@@ -552,6 +579,4 @@ def _record(args, oracle: Oracle, outcomes: list[tuple[str, Outcome]]) -> None:
 
 
 def _digest(config: dict) -> str:
-    import hashlib
-
     return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:10]

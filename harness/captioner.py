@@ -1,7 +1,7 @@
 """A tiny Qwen2-VL trained to caption the X-ray fixtures with their reference descriptions.
 
 An untrained tiny model answers noise whatever it is given, so it cannot tell a destroyed image
-from a sound one. This one is trained (seeded, full-batch, float32 on CPU) until its greedy
+from a sound one. This one is trained (seeded, float32 on CPU) until its greedy
 16-bit answer to each fixture is that fixture's description, so a configuration that garbles the
 image or the weights shows up as a wrong caption. Its 16-bit captions are the hermetic goldens.
 
@@ -26,12 +26,12 @@ MODEL_NAME = "tiny-captioner"
 
 @dataclass(frozen=True)
 class Recipe:
-    """How the captioner is trained: full-batch AdamW on every fixture, answer tokens only."""
+    """How the captioner is trained: AdamW on every fixture each step, answer tokens only."""
 
     steps: int = 200
     learning_rate: float = 3e-3
     seed: int = 0
-    version: int = 1  # bump when the training code changes in a way the fields above do not show
+    version: int = 2  # bump when the training code changes in a way the fields above do not show
 
 
 def fixture_digest(item: xrays.XrayFixture) -> str:
@@ -46,27 +46,13 @@ def recipe_fingerprint(recipe: Recipe = Recipe(), spec: tinymodel.TinySpec = tin
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _training_batch(processor, fixtures):
-    """Chat inputs with each description as the answer, and labels that score only the answer."""
-    import torch
-
-    rows = [inference.chat_inputs(processor, f.image(), answer=f.description) for f in fixtures]
-    prompts = [inference.chat_inputs(processor, f.image())["input_ids"].shape[1] for f in fixtures]
-    width = max(r["input_ids"].shape[1] for r in rows)
-    pad = processor.tokenizer.pad_token_id
-    # Per-token tensors (input_ids, attention_mask and, in transformers 5, mm_token_type_ids)
-    # are right-padded; the image tensors are concatenated.
-    token_keys = [k for k, v in rows[0].items() if v.dim() == 2 and v.shape == rows[0]["input_ids"].shape]
-    batch = {k: torch.full((len(rows), width), pad if k == "input_ids" else 0) for k in token_keys}
-    batch["labels"] = torch.full((len(rows), width), -100)
-    for i, (row, start) in enumerate(zip(rows, prompts)):
-        n = row["input_ids"].shape[1]
-        for k in token_keys:
-            batch[k][i, :n] = row[k][0]
-        batch["labels"][i, start:n] = row["input_ids"][0, start:n]
-    for k in rows[0].keys() - set(token_keys):
-        batch[k] = torch.cat([r[k] for r in rows])
-    return batch
+def _training_example(processor, item):
+    """Chat inputs with the description as the answer, and labels that score only the answer."""
+    inputs = dict(inference.chat_inputs(processor, item.image(), answer=item.description))
+    start = inference.chat_inputs(processor, item.image())["input_ids"].shape[1]
+    labels = inputs["input_ids"].clone()
+    labels[:, :start] = -100
+    return {**inputs, "labels": labels}
 
 
 def train(base: Path, fixtures, recipe: Recipe, out: Path) -> None:
@@ -77,11 +63,13 @@ def train(base: Path, fixtures, recipe: Recipe, out: Path) -> None:
     processor = tinymodel.load_processor(base)
     model = transformers.Qwen2VLForConditionalGeneration.from_pretrained(base, **tinymodel.dtype_kwarg(torch.float32))
     model.train()
-    batch = _training_batch(processor, fixtures)
+    # One example per forward pass: no padding, so no stack's padding or position-id handling
+    # can make training differ from generation; their gradients are averaged per step.
+    examples = [_training_example(processor, item) for item in fixtures]
     optimizer = torch.optim.AdamW(model.parameters(), lr=recipe.learning_rate, weight_decay=0.0)
     for _ in range(recipe.steps):
-        loss = model(**batch).loss
         optimizer.zero_grad()
+        loss = sum(model(**example).loss for example in examples) / len(examples)
         loss.backward()
         optimizer.step()
     model.eval()
@@ -142,6 +130,7 @@ class Configuration:
             from unsloth import FastVisionModel
 
             model, _ = FastVisionModel.from_pretrained(str(path), load_in_4bit=True)
+            FastVisionModel.for_inference(model)
             return model
         return quant.load_4bit(path, self.skips)
 
@@ -205,9 +194,14 @@ def release_skip_list(unsloth_code, zoo_code) -> tuple[str, ...] | None:
 
 
 def installed_skip_list() -> tuple[str, ...] | None:
+    """The installed release's skip list; None (transformers' default) where unsloth is not installed."""
     from . import releases
 
-    return release_skip_list(releases.installed("unsloth"), releases.installed("unsloth-zoo"))
+    try:
+        code = releases.installed("unsloth"), releases.installed("unsloth-zoo")
+    except HarnessError:
+        return None
+    return release_skip_list(*code)
 
 
 def skip_list_table() -> list[list[str]]:
@@ -230,6 +224,6 @@ def skip_list_table() -> list[list[str]]:
 
 def describe_skips(skips) -> str:
     if skips is None:
-        return "none passed (transformers default: lm_head); vision tower quantized"
-    vision = "kept" if any(covers_vision(s) for s in skips) else "quantized"
+        return "none passed (transformers default: lm_head); vision tower not listed"
+    vision = "listed" if any(covers_vision(s) for s in skips) else "not listed"
     return f"{', '.join(skips)}; vision tower {vision}"

@@ -81,9 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--manifest", type=Path, default=None)
     p.set_defaults(func=cmd_fixtures_show)
 
-    from . import bisect, goldens, hub, known, releases, wheelhouse
+    from . import bisect, goldens, hub, known, releases, report, wheelhouse
 
-    for module in (releases, wheelhouse, hub, bisect, known, goldens):
+    for module in (releases, wheelhouse, hub, bisect, known, goldens, report):
         module.add_cli(sub)
     return parser
 

@@ -27,7 +27,7 @@ from .paths import FIXTURES_DIR
 GOLDENS_DIR = FIXTURES_DIR / "goldens"
 LEVELS = ("exact", "token", "terms", "semantic", "mismatch")
 TOKEN_MIN = 0.8
-SEMANTIC_MIN = 0.75
+SEMANTIC_MIN = 0.6  # all-MiniLM-L6-v2: paraphrases of a fixture ~0.72, "a shirt with geometric patterns" ~0.32
 FORMAT = 1
 
 

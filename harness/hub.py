@@ -25,6 +25,7 @@ import json
 import os
 import re
 import shutil
+import sys
 import tempfile
 import threading
 import time
@@ -488,23 +489,28 @@ def pointed_at(hub: LocalHub):
     patched = {
         "ENDPOINT": hub.url,
         "HUGGINGFACE_CO_URL_TEMPLATE": hub.url + "/{repo_id}/resolve/{revision}/{filename}",
-        "HF_URL_HOSTS": constants.HF_URL_HOSTS | {"127.0.0.1"},
         "HF_HUB_CACHE": str(cache),
         "HUGGINGFACE_HUB_CACHE": str(cache),
     }
-    saved = {name: getattr(constants, name) for name in patched}
+    if hasattr(constants, "HF_URL_HOSTS"):  # huggingface_hub >= 1.0 only
+        patched["HF_URL_HOSTS"] = constants.HF_URL_HOSTS | {"127.0.0.1"}
+    # Older huggingface_hub (0.x) and transformers also bind some constants by name at import:
+    # patch every loaded copy that still holds the constant's value.
+    modules = [m for n, m in list(sys.modules.items()) if n.startswith(("huggingface_hub", "transformers.utils.hub")) and m]
+    saved = [(m, name, getattr(m, name)) for m in modules for name in patched
+             if name in vars(m) and (m is constants or getattr(m, name) == getattr(constants, name))]
     saved_env = {name: os.environ.get(name) for name in ("HF_ENDPOINT", "HF_HUB_CACHE")}
     saved_api_endpoint = hf_api.api.endpoint
-    for name, value in patched.items():
-        setattr(constants, name, value)
+    for module, name, _ in saved:
+        setattr(module, name, patched[name])
     os.environ["HF_ENDPOINT"], os.environ["HF_HUB_CACHE"] = hub.url, str(cache)
     hf_api.api.endpoint = hub.url
     HfFileSystem.clear_instance_cache()  # instances remember their endpoint and listings
     try:
         yield cache
     finally:
-        for name, value in saved.items():
-            setattr(constants, name, value)
+        for module, name, value in saved:
+            setattr(module, name, value)
         for name, value in saved_env.items():
             if value is None:
                 os.environ.pop(name, None)

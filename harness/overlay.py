@@ -105,7 +105,7 @@ class Overlays:
 
     def __init__(self, base: Base, *, find_links: list[str] = (), no_index: bool = False,
                  offline: bool = False, import_check: list[str] = ()):
-        self.uv = shutil.which("uv")
+        self.uv = shutil.which("uv") or _uv_from_package()
         if not self.uv:
             raise HarnessError("bisect needs uv on PATH (https://docs.astral.sh/uv/) to build probe environments")
         self.base = base
@@ -163,6 +163,16 @@ class Overlays:
                                capture_output=True, text=True)
         if check.returncode != 0:
             return _last_line(check.stderr)
+        return None
+
+
+def _uv_from_package() -> str | None:
+    """The binary of the `uv` PyPI package, when it is installed but its bin dir is not on PATH."""
+    try:
+        from uv import find_uv_bin
+
+        return find_uv_bin()
+    except (ImportError, FileNotFoundError):
         return None
 
 

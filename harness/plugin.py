@@ -9,6 +9,9 @@ import pytest
 from . import hermetic, stack, summary
 from .errors import HarnessError
 
+# Run results for the HTML report (--report-dir); registered here so its option is known in time.
+pytest_plugins = ["harness.report_plugin"]
+
 MARKERS = {
     "gpu": "needs a CUDA GPU; run with `tox -e gpu` (skipped on CPU with the reason)",
     "cpu": "runs on CPU only",
@@ -27,8 +30,33 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--models", choices=("tiny", "real"), default="tiny", help="tiny locally built models (default) or real checkpoints")
 
 
+def _pin_worker_to_one_gpu() -> None:
+    """Under xdist, give worker gwN its own GPU before anything initializes CUDA.
+
+    The controller publishes the visible GPUs in QVL_GPUS (see pytest_xdist_auto_num_workers).
+    """
+    worker, gpus = os.environ.get("PYTEST_XDIST_WORKER"), os.environ.get("QVL_GPUS")
+    if worker and gpus:
+        ids = gpus.split(",")
+        os.environ["CUDA_VISIBLE_DEVICES"] = ids[int(worker.removeprefix("gw")) % len(ids)]
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int | None:
+    """`-n auto` in a GPU run means one worker per visible GPU."""
+    if not config.getoption("--require-gpu"):
+        return None
+    import torch
+
+    count = torch.cuda.device_count()
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    os.environ["QVL_GPUS"] = visible if visible else ",".join(str(i) for i in range(count))
+    return max(count, 1)
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_configure(config: pytest.Config) -> None:
+    _pin_worker_to_one_gpu()
     for name, doc in MARKERS.items():
         config.addinivalue_line("markers", f"{name}: {doc}")
     live = config.getoption("--hub") == "live"
@@ -39,6 +67,10 @@ def pytest_configure(config: pytest.Config) -> None:
     config.option.disable_socket = not live
     config.pluginmanager.import_plugin("harness.fixtures")
     config.stack = stack.collect()
+    if not config.stack.gpus:
+        from .quant import allow_cpu_bitsandbytes
+
+        allow_cpu_bitsandbytes()  # old transformers refuse the CPU bitsandbytes backend every load
     if config.getoption("--require-gpu") and not config.stack.gpus:
         raise pytest.UsageError(
             "qvl-harness: --require-gpu: no CUDA device is visible (torch "

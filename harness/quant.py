@@ -19,13 +19,35 @@ def bnb_config(skip_modules=("lm_head",)):
     )
 
 
+def allow_cpu_bitsandbytes() -> None:
+    """Let old transformers load bitsandbytes 4-bit on a machine without CUDA.
+
+    transformers <4.52 refuses (4.47/4.48 even crash on a frozenset in their multi-backend branch)
+    in ``validate_bnb_backend_availability``, although bitsandbytes >=0.48 quantizes nf4 on CPU.
+    Only that environment check is lifted, and only where it refuses; newer transformers pass it.
+    """
+    import transformers.integrations as integrations
+
+    check = getattr(integrations, "validate_bnb_backend_availability", None)
+    if check is None:
+        return
+    try:
+        check(raise_exception=True)
+    except Exception:  # noqa: BLE001 - any refusal of the CPU backend
+        integrations.validate_bnb_backend_availability = lambda *args, **kwargs: True
+
+
 def load_4bit(path, skip_modules=("lm_head",)):
     """Quantize a 16-bit checkpoint on load with plain transformers + bitsandbytes nf4."""
     import torch
     import transformers
 
+    from .tinymodel import dtype_kwarg
+
+    if device() == "cpu":
+        allow_cpu_bitsandbytes()  # also outside pytest (the CLI, benchmarks)
     return transformers.Qwen2VLForConditionalGeneration.from_pretrained(
-        path, quantization_config=bnb_config(skip_modules), dtype=torch.bfloat16, device_map=device()
+        path, quantization_config=bnb_config(skip_modules), device_map=device(), **dtype_kwarg(torch.bfloat16)
     )
 
 
@@ -33,8 +55,10 @@ def load_16bit(path, dtype="float32"):
     import torch
     import transformers
 
+    from .tinymodel import dtype_kwarg
+
     return transformers.Qwen2VLForConditionalGeneration.from_pretrained(
-        path, dtype=getattr(torch, dtype), device_map=device()
+        path, device_map=device(), **dtype_kwarg(getattr(torch, dtype))
     )
 
 
@@ -94,7 +118,8 @@ def record_vision_input(model):
         if tensor is not None:
             seen.append(tensor.dtype)
 
-    handle = vision_tower(model).register_forward_pre_hook(hook, with_kwargs=True)
+    # prepend: seen before any other pre-hook on the tower runs (one may raise on these very inputs)
+    handle = vision_tower(model).register_forward_pre_hook(hook, with_kwargs=True, prepend=True)
     try:
         yield seen
     finally:

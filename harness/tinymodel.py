@@ -236,20 +236,12 @@ def build_prequantized(base: Path, skip_modules: tuple[str, ...], name: str) -> 
 
     ``skip_modules`` stay in 16 bits (``llm_int8_skip_modules``), as in the hub's pre-quantized repos.
     """
-    import torch
     import transformers
 
+    from . import quant
+
     def _build(out: Path) -> None:
-        config = transformers.BitsAndBytesConfig(
-            load_in_4bit=True,
-            bnb_4bit_quant_type="nf4",
-            bnb_4bit_use_double_quant=True,
-            bnb_4bit_compute_dtype=torch.bfloat16,
-            llm_int8_skip_modules=list(skip_modules),
-        )
-        model = transformers.Qwen2VLForConditionalGeneration.from_pretrained(
-            base, quantization_config=config, device_map="cpu", **dtype_kwarg(torch.bfloat16)
-        )
+        model = quant.load_4bit(base, skip_modules)
         tokenizer = transformers.AutoTokenizer.from_pretrained(base)
         _save_assets(model, tokenizer, out)
 

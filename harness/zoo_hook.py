@@ -71,17 +71,17 @@ class ZooModules:
         return _import
 
 
-def requires_grad_function(code: ReleaseCode):
-    """The release's ``requires_grad_for_gradient_checkpointing``, or None where the release predates it
-    (unsloth of that era only calls transformers' ``enable_input_require_grads``)."""
-    zoo = ZooModules(code)
+def peft_utils(code: ReleaseCode) -> types.ModuleType | None:
+    """The release's ``unsloth_zoo.peft_utils``, or None where the release has none (before 2024.11.6)."""
     if not code.has(f"{PACKAGE}/peft_utils.py"):
         return None
-    return getattr(zoo.module("peft_utils"), FUNCTION, None)
+    return ZooModules(code).module("peft_utils")
 
 
-def release_module(code: ReleaseCode, dotted: str = "peft_utils") -> types.ModuleType:
-    return ZooModules(code).module(dotted)
+def requires_grad_function(module: types.ModuleType | None):
+    """``requires_grad_for_gradient_checkpointing`` of a peft_utils module, or None where the release
+    predates it (before 2025.1.1: unsloth then only called transformers' ``enable_input_require_grads``)."""
+    return getattr(module, FUNCTION, None)
 
 
 @dataclass(frozen=True)
@@ -92,14 +92,25 @@ class HookSite:
     module: object
     kind: str
     hook: object
+    with_kwargs: bool = False
+
+    def call(self, module, args: tuple, kwargs: dict | None = None):
+        """Call the pre-hook the way torch does when ``module(*args, **kwargs)`` runs."""
+        if self.with_kwargs:
+            return self.hook(module, args, kwargs or {})
+        return self.hook(module, args)
 
 
 def hook_sites(model) -> list[HookSite]:
     """Every zoo requires-grad hook on ``model``'s modules."""
     sites = []
     for name, module in model.named_modules():
-        for kind, hooks, wanted in (("pre", module._forward_pre_hooks, PRE_HOOK), ("post", module._forward_hooks, POST_HOOK)):
-            sites += [HookSite(name, module, kind, h) for h in hooks.values() if getattr(h, "__name__", "") == wanted]
+        for hook_id, hook in module._forward_pre_hooks.items():
+            if getattr(hook, "__name__", "") == PRE_HOOK:
+                sites.append(HookSite(name, module, "pre", hook, hook_id in module._forward_pre_hooks_with_kwargs))
+        for hook in module._forward_hooks.values():
+            if getattr(hook, "__name__", "") == POST_HOOK:
+                sites.append(HookSite(name, module, "post", hook))
     return sites
 
 

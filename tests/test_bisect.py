@@ -20,8 +20,7 @@ from pathlib import Path
 import pytest
 
 from harness import known, pypi
-from harness.cli import build_parser
-from harness.errors import HarnessError
+from harness.cli import build_parser, main
 
 VERSIONS = [f"1.{n}" for n in range(10)]
 T0 = datetime(2025, 1, 1, tzinfo=timezone.utc)
@@ -76,27 +75,11 @@ def index(tmp_path, monkeypatch):
 
 
 def bisect(index: Path, capsys, *args: str) -> tuple[int, str]:
-    argv = ["bisect", *args, "--release-data", str(index / "data"), "--find-links", str(index / "wheels"),
-            "--no-index", "--offline", "--base-python", sys.executable]
-    parsed = build_parser_with_bisect().parse_args(argv)
-    try:
-        status = parsed.func(parsed)
-    except HarnessError as exc:
-        status = 2
-        print(f"qvl-harness: error: {exc}")
-    return status, capsys.readouterr().out
-
-
-def build_parser_with_bisect():
-    """The CLI parser, with bisect and known added if the lead has not wired them yet."""
-    from harness import bisect as bisect_module
-
-    parser = build_parser()
-    sub = next(a for a in parser._actions if a.dest == "command")
-    for name, module in (("bisect", bisect_module), ("known", known)):
-        if name not in sub.choices:
-            module.add_cli(sub)
-    return parser
+    """`qvl-harness bisect ARGS` over the local index: exit status and everything it printed."""
+    status = main(["bisect", *args, "--release-data", str(index / "data"), "--find-links", str(index / "wheels"),
+                   "--no-index", "--offline", "--base-python", sys.executable])
+    captured = capsys.readouterr()
+    return status, captured.out + captured.err
 
 
 def probes(out: str) -> list[int]:
@@ -215,18 +198,36 @@ def test_pytest_oracle_judges_by_the_selected_tests(index, capsys, tmp_path):
     tests.mkdir()
     (tests / "test_toy.py").write_text(
         "import pytest, qvltoy\n"
-        "def test_old_behaviour():\n    assert qvltoy.N < 4\n"
+        "from harness.errors import HarnessError\n"
+        "def test_old_behaviour():\n"
+        "    if qvltoy.N < 1:\n        raise HarnessError('qvltoy 1.0 predates the code this suite reads')\n"
+        "    assert qvltoy.N < 4\n"
         "@pytest.mark.xfail(strict=True, reason='expectations must not hide the failure')\n"
         "def test_expected_failure():\n    assert qvltoy.N < 4\n"
     )
-    status, out = bisect(index, capsys, "qvltoy", "--good", "1.2", "--bad", "1.6", "--with", "qvlpeer==1.0",
-                         "--oracle-pytest", f"{tests}")
+    # 1.0 (the implied oldest endpoint) fails only with a HarnessError: it cannot be judged, so it is skipped.
+    # (Without the harness plugin, which the real suites load, pytest starts in a second.)
+    status, out = bisect(index, capsys, "qvltoy", "--bad", "1.6", "--range-end", "1.6", "--with", "qvlpeer==1.0",
+                         "--oracle-pytest", f"{tests} -p no:harness.plugin")
     assert status == 0, out
-    assert "first bad: qvltoy==1.4" in out
+    assert "probing qvltoy==1.0 ... skip (exit 1" in out
+    assert "first bad: qvltoy==1.4" in out and "last good: qvltoy==1.3" in out
     # a selection that collects nothing judges no release: the endpoint cannot be judged
     status, out = bisect(index, capsys, "qvltoy", "--good", "1.2", "--bad", "1.3", "--with", "qvlpeer==1.0",
-                         "--oracle-pytest", f"{tests} -k no_such_test")
+                         "--oracle-pytest", f"{tests} -p no:harness.plugin -k no_such_test")
     assert status == 2 and "cannot judge endpoint qvltoy==1.2 (pytest exit 5 (no tests collected): skipped)" in out
+
+
+def test_unjudgeable_oldest_releases_are_skipped_not_taken_as_bad(index, capsys):
+    cmd = 'python -c "import sys, qvltoy; n = qvltoy.N; sys.exit(125 if n < 2 else 1 if 3 <= n < 7 else 0)"'
+    status, out = bisect(index, capsys, "qvltoy", "--find-range", "--bad", "1.5", "--oracle-cmd", cmd)
+    assert status == 0, out
+    assert "first bad: qvltoy==1.3" in out and "first fixed: qvltoy==1.7" in out
+    # with nothing judgeable before the transition, it says so instead of guessing
+    cmd = 'python -c "import sys, qvltoy; n = qvltoy.N; sys.exit(125 if n < 3 else 1)"'
+    status, out = bisect(index, capsys, "qvltoy", "--bad", "1.5", "--range-end", "1.5", "--oracle-cmd", cmd)
+    assert status == 1
+    assert "undecided: the first bad is one of 1.0, 1.1, 1.2, 1.3" in out
 
 
 def test_same_day_companions_and_bisect_by_date(index, capsys):
@@ -260,8 +261,7 @@ def test_record_writes_the_range_into_the_registry(index, capsys, monkeypatch):
     assert str(entries["other"].affected) == ">=1.1" and entries["other"].evidence == "kept"
     assert registry.read_text().startswith("# comment kept\n")
     # the registry table shows it
-    parsed = build_parser_with_bisect().parse_args(["known"])
-    assert parsed.func(parsed) == 0
+    assert main(["known"]) == 0
     assert "<1.7,>=1.3" in capsys.readouterr().out
 
 
@@ -275,3 +275,18 @@ def test_release_history_is_ordered_by_upload_time_without_yanked_or_prereleases
     assert [r.version for r in pypi.releases_from_json("x", data, pre=True)] == ["1.0", "2.0", "1.9.1", "2.1rc1"]
     releases = pypi.releases_from_json("x", data)
     assert pypi.newest_at(releases, T0 + timedelta(days=4)).version == "2.0"  # highest version, as uv picks
+
+
+def test_companion_pins_from_a_matrix_cell_leave_out_the_probed_package(index, tmp_path, monkeypatch):
+    from harness import bisect as bisect_module
+
+    matrix = tmp_path / "matrix.toml"
+    matrix.write_text('[cells.c]\npurpose = "control"\nunsloth = "2025.1.5"\nunsloth_zoo = "2025.1.3"\n'
+                      'transformers = "4.48.0"\npeft = "0.14.0"\ntorch = "2.5.1"\n')
+    monkeypatch.setenv("QVL_MATRIX", str(matrix))
+    args = build_parser().parse_args(
+        ["bisect", "unsloth", "--cell", "c", "--with", "qvlpeer@same-day", "--oracle-cmd", "true"])
+    companions = bisect_module._companion_source(args, pypi.DirectoryIndex(index / "data"), None)
+    point = bisect_module.Point("1.0", "unsloth==1.0", T0 + timedelta(days=3), ("unsloth==1.0",))
+    # torch stays the base's; qvlpeer 1.1 came out on day 2.5
+    assert companions(point) == ["unsloth-zoo==2025.1.3", "transformers==4.48.0", "peft==0.14.0", "qvlpeer==1.1"]

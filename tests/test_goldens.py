@@ -1,0 +1,118 @@
+import json
+
+import pytest
+
+from harness import captioner, goldens, releases
+from harness.errors import HarnessError
+
+CONFIG = {"configuration": "16bit", "dtype": "bfloat16", "recipe": "abc"}
+CHEST = "frontal chest radiograph showing the lungs heart and ribs"
+MUST, MUST_NOT = ("chest", "lungs|lung", "radiograph|x-ray"), ("shirt", "fabric", "pattern")
+
+
+def recorded(tmp_path, captions=None, digests=None, config=CONFIG):
+    captions = captions or {"chest-pa": CHEST}
+    digests = digests or {fid: "d1" for fid in captions}
+    path = goldens.record("m", "cpu", config, {"torch": "x"}, captions, digests, root=tmp_path)
+    return goldens.accept(path)
+
+
+@pytest.mark.parametrize("obtained, level", [
+    (CHEST, "exact"),
+    ("Frontal chest  radiograph showing the LUNGS heart and ribs.", "exact"),
+    ("frontal chest radiograph showing the lungs heart", "token"),
+    ("an x-ray of the chest with both lungs", "terms"),
+    ("a shirt with geometric patterns", "mismatch"),
+    ("frontal chest radiograph showing the lungs heart and ribs pattern", "mismatch"),
+    ("radiograph of the lower leg", "mismatch"),
+])
+def test_grade_cascade(obtained, level):
+    assert goldens.grade(obtained, CHEST, MUST, MUST_NOT).level == level
+
+
+def test_forbidden_terms_are_named_and_whole_words():
+    grade = goldens.grade("a shirt with geometric patterns", CHEST, MUST, MUST_NOT)
+    assert grade.forbidden_terms == ("shirt",) and "chest" in grade.missing_terms
+    assert not goldens.mentions("patterned", "pattern") and goldens.mentions("an X-ray", "radiograph|x-ray")
+
+
+def test_semantic_grade_uses_the_embedder_only_when_needed():
+    calls = []
+
+    def embed(texts):
+        calls.append(texts)
+        return [[1.0, 0.0], [0.8, 0.6]]
+
+    assert goldens.grade(CHEST, CHEST, MUST, MUST_NOT, embed).level == "exact" and not calls
+    grade = goldens.grade("thoracic image", CHEST, MUST, MUST_NOT, embed)
+    assert grade.level == "semantic" and grade.semantic_similarity == pytest.approx(0.8) and calls
+
+
+@pytest.mark.slow
+def test_offline_sentence_embedder_separates_captions():
+    embed, why = goldens.embedder()
+    if embed is None:
+        pytest.skip(why)
+    close = goldens.semantic_similarity(embed, "a chest x-ray showing both lungs", CHEST)
+    garbage = goldens.semantic_similarity(embed, "a shirt with geometric patterns", CHEST)
+    assert close > goldens.SEMANTIC_MIN > garbage
+
+
+def test_update_flow_writes_obtained_and_never_the_golden(tmp_path):
+    golden_file = recorded(tmp_path)
+    before = golden_file.read_text()
+    obtained = goldens.record("m", "cpu", CONFIG, {}, {"chest-pa": "something else"}, {"chest-pa": "d1"}, root=tmp_path)
+    assert obtained.name == "cpu.obtained.json" and golden_file.read_text() == before
+    assert goldens.load("m", "cpu", CONFIG, root=tmp_path).caption("chest-pa") == CHEST
+    goldens.accept(obtained)
+    assert goldens.load("m", "cpu", CONFIG, root=tmp_path).caption("chest-pa") == "something else"
+    with pytest.raises(HarnessError, match="not an obtained golden"):
+        goldens.accept(golden_file)
+
+
+def test_golden_from_another_configuration_is_refused(tmp_path):
+    recorded(tmp_path)
+    with pytest.raises(HarnessError, match=r"different configuration \(dtype: golden 'bfloat16', this run 'float32'\)"):
+        goldens.load("m", "cpu", {**CONFIG, "dtype": "float32"}, root=tmp_path)
+    with pytest.raises(HarnessError, match="no golden for m on device class gpu-h100.*have: cpu"):
+        goldens.load("m", "gpu-h100", CONFIG, root=tmp_path)
+
+
+def test_golden_that_claims_another_device_is_refused(tmp_path):
+    path = recorded(tmp_path)
+    data = json.loads(path.read_text())
+    path.write_text(json.dumps({**data, "device_class": "gpu-h100"}))
+    with pytest.raises(HarnessError, match="says it is for m on gpu-h100"):
+        goldens.load("m", "cpu", CONFIG, root=tmp_path)
+
+
+def test_stale_goldens_are_reported(tmp_path):
+    golden = goldens.read(recorded(tmp_path, {"chest-pa": CHEST, "old": "x"}))
+    assert goldens.stale(golden, {"chest-pa": "d1", "old": "d1"}) == []
+    problems = goldens.stale(golden, {"chest-pa": "d2", "tibia-ap": "d3"})
+    assert [p.split(":")[0] for p in problems] == ["chest-pa", "old", "tibia-ap"]
+    assert "fixture changed" in problems[0] and "no longer in the manifest" in problems[1]
+
+
+def test_committed_golden_is_current_and_passes_its_fixtures(xray_fixtures):
+    golden = goldens.load(captioner.MODEL_NAME, "cpu", captioner.golden_configuration())
+    assert not goldens.stale(golden, {f.id: captioner.fixture_digest(f) for f in xray_fixtures})
+    for item in xray_fixtures:
+        assert goldens.grade(golden.caption(item.id), item.description, item.must_mention, item.must_not_mention).level == "exact"
+
+
+@pytest.mark.parametrize("unsloth, zoo, expected", [
+    ("2024.11.11", "2024.11.8", None),  # passes no skip list: the seed's full 4-bit
+    ("2024.12.1", "2024.11.8", None),  # the skip list is commented out
+    ("2024.12.11", "2024.12.6", ("lm_head", "multi_modal_projector", "merger", "modality_projection")),
+])
+def test_release_skip_list_is_read_from_release_code(unsloth, zoo, expected):
+    code = releases.from_wheel("unsloth", unsloth), releases.from_wheel("unsloth-zoo", zoo)
+    assert captioner.release_skip_list(*code) == expected
+
+
+def test_skip_entries_match_dotted_components():
+    assert captioner.skip_entry_matches("merger", "model.visual.merger.mlp.0")
+    assert captioner.skip_entry_matches("mlp.gate", "model.layers.0.mlp.gate")
+    assert not captioner.skip_entry_matches("visual", "model.visual_proj")
+    assert not captioner.skip_entry_matches("mlp.gate", "model.layers.0.mlp.gate_proj")

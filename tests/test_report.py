@@ -1,0 +1,315 @@
+"""The run report end to end: a small suite records captions, findings and known-failure outcomes in
+real pytest runs (serial and under xdist), the results files are rendered to HTML, and the HTML is
+opened in a real headless Chromium (its DOM and a screenshot), reading only local files."""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import importlib.metadata
+import io
+import json
+import os
+import subprocess
+import sys
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+from PIL import Image, ImageStat
+
+from harness import report, results, xrays
+from harness.errors import HarnessError
+
+CHROMIUM = Path("/usr/bin/chromium")
+# Headless, no sandbox (CI containers run as root), and nothing that phones home.
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                  "--host-resolver-rules=MAP * ~NOTFOUND"]
+WINDOW = (1280, 2000)
+
+GOLDEN = {
+    "chest-pa": "frontal chest radiograph showing the lungs heart and ribs",
+    "tibia-ap": "radiograph of the lower leg showing a well-defined lesion of the distal tibia",
+}
+GARBAGE = "a shirt with geometric patterns <script>document.title='pwned'</script>"
+
+SUITE = f'''
+import os
+
+import pytest
+
+from harness import goldens, known, results, summary
+
+# The second cell runs a release that stopped reproducing "404": its strict xfail turns XPASS.
+STOPPED = os.environ.get("DEMO_STOPPED_REPRODUCING") == "1"
+GOLDEN = {GOLDEN!r}
+GARBAGE = {GARBAGE!r}
+
+
+def releases(failure_id, package, versions, raises):
+    return [pytest.param((package, v, "wheel"), id=f"{{package}}-{{v}}",
+                         marks=known.expectation_marks(failure_id, v, raises)) for v in versions]
+
+
+@pytest.mark.parametrize("release", releases("404", "unsloth", ["2024.12.1", "2024.12.11"], LookupError))
+def test_404(release):
+    if release[1] == "2024.12.11" and not STOPPED:
+        raise LookupError("Repository Not Found")
+
+
+@pytest.mark.known_failure("dtype-grad")
+@pytest.mark.parametrize("release", [("unsloth-zoo", "2026.10.7", "installed")], ids=["installed"])
+def test_dtype_grad(release):
+    pass
+
+
+@pytest.mark.known_failure("garbage-output")
+def test_garbage_output_needs_gpu():
+    pytest.skip("needs a CUDA GPU")
+
+
+@pytest.fixture
+def finding_at_teardown(request):
+    yield
+    results.record_structure(request.config, "full-4bit", "recorded at teardown", ok=False)
+
+
+@pytest.mark.parametrize("configuration", ["16bit", "full-4bit"])
+def test_captions(configuration, request, finding_at_teardown):
+    for fixture_id, golden in GOLDEN.items():
+        obtained = golden if configuration == "16bit" else GARBAGE
+        grade = goldens.grade(obtained, golden, must_not_mention=["shirt"])
+        results.record_caption(request.config, fixture_id, configuration, golden, obtained, grade.level, grade.describe())
+    results.record_structure(request.config, configuration, "vision tower linears in 4 bits: "
+                             + ("0" if configuration == "16bit" else "12"), ok=configuration == "16bit")
+    summary.add_table(request.config, f"captions: {{configuration}}", ["fixture", "caption"],
+                      [[f, GARBAGE] for f in GOLDEN])
+'''
+
+# (cell, failure id) -> the matrix state the suite above must produce
+EXPECTED_STATES = {
+    ("cell-a", "404"): "reproduced", ("cell-a", "dtype-grad"): "fixed", ("cell-a", "garbage-output"): "not run",
+    ("cell-b", "404"): "unexpected", ("cell-b", "dtype-grad"): "fixed", ("cell-b", "garbage-output"): "not run",
+}
+
+
+def run_suite(where: Path, cell: str, *args: str, stopped: bool = False) -> subprocess.CompletedProcess:
+    (where / "test_suite.py").write_text(SUITE)
+    env = {**os.environ, "DEMO_STOPPED_REPRODUCING": "1" if stopped else "0"}
+    return subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "harness.report_plugin",
+         "--report-dir", "out", f"--cell={cell}", *args, "test_suite.py"],
+        cwd=where, env=env, capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> dict[str, Path]:
+    """Results files of two real runs of SUITE: cell-a as registered; cell-b, where 404 stopped
+    reproducing, under xdist (its records must travel from the workers to the controller)."""
+    paths = {}
+    for cell, stopped, args in (("cell-a", False, ()), ("cell-b", True, ("-n", "2"))):
+        where = tmp_path_factory.mktemp(cell)
+        done = run_suite(where, cell, *args, stopped=stopped)
+        assert done.returncode == (1 if stopped else 0), done.stdout + done.stderr
+        assert ("bringing up nodes" in done.stdout) == bool(args)
+        assert f"qvl-harness results: out/results-{cell}.json" in done.stdout
+        paths[cell] = where / "out" / f"results-{cell}.json"
+    return paths
+
+
+def comparable(data: dict) -> dict:
+    return {k: sorted(json.dumps(x, sort_keys=True) for x in data[k]) for k in ("captions", "structure", "known_failures", "tables")}
+
+
+def test_results_file_holds_records_outcomes_and_stack(runs):
+    data = results.read(runs["cell-a"])
+    assert data["cell"] == "cell-a" and data["stack"]["packages"]["torch"]
+    assert len(data["captions"]) == 4
+    worst = next(c for c in data["captions"] if c["configuration"] == "full-4bit" and c["fixture"] == "chest-pa")
+    assert worst["obtained"] == GARBAGE and worst["grade"] == "mismatch" and worst["details"].startswith("mismatch, token 0.")
+    assert worst["test"] == "test_suite.py::test_captions[full-4bit]"
+    assert sorted((s["finding"], s["ok"]) for s in data["structure"]) == [
+        ("recorded at teardown", False), ("recorded at teardown", False),
+        ("vision tower linears in 4 bits: 0", True), ("vision tower linears in 4 bits: 12", False)]
+    outcomes = {(k["id"], k["param"]): (k["outcome"], k["state"], k["package"], k["version"], k["origin"]) for k in data["known_failures"]}
+    assert outcomes == {
+        ("404", "unsloth-2024.12.1"): ("passed", "fixed", "unsloth", "2024.12.1", "wheel"),
+        ("404", "unsloth-2024.12.11"): ("xfailed", "reproduced", "unsloth", "2024.12.11", "wheel"),
+        ("dtype-grad", "installed"): ("passed", "fixed", "unsloth-zoo", "2026.10.7", "installed"),
+        ("garbage-output", ""): ("skipped", "not run", "unsloth", data["stack"]["packages"]["unsloth"], "installed"),
+    }
+    assert [t["title"] for t in data["tables"]] == ["captions: 16bit", "captions: full-4bit"]
+
+
+def test_xpass_strict_is_recorded_as_unexpected(runs):
+    stopped = [k for k in results.read(runs["cell-b"])["known_failures"] if k["param"] == "unsloth-2024.12.11"]
+    assert [(k["outcome"], k["state"]) for k in stopped] == [("xpassed", "unexpected")]
+    assert stopped[0]["message"].startswith("[XPASS(strict)]")
+
+
+def test_records_survive_xdist_workers(runs):
+    """cell-b ran under xdist: every record reached the controller; only the stopped 404 outcome differs."""
+    a, b = (comparable(results.read(runs[cell])) for cell in ("cell-a", "cell-b"))
+    assert {k: v for k, v in a.items() if k != "known_failures"} == {k: v for k, v in b.items() if k != "known_failures"}
+    assert len(a["known_failures"]) == len(b["known_failures"]) == 4
+    only_a, only_b = set(a["known_failures"]) - set(b["known_failures"]), set(b["known_failures"]) - set(a["known_failures"])
+    assert [json.loads(k)["param"] for k in only_a] == [json.loads(k)["param"] for k in only_b] == ["unsloth-2024.12.11"]
+
+
+def test_record_caption_refuses_an_unknown_grade():
+    config = argparse.Namespace(stash=pytest.Stash())
+    with pytest.raises(HarnessError, match="grade 'great' is not one of exact, token"):
+        results.record_caption(config, "chest-pa", "16bit", "a", "b", "great")
+
+
+def test_word_diff_marks_only_changed_words():
+    golden, obtained = report.word_diff("frontal chest radiograph", "Frontal shirt <b>x</b> radiograph")
+    assert golden == "frontal <del>chest</del> radiograph"
+    assert obtained == "Frontal <ins>shirt &lt;b&gt;x&lt;/b&gt;</ins> radiograph"
+    assert report.word_diff("same words", "same  words") == ("same words", "same words")
+
+
+def test_render_refuses_bad_input(runs, tmp_path):
+    with pytest.raises(HarnessError, match="both results of cell 'cell-a'"):
+        report.render([runs["cell-a"], runs["cell-a"]], tmp_path / "r.html")
+    broken = tmp_path / "results-x.json"
+    broken.write_text('{"cell": "x"}')
+    with pytest.raises(HarnessError, match="expected format 1 with exactly the keys"):
+        report.render([broken], tmp_path / "r.html")
+
+
+def test_cli_builds_the_report(runs, tmp_path, capsys):
+    parser = argparse.ArgumentParser()
+    report.add_cli(parser.add_subparsers(dest="command", required=True))
+    out = tmp_path / "nested" / "report.html"
+    args = parser.parse_args(["report", "build", str(runs["cell-a"]), str(runs["cell-b"]), "--out", str(out)])
+    assert args.func(args) == 0
+    assert capsys.readouterr().out.strip() == str(out)
+    assert out.read_text().startswith("<!DOCTYPE html>")
+
+
+# --- in Chromium ----------------------------------------------------------------------------------
+
+class Node:
+    def __init__(self, tag: str, attrs: dict, parent: Node | None = None):
+        self.tag, self.attrs, self.parent, self.children, self.text = tag, attrs, parent, [], []
+
+    def iter(self, tag: str | None = None):
+        for child in self.children:
+            if tag is None or child.tag == tag:
+                yield child
+            yield from child.iter(tag)
+
+    def find_all(self, tag: str, **attrs) -> list[Node]:
+        return [n for n in self.iter(tag) if all(n.attrs.get(k.replace("_", "-")) == v for k, v in attrs.items())]
+
+    def all_text(self) -> str:
+        return "".join(self.text) + "".join(c.all_text() for c in self.children)
+
+
+class DomBuilder(HTMLParser):
+    VOID = {"meta", "img", "br", "hr", "link", "input"}
+
+    def __init__(self):
+        super().__init__(convert_charrefs=True)
+        self.root = self.current = Node("#document", {})
+
+    def handle_starttag(self, tag, attrs):
+        node = Node(tag, dict(attrs), self.current)
+        self.current.children.append(node)
+        if tag not in self.VOID:
+            self.current = node
+
+    def handle_endtag(self, tag):
+        node = self.current
+        while node.parent is not None and node.tag != tag:
+            node = node.parent
+        if node.parent is not None:
+            self.current = node.parent
+
+    def handle_data(self, data):
+        self.current.text.append(data)
+
+
+def chromium(*args: str, profile: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([str(CHROMIUM), *CHROMIUM_FLAGS, f"--user-data-dir={profile}", *args],
+                          capture_output=True, text=True, timeout=120, check=True)
+
+
+@pytest.fixture(scope="module")
+def rendered(request, tmp_path_factory) -> Path:
+    if not CHROMIUM.is_file():
+        pytest.skip(f"{CHROMIUM} is absent: install Debian's chromium (apt-get install -y chromium) to test the report in a browser")
+    runs = request.getfixturevalue("runs")  # only once a browser is there to look at them
+    return report.render([runs["cell-a"], runs["cell-b"]], tmp_path_factory.mktemp("report") / "report.html")
+
+
+@pytest.fixture(scope="module")
+def dom(rendered, tmp_path_factory) -> Node:
+    done = chromium("--dump-dom", rendered.as_uri(), profile=tmp_path_factory.mktemp("profile"))
+    builder = DomBuilder()
+    builder.feed(done.stdout)
+    return builder.root
+
+
+def test_chromium_dom_has_a_data_uri_thumbnail_per_fixture(dom):
+    assert not any(n.attrs.get("src", "").startswith(("http", "file")) for n in dom.iter())
+    for item in xrays.load_manifest():
+        [card] = dom.find_all("article", data_fixture=item.id)
+        [img] = card.find_all("img")
+        prefix = "data:image/png;base64,"
+        assert img.attrs["src"].startswith(prefix)
+        thumbnail = Image.open(io.BytesIO(base64.b64decode(img.attrs["src"][len(prefix):])))
+        assert max(thumbnail.size) == report.THUMBNAIL_SIDE
+        assert thumbnail.size == (int(img.attrs["width"]), int(img.attrs["height"]))
+        assert ImageStat.Stat(thumbnail.convert("L")).stddev[0] > 20, f"{item.id}: thumbnail is flat"
+
+
+def test_chromium_dom_highlights_caption_differences(dom):
+    for fixture_id in GOLDEN:
+        [card] = dom.find_all("article", data_fixture=fixture_id)
+        rows = card.find_all("tr", data_configuration="full-4bit")
+        assert [r.attrs["data-cell"] for r in rows] == ["cell-a", "cell-b"]
+        for row in rows:
+            assert row.attrs["data-grade"] == "mismatch"
+            inserted = " ".join(n.all_text() for n in row.iter("ins"))
+            assert "shirt with geometric patterns" in inserted and "<script>" in inserted
+            assert GOLDEN[fixture_id].split()[-1] in " ".join(n.all_text() for n in row.iter("del"))
+        for row in card.find_all("tr", data_configuration="16bit"):
+            assert row.attrs["data-grade"] == "exact"
+            assert not list(row.iter("ins")) and not list(row.iter("del"))
+            assert GOLDEN[fixture_id] in row.all_text()
+
+
+def test_chromium_dom_escapes_recorded_text(dom):
+    assert not list(dom.iter("script"))
+    [title] = dom.find_all("title")
+    assert title.all_text() == "qvl-harness report"
+
+
+def test_chromium_dom_matrix_states(dom):
+    [matrix] = dom.find_all("section", id="matrix")
+    states = {(td.attrs["data-cell"], td.attrs["data-failure"]): td.attrs["data-state"] for td in matrix.find_all("td")
+              if "data-state" in td.attrs}
+    assert states == EXPECTED_STATES
+    [unexpected] = matrix.find_all("td", data_cell="cell-b", data_failure="404")
+    assert "XPASS(strict)" in unexpected.all_text() and "unexpected" in unexpected.attrs["class"]
+    [stacks] = dom.find_all("section", id="stacks")
+    assert importlib.metadata.version("torch") in stacks.all_text()
+
+
+def test_chromium_screenshot_renders_the_report(rendered, tmp_path):
+    png = tmp_path / "report.png"
+    chromium(f"--screenshot={png}", f"--window-size={WINDOW[0]},{WINDOW[1]}", rendered.as_uri(), profile=tmp_path / "profile")
+    shot = Image.open(png).convert("RGB")
+    assert shot.size == WINDOW
+    assert ImageStat.Stat(shot.convert("L")).stddev[0] > 10, "screenshot is blank"
+    colours = shot.getcolors(maxcolors=WINDOW[0] * WINDOW[1])
+    area = {colour: count for count, colour in colours}
+    # The matrix's state backgrounds (CSS applied): unexpected, reproduced, fixed, not run.
+    for css_colour in ((0xFF, 0xCE, 0xCB), (0xFF, 0xF1, 0xB8), (0xC8, 0xF0, 0xD2), (0xEA, 0xEE, 0xF2)):
+        assert area.get(css_colour, 0) > 1000, f"matrix colour #{bytes(css_colour).hex()} not rendered"
+    # The X-ray thumbnails: a block of many grey levels near the page's left edge.
+    greys = {c for c in shot.crop((20, 0, 260, WINDOW[1])).getdata() if c[0] == c[1] == c[2]}
+    assert len(greys) > 100, "no X-ray thumbnail rendered"

@@ -1,0 +1,96 @@
+import sys
+
+import pytest
+import torch
+
+from harness import releases, zoo_hook
+from harness.errors import HarnessError
+
+
+class Tower(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.blocks = torch.nn.ModuleList([torch.nn.Linear(4, 4), torch.nn.Linear(4, 4)])
+
+    def forward(self, x, scale=None):
+        for blk in self.blocks:
+            x = blk(x.float())
+        return x
+
+
+class TwoStage(torch.nn.Module):
+    """The first trainable layer sits in a `for blk in self.blocks:` loop, like Qwen2-VL's vision tower."""
+
+    def __init__(self):
+        super().__init__()
+        self.tower = Tower()
+
+    def forward(self, x):
+        return self.tower(x)
+
+
+def zoo(version):
+    return zoo_hook.peft_utils(releases.from_wheel("unsloth-zoo", version))
+
+
+def hooked_model(version):
+    model = TwoStage()
+    zoo_hook.requires_grad_function(zoo(version))(model)
+    return model
+
+
+def test_release_code_runs_from_the_wheel_without_the_package():
+    module = zoo("2025.3.13")
+    assert module.__file__.endswith("unsloth_zoo-2025.3.13-py3-none-any.whl/unsloth_zoo/peft_utils.py")
+    assert "torch.is_floating_point(input[0])" in releases.from_wheel("unsloth-zoo", "2025.3.13").read("unsloth_zoo/peft_utils.py")
+    assert callable(zoo_hook.requires_grad_function(module))
+    assert "unsloth_zoo" not in sys.modules or sys.modules["unsloth_zoo"].__dict__ is not module.__dict__
+
+
+def test_relative_imports_load_sibling_files_of_the_same_release():
+    zoo_modules = zoo_hook.ZooModules(releases.from_wheel("unsloth-zoo", "2026.10.7"))
+    module = zoo_modules.module("peft_utils")
+    assert {"log", "empty_model"} <= set(zoo_modules.loaded)
+    assert module.logger is zoo_modules.loaded["log"].logger
+    assert zoo_modules.loaded["log"].__file__.endswith("unsloth_zoo-2026.10.7-py3-none-any.whl/unsloth_zoo/log.py")
+
+
+def test_releases_before_the_function_have_none():
+    assert zoo_hook.requires_grad_function(zoo("2024.12.6")) is None
+    assert zoo("2024.11.0") is None  # no peft_utils.py at all
+    assert zoo_hook.requires_grad_function(None) is None
+
+
+def test_missing_file_and_wrong_package_are_one_line_errors():
+    with pytest.raises(HarnessError, match="has no unsloth_zoo/nope.py"):
+        zoo_hook.ZooModules(releases.from_wheel("unsloth-zoo", "2025.3.13")).module("nope")
+    with pytest.raises(HarnessError, match="not unsloth"):
+        zoo_hook.ZooModules(releases.ReleaseCode("unsloth", "2025.1.5", "installed"))
+
+
+@pytest.mark.parametrize("version, raises", [("2025.3.12", True), ("2025.3.13", False)])
+def test_pre_hook_is_found_and_called_as_torch_calls_it(version, raises):
+    model = hooked_model(version)
+    site = zoo_hook.pre_hook(model)
+    assert (site.name, site.kind, site.with_kwargs) == ("tower", "pre", False)
+    ids = torch.arange(4).reshape(1, 4)
+    if raises:
+        with pytest.raises(RuntimeError, match=zoo_hook.SEED_ERROR):
+            site.call(site.module, (ids,), {"scale": 1})
+    else:
+        site.call(site.module, (ids,), {"scale": 1})
+    floats = torch.zeros(1, 4)
+    site.call(site.module, (floats,))
+    assert floats.requires_grad
+
+
+def test_record_hooked_inputs_sees_the_tensor_before_the_zoo_hook_raises():
+    model = hooked_model("2025.3.12")
+    with zoo_hook.record_hooked_inputs(model) as seen, pytest.raises(RuntimeError, match=zoo_hook.SEED_ERROR):
+        model(torch.ones(2, 4, dtype=torch.uint8))
+    assert seen == [("tower", torch.uint8, (2, 4))]
+
+
+def test_pre_hook_names_where_the_hooks_went_when_there_is_no_single_pre_hook():
+    with pytest.raises(HarnessError, match="expected one requires_grad_pre_hook on the model, found no hooks"):
+        zoo_hook.pre_hook(TwoStage())
