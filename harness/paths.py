@@ -3,7 +3,20 @@
 import os
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+
+def _checkout_root() -> Path:
+    """The qvl-harness checkout: $QVL_ROOT, else the nearest folder up from the working directory
+    holding matrix.toml and fixtures/ (an installed harness run from a checkout), else the
+    package's parent (an editable install)."""
+    if os.environ.get("QVL_ROOT"):
+        return Path(os.environ["QVL_ROOT"]).resolve()
+    for folder in [Path.cwd(), *Path.cwd().parents]:
+        if (folder / "matrix.toml").is_file() and (folder / "fixtures").is_dir():
+            return folder
+    return Path(__file__).resolve().parent.parent
+
+
+REPO_ROOT = _checkout_root()
 FIXTURES_DIR = REPO_ROOT / "fixtures"
 MATRIX_FILE = REPO_ROOT / "matrix.toml"
 

@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from . import hermetic, stack, summary
+from . import hermetic, paths, stack, summary
 from .errors import HarnessError
 
 # Run results for the HTML report (--report-dir); registered here so its option is known in time.
@@ -65,6 +65,8 @@ def pytest_configure(config: pytest.Config) -> None:
     # pytest-socket reads these options in its own pytest_configure, which runs after this one.
     config.option.allow_unix_socket = True
     config.option.disable_socket = not live
+    # Child processes (pytester runs, bisect oracles) find the same checkout's data.
+    os.environ.setdefault("QVL_ROOT", str(paths.REPO_ROOT))
     config.pluginmanager.import_plugin("harness.fixtures")
     config.stack = stack.collect()
     if not config.stack.gpus:

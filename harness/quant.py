@@ -97,14 +97,10 @@ def inspect(model) -> QuantReport:
 
 
 def vision_tower(model):
-    for name in ("visual", "model.visual"):
-        obj = model
-        try:
-            for part in name.split("."):
-                obj = getattr(obj, part)
-            return obj
-        except AttributeError:
-            continue
+    """The vision tower (``visual``), also under peft/unsloth wrappers."""
+    for name, module in model.named_modules():
+        if name.split(".")[-1] == "visual":
+            return module
     raise AttributeError(f"{type(model).__name__} has no vision tower (visual)")
 
 

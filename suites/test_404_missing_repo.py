@@ -90,6 +90,7 @@ def _repo_not_found_in_chain(exc: BaseException) -> RepositoryNotFoundError | No
 
 @pytest.mark.gpu
 @pytest.mark.slow
+@pytest.mark.xdist_group("fast-vision-model")
 @pytest.mark.parametrize("release", [p for p in RELEASES if p.id.startswith("installed-")])
 def test_fast_vision_model_loads_the_72b_name_in_4bit(release, hub_for):
     """The installed release's real loader against the local hub (unsloth needs CUDA to load 4-bit)."""

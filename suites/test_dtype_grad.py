@@ -94,7 +94,7 @@ def lora_model(param, *, vision: bool, modules_to_save=None):
 
 
 @functools.cache
-def xray_batch():
+def xray_batch(device="cpu"):
     from harness import xrays
 
     chest = next(f for f in xrays.load_manifest() if f.body_part == "CHEST")
@@ -102,7 +102,7 @@ def xray_batch():
     inputs = inference.chat_inputs(processor, chest.image(), answer=ANSWER)
     labels = inputs["input_ids"].clone()
     labels[labels == processor.tokenizer.convert_tokens_to_ids("<|image_pad|>")] = -100
-    return {**inputs, "labels": labels}
+    return {k: v.to(device) for k, v in {**inputs, "labels": labels}.items()}
 
 
 @dataclass
@@ -137,7 +137,7 @@ def train_step(param, **setup) -> Step:
         step.error = exc
         return step
     model.train()
-    batch = {k: v.to(model.device) for k, v in xray_batch().items()}
+    batch = xray_batch(model.device)
     with quant.record_vision_input(model.get_base_model()) as pixels, zoo_hook.record_hooked_inputs(model) as hooked:
         try:
             loss = model(**batch).loss
@@ -220,7 +220,7 @@ def test_modules_to_save_embeddings_step_trains(param, request):
         step = Step(subjects.release_code(param).label, error=exc)
     else:
         step = Step(subjects.release_code(param).label)
-        batch = xray_batch()
+        batch = xray_batch(model.device)
         with zoo_hook.record_hooked_inputs(model) as hooked:
             try:
                 loss = model(**batch).loss
@@ -249,7 +249,7 @@ def uint8_pixels_and_tower():
     model = quant.load_4bit(tinymodel.build(), SKIP_BEFORE_ZOO_LIST)
     tower = quant.vision_tower(model)
     storage = tower.get_dtype() if hasattr(tower, "get_dtype") else tower.blocks[0].mlp.fc2.weight.dtype
-    batch = xray_batch()
+    batch = xray_batch(next(tower.parameters()).device)
     return tower, batch["pixel_values"].type(storage), batch["image_grid_thw"]
 
 
@@ -306,3 +306,42 @@ def kwargs_only_outcomes(site, label) -> list[list[str]]:
             outcome = f"{type(exc).__name__}: {exc}"
         rows.append([label, name, outcome])
     return rows
+
+
+@pytest.mark.gpu
+@pytest.mark.slow
+@pytest.mark.xdist_group("fast-vision-model")
+def test_fast_vision_model_lora_step_on_an_xray(request):
+    """The seed's own path, through the installed releases: FastVisionModel.from_pretrained(4-bit),
+    get_peft_model with vision and language layers, one training step on a chest X-ray. It must
+    raise the seed error exactly where the registry puts the installed unsloth-zoo and the installed
+    transformers casts pixel_values to the 4-bit vision weights' dtype; elsewhere it must train."""
+    import inspect
+
+    import transformers.models.qwen2_vl.modeling_qwen2_vl as qwen2_vl
+    from unsloth import FastVisionModel
+
+    from harness import releases
+
+    zoo = releases.installed("unsloth-zoo")
+    casts = "visual.get_dtype()" in inspect.getsource(qwen2_vl)
+    if known.known_failure(FAILURE).reproduces_in(zoo.version) and casts:
+        request.applymarker(pytest.mark.xfail(raises=RuntimeError, strict=True,
+                                              reason=f"known failure {FAILURE!r} reproduces in {zoo.label}"))
+    model, _ = FastVisionModel.from_pretrained(str(tinymodel.build()), load_in_4bit=True)
+    model = FastVisionModel.get_peft_model(model, finetune_vision_layers=True, finetune_language_layers=True,
+                                           r=8, lora_alpha=8, lora_dropout=0, random_state=0)
+    FastVisionModel.for_training(model)
+    batch = xray_batch(model.device)
+    with quant.record_vision_input(model) as seen:
+        try:
+            loss = model(**batch).loss
+            loss.backward()
+        except RuntimeError as exc:
+            if zoo_hook.SEED_ERROR not in str(exc):
+                raise AssertionError(f"{zoo.label}: not the seed error: {exc}") from exc
+            exc.add_note(f"{zoo.label}: pixel_values entered the vision tower as {seen}")
+            raise
+    assert math.isfinite(loss.item()), f"{zoo.label}: loss {loss.item()}"
+    grads = [p.grad for n, p in model.named_parameters() if "lora_" in n and p.grad is not None]
+    assert grads and any(g.abs().sum() > 0 for g in grads), f"{zoo.label}: no LoRA gradient"

@@ -137,7 +137,7 @@ def test_results_file_holds_records_outcomes_and_stack(runs):
         ("404", "unsloth-2024.12.1"): ("passed", "fixed", "unsloth", "2024.12.1", "wheel"),
         ("404", "unsloth-2024.12.11"): ("xfailed", "reproduced", "unsloth", "2024.12.11", "wheel"),
         ("dtype-grad", "installed"): ("passed", "fixed", "unsloth-zoo", "2026.10.7", "installed"),
-        ("garbage-output", ""): ("skipped", "not run", "unsloth", data["stack"]["packages"]["unsloth"], "installed"),
+        ("garbage-output", ""): ("skipped", "not run", "unsloth-zoo", data["stack"]["packages"]["unsloth-zoo"], "installed"),
     }
     assert [t["title"] for t in data["tables"]] == ["captions: 16bit", "captions: full-4bit"]
 

@@ -57,7 +57,7 @@ def test_relative_imports_load_sibling_files_of_the_same_release():
 
 def test_releases_before_the_function_have_none():
     assert zoo_hook.requires_grad_function(zoo("2024.12.6")) is None
-    assert zoo("2024.11.0") is None  # no peft_utils.py at all
+    assert zoo_hook.requires_grad_function(zoo("2024.11.8")) is None
     assert zoo_hook.requires_grad_function(None) is None
 
 
@@ -68,7 +68,8 @@ def test_missing_file_and_wrong_package_are_one_line_errors():
         zoo_hook.ZooModules(releases.ReleaseCode("unsloth", "2025.1.5", "installed"))
 
 
-@pytest.mark.parametrize("version, raises", [("2025.3.12", True), ("2025.3.13", False)])
+# Matrix releases only: their wheels are what `qvl-harness releases fetch` puts in the cache.
+@pytest.mark.parametrize("version, raises", [("2025.1.4", True), ("2025.3.13", False)])
 def test_pre_hook_is_found_and_called_as_torch_calls_it(version, raises):
     model = hooked_model(version)
     site = zoo_hook.pre_hook(model)
@@ -85,7 +86,7 @@ def test_pre_hook_is_found_and_called_as_torch_calls_it(version, raises):
 
 
 def test_record_hooked_inputs_sees_the_tensor_before_the_zoo_hook_raises():
-    model = hooked_model("2025.3.12")
+    model = hooked_model("2025.1.4")
     with zoo_hook.record_hooked_inputs(model) as seen, pytest.raises(RuntimeError, match=zoo_hook.SEED_ERROR):
         model(torch.ones(2, 4, dtype=torch.uint8))
     assert seen == [("tower", torch.uint8, (2, 4))]
