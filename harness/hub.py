@@ -25,6 +25,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import sys
 import tempfile
 import threading
@@ -525,6 +526,8 @@ def pointed_at(hub: LocalHub):
 
 
 def cmd_serve(args) -> int:
+    # A process started in the background inherits SIGINT ignored; Ctrl-C must still stop the server.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     with LocalHub(args.snapshot, port=args.port) as hub:
         print(f"serving hub snapshot {hub.snapshot.name} ({len(hub.snapshot.repos)} repos) at {hub.url}")
         print(f"export HF_ENDPOINT={hub.url}", flush=True)
