@@ -33,6 +33,8 @@ def isolate_environment(environ: dict = os.environ) -> None:
     environ["HF_HUB_ENABLE_HF_TRANSFER"] = "0"
     environ["DO_NOT_TRACK"] = "1"
     environ["UNSLOTH_DISABLE_STATISTICS"] = "1"
+    # unsloth writes generated modules into ./unsloth_compiled_cache unless told otherwise.
+    environ["UNSLOTH_COMPILE_LOCATION"] = os.path.join(home, "unsloth_compiled_cache")
     environ["WANDB_DISABLED"] = "true"
     environ["TOKENIZERS_PARALLELISM"] = "false"
 
