@@ -1,29 +1,45 @@
 """tox plugin: environments come from matrix.toml, so there is one list of stacks to keep.
 
-`py` runs on the canary cell's stack, `cell-NAME` on cell NAME's, `gpu` on $QVL_CELL's (default
-canary) with the runner's own torch. Each installs the cell's companions normally and then
-unsloth/unsloth-zoo with --no-deps, so the code under test never drags another torch in.
+`py` runs the harness's own tests on the canary cell's stack, `cell-NAME` the suites on cell NAME's
+(all labelled `cpu`: `tox -m cpu` runs them), `gpu` both on $QVL_CELL's (default canary). The cpu envs install the cell's companions
+with uv and then unsloth/unsloth-zoo with --no-deps, so the code under test never drags another
+torch in. The gpu env uses pip in a venv that sees the runner's packages: pip keeps a runner torch
+that fits the cell's `gpu` declaration (uv would install its own copy) and installs the cell's
+era torch where it does not. Without a GPU, `tox -e gpu` refuses before creating anything.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
 import sys
 from pathlib import Path
 
 from tox.config.loader.memory import MemoryLoader
 from tox.config.types import Command
 from tox.plugin import impl
+from tox.report import HandledError
 
 sys.path.insert(0, str(Path(__file__).parent))
+from harness.errors import HarnessError  # noqa: E402
 from harness.matrix import load_matrix  # noqa: E402
+from harness.resolve import LOCAL_WHEELS  # noqa: E402
 
-LOCAL_WHEELS = Path("/opt/wheels")  # this workplace's CPU torch wheel, which uv cannot see otherwise
+RUN_COMMANDS = {None, "r", "run", "p", "run-parallel", "legacy", "le"}
+
+
+def _matrix():
+    """The matrix, or tox's own one-line error for a broken matrix.toml."""
+    try:
+        return load_matrix()
+    except HarnessError as exc:
+        raise HandledError(f"qvl-harness: {exc}") from None
 
 
 @impl
 def tox_extend_envs():
-    return [cell.tox_env for cell in load_matrix().cells.values()]
+    return [cell.tox_env for cell in _matrix().cells.values()]
 
 
 @impl
@@ -31,6 +47,26 @@ def tox_add_core_config(core_conf, state):
     os.environ.setdefault("UV_PYTHON_DOWNLOADS", "never")
     if LOCAL_WHEELS.is_dir():
         os.environ.setdefault("UV_FIND_LINKS", str(LOCAL_WHEELS))
+
+
+def visible_gpus() -> list[str]:
+    """GPUs the NVIDIA driver lists, asked without importing torch (which a bare runner lacks)."""
+    smi = shutil.which("nvidia-smi")
+    if not smi:
+        return []
+    try:
+        listed = subprocess.run([smi, "-L"], capture_output=True, text=True, timeout=20).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    return [line for line in listed.splitlines() if line.startswith("GPU ")]
+
+
+def _refuse_gpu_env_without_gpu(state) -> None:
+    options = state.conf.options
+    selected = {name for name in (options.env if options.env else [])} if hasattr(options, "env") else set()
+    if getattr(options, "command", None) in RUN_COMMANDS and "gpu" in selected and not visible_gpus():
+        raise HandledError("qvl-harness: tox -e gpu needs a CUDA GPU and nvidia-smi lists none here; "
+                           "on a machine without one run the cpu envs: tox -m cpu")
 
 
 @impl
@@ -41,23 +77,29 @@ def tox_add_env_config(env_conf, state):
     elif name.startswith("cell-"):
         cell_name = name[len("cell-"):]
     elif name == "gpu":
+        _refuse_gpu_env_without_gpu(state)
         cell_name = os.environ.get("QVL_CELL", "canary")
     else:
         return
-    cell = load_matrix().cell(cell_name)
-    # A GPU runner keeps its own CUDA torch (system site packages); elsewhere the cell's torch.
-    deps = cell.companions(torch="" if name == "gpu" else None)
+    matrix = _matrix()
+    try:
+        cell = matrix.cell(cell_name)
+    except HarnessError as exc:
+        raise HandledError(f"qvl-harness: {exc}") from None
+    gpu = name == "gpu"
+    install_code = ["python", "-m", "pip", "install", "--no-deps"] if gpu else ["uv", "pip", "install", "--no-deps"]
     env_conf.loaders.insert(
         0,
         MemoryLoader(
-            deps="\n".join(deps),
+            deps="\n".join(cell.gpu_requirements() if gpu else cell.companions()),
+            labels=[] if gpu else ["cpu"],
             commands_pre=[
-                # uv installs into $VIRTUAL_ENV, which tox sets to this env
-                Command(["uv", "pip", "install", "--no-deps", *cell.code_under_test()]),
+                Command([*install_code, *cell.code_under_test()]),
                 # release code the cross-release suites read (network here, never inside the tests)
                 Command(["qvl-harness", "releases", "fetch"]),
             ],
-            # cell envs run the regression suites; the harness's own tests run in py
-            set_env={"QVL_CELL": cell.name, **({} if name == "py" else {"QVL_TESTPATHS": "suites"})},
+            # py runs the harness's own tests, each cell env the regression suites, gpu both
+            set_env={"QVL_CELL": cell.name, **({"QVL_TESTPATHS": "tests"} if name == "py" else
+                                               {"QVL_TESTPATHS": "suites"} if name.startswith("cell-") else {})},
         ),
     )

@@ -32,7 +32,7 @@ from pathlib import Path
 
 from packaging.utils import canonicalize_name
 
-from . import pypi
+from . import pypi, releases
 from .errors import HarnessError
 from .overlay import Base, Overlay, Overlays
 from .paths import REPO_ROOT, cache_dir
@@ -220,6 +220,9 @@ class Bisection:
                 requirements = [*point.pins, *self.companions(point)]
                 overlay = self.overlays.get(requirements)
                 error = overlay.error
+                if not error:  # the suites read the release code under test from the release cache
+                    releases.fetch([r for r in requirements if r.split("==")[0] in releases.WHEEL_NAMES], quiet=True,
+                                   **self.overlays.fetch_options)
             except HarnessError as exc:
                 overlay, error = None, str(exc)
             if error:
@@ -572,9 +575,14 @@ def _record(args, oracle: Oracle, outcomes: list[tuple[str, Outcome]]) -> None:
             found.append(f"{outcome.new_name} {outcome.first_new.key} ({last} {outcome.last_old.key})")
         else:
             found.append(outcome.note)
-    evidence = (f"qvl-harness bisect {datetime.now(timezone.utc):%Y-%m-%d} over PyPI upload order: {'; '.join(found)}; "
-                f"oracle: {oracle.describe()}")
-    entry = known.record(args.record, package=args.packages[0], evidence=evidence, **bounds)
+    probes = sum(len(o.probed) for _, o in outcomes)
+    evidence = (f"qvl-harness bisect {datetime.now(timezone.utc):%Y-%m-%d} over PyPI upload order, {probes} probes: "
+                f"{'; '.join(found)}; oracle: {oracle.describe()}")
+    argv = list(args.argv)
+    if "--record" in argv:  # the command that found the range, without the request to record it
+        del argv[argv.index("--record"):argv.index("--record") + 2]
+    command = shlex.join(["qvl-harness", *[a for a in argv if not a.startswith("--record=")]])
+    entry = known.record(args.record, package=args.packages[0], evidence=evidence, found_by=command, **bounds)
     print(f"recorded in {known.REGISTRY.name}: {entry.id} affected {entry.affected}")
 
 

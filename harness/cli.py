@@ -22,13 +22,25 @@ def cmd_matrix(args) -> int:
     from .matrix import load_matrix
 
     matrix = load_matrix(args.file)
+    if args.check:
+        from . import matrix_check
+
+        verdicts = matrix_check.check(matrix.select(args.cells or None), find_links=args.find_links, no_index=args.no_index)
+        for verdict in verdicts:
+            print(verdict.line())
+        failed = [v for v in verdicts if not v.ok]
+        print(f"{len(verdicts) - len(failed)}/{len(verdicts)} checks passed" + (f"; FAILED: {', '.join(sorted({v.cell for v in failed}))}" if failed else ""))
+        return 1 if failed else 0
     if args.json:
         print(matrix.ci_json(args.cells or None))
         return 0
+    from .known import load_registry
+
+    registry = load_registry()
     for cell in matrix.select(args.cells or None):
         pins = " ".join(f"{k}={v}" for k, v in cell.pins.items())
-        failures = ",".join(cell.failures) or "-"
-        print(f"{cell.name:14} {cell.purpose:10} {failures:16} {pins}")
+        states = ", ".join(f"{f}: {s}" for f, s in cell.failure_states(registry).items()) or "-"
+        print(f"{cell.name:14} {cell.role or '-':8} {pins}\n{'':24}{states}")
     return 0
 
 
@@ -69,6 +81,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("cells", nargs="*", help="only these cells")
     p.add_argument("--json", action="store_true", help='GitHub Actions matrix: {"include": [...]}')
     p.add_argument("--file", type=Path, help="matrix file (default: matrix.toml of the checkout)")
+    p.add_argument("--check", action="store_true",
+                   help="resolve every cell for this machine and the GPU runner, without installing; one line per problem")
+    p.add_argument("--find-links", action="append", default=[], metavar="DIR", help="with --check: also look for wheels in DIR")
+    p.add_argument("--no-index", action="store_true", help="with --check: only --find-links")
     p.set_defaults(func=cmd_matrix)
 
     fixtures = sub.add_parser("fixtures", help="X-ray fixtures").add_subparsers(dest="action", required=True)
@@ -89,7 +105,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
+    args.argv = argv
     if getattr(args, "manifest", "unset") is None:
         from .xrays import MANIFEST
 

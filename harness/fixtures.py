@@ -31,14 +31,16 @@ def chest_xray(xray_fixtures):
 
 @pytest.fixture(scope="session")
 def hub_for():
-    """``hub_for(snapshot)`` -> a started local hub serving that snapshot (fixtures/hub/NAME.toml or a
-    path); one server per snapshot for the session, stopped at its end."""
-    started: dict[str, hub.LocalHub] = {}
+    """``hub_for(snapshot, base=None)`` -> a started local hub serving that snapshot (a name of
+    fixtures/hub/, a path, or a Snapshot) with stand-ins made from ``base`` (default: the tiny
+    Qwen2-VL); one server per snapshot and base for the session, stopped at its end."""
+    started: dict[tuple, hub.LocalHub] = {}
 
-    def start(snapshot: str = "2024-12") -> hub.LocalHub:
-        if str(snapshot) not in started:
-            started[str(snapshot)] = hub.LocalHub(snapshot).start()
-        return started[str(snapshot)]
+    def start(snapshot="2024-12", base=None) -> hub.LocalHub:
+        key = (getattr(snapshot, "name", str(snapshot)), str(base))
+        if key not in started:
+            started[key] = hub.LocalHub(snapshot, base=base).start()
+        return started[key]
 
     yield start
     for server in started.values():

@@ -1,8 +1,10 @@
 """A local Hugging Face hub: real HTTP on loopback, serving tiny checkpoints under real repo names.
 
-A *snapshot* (``fixtures/hub/NAME.toml``) says which repos existed at a point in time; each repo
-serves the files of a tiny checkpoint kind (``tinymodel.checkpoint``). The server speaks the part
-of the hub protocol that huggingface_hub and transformers use to load models:
+A *snapshot* (``fixtures/hub/NAME.toml``) says which repos existed at a point in time. Each repo is
+served from a stand-in made from one base checkpoint (the tiny Qwen2-VL unless told otherwise):
+16-bit, or quantized as the real repo is (``fixtures/hub/quantization.toml``: its quantization_config
+and the module set that config kept in 16 bits). The server speaks the part of the hub protocol that
+huggingface_hub and transformers use to load models:
 
 - ``HEAD``/``GET /{repo}/resolve/{rev}/{path}`` (ETag, X-Repo-Commit, X-Linked-Etag/-Size for LFS
   files, Range requests)
@@ -46,6 +48,7 @@ from .errors import HarnessError
 from .paths import FIXTURES_DIR
 
 SNAPSHOTS_DIR = FIXTURES_DIR / "hub"
+QUANTIZATION_FILE = SNAPSHOTS_DIR / "quantization.toml"
 # The token that opens private and gated repos (any other token is refused).
 ACCESS_TOKEN = "hf_qvl_local_access"
 # Files stored through git-lfs on the hub; the generated .gitattributes says the same.
@@ -54,8 +57,49 @@ GITATTRIBUTES = "".join(f"{pattern} filter=lfs diff=lfs merge=lfs -text\n" for p
 # What a gated repo shows without access, as on huggingface.co.
 UNGATED_FILES = {".gitattributes", "README.md"}
 REPO_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*")
-REPO_KEYS = {"id", "kind", "gated", "private"}
+REPO_KEYS = {"id", "quantization", "gated", "private"}
 SNAPSHOT_KEYS = {"description", "date", "repos"}
+QUANTIZATION_KEYS = {"stands_for", "source", "evidence", "quantization_config"}
+
+
+# --- what the real pre-quantized repos declare ---------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Quantization:
+    """A real repo's config.json quantization_config, with where it was read and how much was seen."""
+
+    name: str
+    config: dict
+    stands_for: tuple[str, ...]
+    source: str
+    evidence: str
+
+    @property
+    def skip_modules(self) -> list[str] | None:
+        return self.config.get("llm_int8_skip_modules")
+
+
+def load_quantizations(path: Path = QUANTIZATION_FILE) -> dict[str, Quantization]:
+    where = path.name
+    try:
+        data = tomllib.loads(path.read_text())
+    except OSError as exc:
+        raise HarnessError(f"cannot read {path}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise HarnessError(f"{where}: not valid TOML: {exc}") from None
+    found = {}
+    for name, entry in data.items():
+        if not isinstance(entry, dict) or set(entry) != QUANTIZATION_KEYS:
+            raise HarnessError(f"{where} [{name}]: needs exactly the keys {sorted(QUANTIZATION_KEYS)}")
+        config = entry["quantization_config"]
+        if config.get("quant_method") != "bitsandbytes" or config.get("load_in_4bit") is not True:
+            raise HarnessError(f"{where} [{name}]: quantization_config must be bitsandbytes with load_in_4bit = true")
+        skips = config.get("llm_int8_skip_modules", [])
+        if not isinstance(skips, list) or not all(isinstance(s, str) and s for s in skips):
+            raise HarnessError(f"{where} [{name}]: llm_int8_skip_modules must be a list of module names")
+        found[name] = Quantization(name, dict(config), tuple(entry["stands_for"]), entry["source"], entry["evidence"])
+    return found
 
 
 # --- snapshots ---------------------------------------------------------------------------------
@@ -64,9 +108,13 @@ SNAPSHOT_KEYS = {"description", "date", "repos"}
 @dataclass(frozen=True)
 class HubRepo:
     id: str
-    kind: str
+    quantization: str | None = None  # None: a 16-bit repo
     gated: bool = False
     private: bool = False
+
+    @property
+    def kind(self) -> str:
+        return self.quantization or "16bit"
 
 
 @dataclass(frozen=True)
@@ -85,6 +133,7 @@ class Snapshot:
 def parse_snapshot(text: str, name: str) -> Snapshot:
     """A snapshot from TOML text; anything malformed is one HarnessError line naming the file."""
     where = f"hub snapshot {name}"
+    quantizations = load_quantizations()
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -106,12 +155,14 @@ def parse_snapshot(text: str, name: str) -> Snapshot:
         repo_id = raw.get("id")
         if not isinstance(repo_id, str) or not REPO_ID.fullmatch(repo_id):
             raise HarnessError(f"{entry}: id {repo_id!r} is not an OWNER/NAME repo id")
-        if raw.get("kind") not in tinymodel.KINDS:
-            raise HarnessError(f"{entry} ({repo_id}): unknown kind {raw.get('kind')!r}; known: {', '.join(tinymodel.KINDS)}")
+        quantization = raw.get("quantization")
+        if quantization is not None and quantization not in quantizations:
+            raise HarnessError(f"{entry} ({repo_id}): unknown quantization {quantization!r}; "
+                               f"known ({QUANTIZATION_FILE.name}): {', '.join(quantizations)}")
         for flag in ("gated", "private"):
             if not isinstance(raw.get(flag, False), bool):
                 raise HarnessError(f"{entry} ({repo_id}): {flag} must be true or false")
-        repo = HubRepo(repo_id, raw["kind"], raw.get("gated", False), raw.get("private", False))
+        repo = HubRepo(repo_id, quantization, raw.get("gated", False), raw.get("private", False))
         clash = next((r for r in repos if r.id.lower() == repo_id.lower()), None)
         if clash:
             raise HarnessError(f"{entry}: {repo_id} is listed twice (repo ids are case-insensitive; first as {clash.id})")
@@ -120,7 +171,16 @@ def parse_snapshot(text: str, name: str) -> Snapshot:
 
 
 def snapshot_names() -> list[str]:
-    return sorted(p.stem for p in SNAPSHOTS_DIR.glob("*.toml"))
+    return sorted(p.stem for p in SNAPSHOTS_DIR.glob("*.toml") if p != QUANTIZATION_FILE)
+
+
+def snapshot_at(moment: datetime.date) -> Snapshot:
+    """The newest fixture snapshot from on or before ``moment`` (the hub a release met when it shipped)."""
+    snapshots = sorted((load_snapshot(n) for n in snapshot_names()), key=lambda s: s.date)
+    before = [s for s in snapshots if s.date <= moment]
+    if not before:
+        raise HarnessError(f"no hub snapshot from on or before {moment} (oldest: {snapshots[0].name}, {snapshots[0].date})")
+    return before[-1]
 
 
 def load_snapshot(name_or_path: str | Path) -> Snapshot:
@@ -232,11 +292,16 @@ class LocalHub:
     """A hub serving one snapshot on 127.0.0.1 (a free port unless ``port`` is given).
 
     ``with LocalHub("2024-12") as hub: ... hub.url ...``; ``hub.requests`` lists what clients asked.
+    ``base`` is the checkpoint every stand-in is made from (default: the tiny Qwen2-VL);
+    ``quantizations`` replaces fixtures/hub/quantization.toml (a test that changes a real repo's config).
     """
 
-    def __init__(self, snapshot: Snapshot | str | Path, port: int = 0):
+    def __init__(self, snapshot: Snapshot | str | Path, port: int = 0, base: Path | None = None,
+                 quantizations: dict[str, Quantization] | None = None):
         self.snapshot = snapshot if isinstance(snapshot, Snapshot) else load_snapshot(snapshot)
         self.port = port
+        self.base = base
+        self.quantizations = quantizations
         self._repos: dict[str, ServedRepo] = {}
         self._log: list[LoggedRequest] = []
         self._log_lock = threading.Lock()
@@ -248,7 +313,7 @@ class LocalHub:
     def start(self) -> "LocalHub":
         if self._server is not None:
             return self
-        by_kind = {kind: checkpoint_files(tinymodel.checkpoint(kind)) for kind in {r.kind for r in self.snapshot.repos}}
+        by_kind = {kind: checkpoint_files(self.checkpoint_for(kind)) for kind in {r.kind for r in self.snapshot.repos}}
         self._repos = {r.id.lower(): ServedRepo.of(r, by_kind[r.kind]) for r in self.snapshot.repos}
         try:
             server = ThreadingHTTPServer(("127.0.0.1", self.port), _Handler)
@@ -260,6 +325,14 @@ class LocalHub:
         self._thread = threading.Thread(target=server.serve_forever, name=f"local-hub-{self.snapshot.name}", daemon=True)
         self._thread.start()
         return self
+
+    def checkpoint_for(self, kind: str) -> Path:
+        """The folder served for repos of ``kind`` ("16bit" or a quantization name)."""
+        base = self.base or tinymodel.build()
+        if kind == "16bit":
+            return base
+        quantization = (self.quantizations or load_quantizations())[kind]
+        return tinymodel.build_standin(base, quantization.name, quantization.config)
 
     def stop(self) -> None:
         if self._server is None:
@@ -548,7 +621,7 @@ def cmd_list(args) -> int:
         print(f"{name} ({snapshot.date}): {snapshot.description}")
         for repo in snapshot.repos:
             flags = " ".join(f for f in ("gated", "private") if getattr(repo, f))
-            print(f"  {repo.id:50} {repo.kind:16} {flags}".rstrip())
+            print(f"  {repo.id:50} {repo.kind:20} {flags}".rstrip())
     return 0
 
 

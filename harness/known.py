@@ -1,11 +1,22 @@
-"""The known-failure registry (fixtures/known_failures.toml) and the expectations it sets."""
+"""The known-failure registry (fixtures/known_failures.toml) and the expectations it sets.
+
+An entry names the package whose releases have the cause (``affected``), the other packages' ranges
+the cause needs (``requires``: dtype-grad's hook runs only where unsloth calls it), the ranges where
+the cause shows as the user's symptom (``symptom_requires``: garbage output needs transformers <4.52),
+and two patterns: ``cause`` (what a test of the cause fails with) and ``symptom`` (what a test of the
+user's path fails with, the seed's message where there was one). A test marked with
+``expectation_marks`` must fail with the matching pattern where the registry expects the failure
+(then it reports as xfailed, "reproduced"), and must pass elsewhere. A failure with any other text
+stays a failure with its own text, never a reproduction; a pass where a failure was expected is
+flagged as XPASS(strict).
+"""
 
 from __future__ import annotations
 
 import json
 import re
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
@@ -20,7 +31,10 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 REGISTRY = FIXTURES_DIR / "known_failures.toml"
-FIELDS = {"id", "package", "affected", "evidence", "description", "seed", "suite"}
+REQUIRED = {"id", "package", "affected", "symptom", "seed", "description", "evidence", "found_by", "suite"}
+OPTIONAL = {"requires", "symptom_requires", "cause", "path", "workaround"}
+PACKAGES = {"unsloth", "unsloth-zoo", "transformers", "peft", "bitsandbytes", "trl", "torch", "huggingface-hub"}
+SHOWS = ("cause", "symptom")
 
 
 @dataclass(frozen=True)
@@ -28,39 +42,113 @@ class KnownFailure:
     id: str
     package: str
     affected: SpecifierSet
-    evidence: str
-    description: str
+    symptom: str  # regex a test of the user's path fails with
     seed: str
+    description: str
+    evidence: str
+    found_by: str  # the command that found the range
     suite: str
+    requires: dict[str, SpecifierSet] = field(default_factory=dict)
+    symptom_requires: dict[str, SpecifierSet] = field(default_factory=dict)
+    cause: str = ""  # regex a test of the cause fails with ("" = the symptom's)
+    path: str = ""
+    workaround: str = ""
 
-    def reproduces_in(self, version: str) -> bool:
-        """Whether the failure must reproduce with ``package==version`` (prereleases count)."""
-        if not str(self.affected):
-            raise HarnessError(f"known failure {self.id!r} has no affected range yet (evidence: {self.evidence})")
+    def affects(self, version: str) -> bool:
+        """Whether ``package==version`` has the cause (pre-releases count)."""
         return self.affected.contains(Version(version), prereleases=True)
 
-    def expectation(self, version: str) -> str:
-        return "reproduces" if self.reproduces_in(version) else "passes"
+    def conditions(self, shows: str) -> dict[str, SpecifierSet]:
+        return {**self.requires, **(self.symptom_requires if shows == "symptom" else {})}
+
+    def unmet(self, shows: str, stack: dict[str, str | None]) -> list[str]:
+        """The conditions ``stack`` (package -> version) does not meet, as "transformers 5.17.0 is not <4.52"."""
+        problems = []
+        for package, spec in self.conditions(shows).items():
+            version = stack.get(package)
+            if version is None or not spec.contains(Version(version).base_version, prereleases=True):
+                problems.append(f"{package} {version or '(not installed)'} is not {spec}")
+        return problems
+
+    def expected(self, version: str, shows: str, stack: dict[str, str | None]) -> bool:
+        return self.affects(version) and not self.unmet(shows, stack)
+
+    def pattern(self, shows: str) -> str:
+        return self.cause if shows == "cause" and self.cause else self.symptom
+
+    def matches(self, shows: str, text: str) -> bool:
+        return re.search(self.pattern(shows), text, re.I | re.S) is not None
+
+    @property
+    def first_fixed(self) -> str | None:
+        upper = [s.version for s in self.affected if s.operator == "<"]
+        return upper[0] if upper else None
+
+
+def _specifiers(where: str, key: str, value) -> dict[str, SpecifierSet]:
+    if not isinstance(value, dict):
+        raise HarnessError(f"{where}: {key} must be a table of package = \"specifier\"")
+    out = {}
+    for package, text in value.items():
+        if package not in PACKAGES:
+            raise HarnessError(f"{where}: {key}: unknown package {package!r}; known: {', '.join(sorted(PACKAGES))}")
+        out[package] = _specifier(where, f"{key}.{package}", text)
+    return out
+
+
+def _specifier(where: str, key: str, text) -> SpecifierSet:
+    """A non-empty, satisfiable version range ("<2024.12.2", ">=2025.1.1,<2025.3.13")."""
+    try:
+        if any(not part.strip() for part in text.split(",")) and text.strip():
+            raise InvalidSpecifier(text)
+        spec = SpecifierSet(text)
+    except (InvalidSpecifier, TypeError, AttributeError):
+        raise HarnessError(f"{where}: {key} {text!r} is not a version specifier like \">=2024.12.2,<2025.1.6\"") from None
+    if not str(spec):
+        raise HarnessError(f"{where}: {key} is empty; give the range the evidence supports")
+    lows = [(Version(s.version), s.operator) for s in spec if s.operator in (">=", ">")]
+    highs = [(Version(s.version), s.operator) for s in spec if s.operator in ("<", "<=")]
+    if lows and highs:
+        (low, low_op), (high, high_op) = max(lows), min(highs)
+        if low > high or (low == high and (low_op == ">" or high_op == "<")):
+            raise HarnessError(f"{where}: {key} {text!r} is an empty range (its lower bound is not below its upper bound)")
+    return spec
+
+
+def parse_registry(text: str, where: str = REGISTRY.name) -> dict[str, KnownFailure]:
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise HarnessError(f"{where}: not valid TOML: {exc}") from None
+    failures: dict[str, KnownFailure] = {}
+    for number, entry in enumerate(data.get("failure", []), 1):
+        label = f"{where}: entry #{number} ({entry.get('id', '?')})"
+        missing, unknown = REQUIRED - set(entry), set(entry) - REQUIRED - OPTIONAL
+        if missing or unknown:
+            raise HarnessError(f"{label}: " + "; ".join(
+                ([f"missing {sorted(missing)}"] if missing else []) + ([f"unknown key(s) {sorted(unknown)}"] if unknown else [])))
+        if entry["id"] in failures:
+            raise HarnessError(f"{label}: duplicate id {entry['id']!r} (entry #{list(failures).index(entry['id']) + 1} has it)")
+        if entry["package"] not in PACKAGES:
+            raise HarnessError(f"{label}: unknown package {entry['package']!r}; known: {', '.join(sorted(PACKAGES))}")
+        for key in ("symptom", "cause"):
+            try:
+                re.compile(entry.get(key, ""))
+            except re.error as exc:
+                raise HarnessError(f"{label}: {key} is not a regular expression: {exc}") from None
+        failures[entry["id"]] = KnownFailure(
+            **{**entry, "affected": _specifier(label, "affected", entry["affected"]),
+               "requires": _specifiers(label, "requires", entry.get("requires", {})),
+               "symptom_requires": _specifiers(label, "symptom_requires", entry.get("symptom_requires", {}))})
+    return failures
 
 
 def load_registry(path: Path = REGISTRY) -> dict[str, KnownFailure]:
     try:
-        data = tomllib.loads(path.read_text())
+        text = path.read_text()
     except OSError as exc:
         raise HarnessError(f"cannot read known-failure registry {path}: {exc.strerror}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise HarnessError(f"{path.name}: not valid TOML: {exc}") from None
-    failures = {}
-    for entry in data.get("failure", []):
-        missing = FIELDS - set(entry)
-        if missing or set(entry) - FIELDS:
-            raise HarnessError(f"{path.name}: entry {entry.get('id', '?')!r} must have exactly {sorted(FIELDS)}")
-        try:
-            affected = SpecifierSet(entry["affected"])
-        except InvalidSpecifier:
-            raise HarnessError(f"{path.name}: {entry['id']}: affected {entry['affected']!r} is not a version specifier") from None
-        failures[entry["id"]] = KnownFailure(**{**entry, "affected": affected})
-    return failures
+    return parse_registry(text, path.name)
 
 
 def known_failure(failure_id: str, path: Path = REGISTRY) -> KnownFailure:
@@ -71,32 +159,50 @@ def known_failure(failure_id: str, path: Path = REGISTRY) -> KnownFailure:
         raise HarnessError(f"unknown known-failure id {failure_id!r}; known: {', '.join(registry)}") from None
 
 
-def expectation_marks(failure_id: str, version: str, raises) -> list:
-    """pytest marks for a test that demonstrates ``failure_id`` against ``package==version``.
+def installed_stack() -> dict[str, str | None]:
+    from .stack import dist_version
 
-    Inside the registry's affected range the test must fail with ``raises`` (strict xfail: a
-    release that stops reproducing is flagged as XPASS(strict)); outside it, it must pass.
+    return {package: dist_version(package) for package in PACKAGES}
+
+
+def expectation_marks(failure_id: str, version: str, *, shows: str = "symptom", stack: dict | None = None) -> list:
+    """pytest marks for a test of ``failure_id``'s cause or symptom against ``package==version``.
+
+    ``stack`` (package -> version) is what the conditions are judged on: the installed versions,
+    overridden by what the test itself stands for (a test that calls unsloth-zoo's hook the way
+    unsloth >= 2025.1.1 does passes {"unsloth": "2025.1.1"}).
     """
     import pytest
 
+    if shows not in SHOWS:
+        raise HarnessError(f"shows must be one of {SHOWS}, not {shows!r}")
     failure = known_failure(failure_id)
-    marks = [pytest.mark.known_failure(failure_id)]
-    if failure.reproduces_in(version):
-        marks.append(
-            pytest.mark.xfail(
-                raises=raises,
-                strict=True,
-                reason=f"known failure {failure_id!r} reproduces in {failure.package}=={version} (affected {failure.affected})",
-            )
-        )
-    return marks
+    expected = failure.expected(version, shows, {**installed_stack(), **(stack or {})})
+    return [pytest.mark.known_failure(failure_id, version=version, shows=shows, expected=expected)]
+
+
+def judge(failure: KnownFailure, marker, passed: bool, failure_text: str) -> tuple[str, str]:
+    """How a marked test's outcome reads: ("reproduced" | "unexpected pass" | "wrong failure" | "", why)."""
+    version, shows = marker.kwargs["version"], marker.kwargs["shows"]
+    where = f"{failure.package}=={version}"
+    if not marker.kwargs["expected"]:
+        return "", ""
+    if passed:
+        return "unexpected pass", (f"known failure {failure.id!r} ({shows}) was expected in {where} "
+                                   f"(affected {failure.affected}) but the test passed")
+    if failure.matches(shows, failure_text):
+        return "reproduced", f"known failure {failure.id!r} ({shows}) reproduces in {where} (affected {failure.affected})"
+    return "wrong failure", (f"known failure {failure.id!r} ({shows}) was expected in {where}, but the test failed "
+                             f"with something else (wanted /{failure.pattern(shows)}/)")
 
 
 KEEP = object()
 
 
-def record(failure_id: str, *, package: str, evidence: str, lower=KEEP, upper=KEEP, path: Path | None = None) -> KnownFailure:
-    """Write a bisected range into the entry ``failure_id``: ``>=lower`` and ``<upper``.
+def record(failure_id: str, *, package: str, evidence: str, found_by: str, lower=KEEP, upper=KEEP,
+           path: Path | None = None) -> KnownFailure:
+    """Write a bisected range into the entry ``failure_id``: ``>=lower`` and ``<upper``, with the
+    evidence and the command that found it.
 
     ``lower``/``upper`` is a version, None (unbounded on that side) or KEEP (the entry's current
     bound stays). The entry's other fields and the file's comments are left as they are.
@@ -121,39 +227,56 @@ def record(failure_id: str, *, package: str, evidence: str, lower=KEEP, upper=KE
     end = text.find("[[failure]]", found.end())
     end = len(text) if end < 0 else end
     block = text[start:end]
-    for key, value in (("affected", affected), ("evidence", evidence)):
+    for key, value in (("affected", affected), ("evidence", evidence), ("found_by", found_by)):
         # json.dumps writes a valid TOML basic string (same escapes).
         block, count = re.subn(rf"^{key} = .*$", lambda _: f"{key} = {json.dumps(value)}", block, count=1, flags=re.M)
         if not count:
             raise HarnessError(f"{path.name}: entry {failure_id!r} has no {key} line to update")
     updated = text[:start] + block + text[end:]
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(updated)
-    try:
-        entry = load_registry(tmp)[failure_id]
-    except HarnessError:
-        tmp.unlink()
-        raise
-    tmp.replace(path)
+    entry = parse_registry(updated, path.name)[failure_id]
+    from .atomic import write_text
+
+    write_text(path, updated)
     return entry
 
 
+# --- command line ----------------------------------------------------------------------------------
+
+
 def add_cli(subparsers) -> None:
-    p = subparsers.add_parser("known", help="the known-failure registry: ids, affected ranges, suites")
+    p = subparsers.add_parser("known", help="the known-failure registry: ids, ranges, conditions, messages, evidence")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_cmd_known)
+
+
+def describe(failure: KnownFailure) -> list[str]:
+    lines = [f"{failure.id}: {failure.description}",
+             f"  affected:   {failure.package}{failure.affected}" + (f" (first fixed {failure.first_fixed})" if failure.first_fixed else "")]
+    if failure.requires:
+        lines.append("  requires:   " + ", ".join(f"{p}{s}" for p, s in failure.requires.items()))
+    if failure.symptom_requires:
+        lines.append("  shows with: " + ", ".join(f"{p}{s}" for p, s in failure.symptom_requires.items()))
+    if failure.path:
+        lines.append(f"  path:       {failure.path}")
+    lines += [f"  symptom:    /{failure.symptom}/"] + ([f"  cause:      /{failure.cause}/"] if failure.cause else [])
+    lines += [f"  seed:       {failure.seed}", f"  found by:   {failure.found_by}", f"  evidence:   {failure.evidence}"]
+    if failure.workaround:
+        lines.append(f"  workaround: {failure.workaround}")
+    return lines + [f"  suite:      {failure.suite}"]
+
+
+def _as_json(failure: KnownFailure) -> dict:
+    data = dict(failure.__dict__)
+    data["affected"] = str(failure.affected)
+    for key in ("requires", "symptom_requires"):
+        data[key] = {p: str(s) for p, s in data[key].items()}
+    return data
 
 
 def _cmd_known(args) -> int:
     failures = list(load_registry(REGISTRY).values())
     if args.json:
-        print(json.dumps([{**f.__dict__, "affected": str(f.affected)} for f in failures], indent=2))
+        print(json.dumps([_as_json(f) for f in failures], indent=2))
         return 0
-    rows = [("ID", "PACKAGE", "AFFECTED", "SUITE", "DESCRIPTION")]
-    rows += [(f.id, f.package, str(f.affected) or "(not bisected)", f.suite, f.description) for f in failures]
-    widths = [max(len(r[i]) for r in rows) for i in range(4)]
-    for row in rows:
-        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)) + "  " + row[4])
-    for f in failures:
-        print(f"\n{f.id}: {f.evidence}")
+    print("\n\n".join("\n".join(describe(f)) for f in failures))
     return 0

@@ -27,6 +27,7 @@ from .releases import ReleaseCode
 MAPPER = "unsloth/models/mapper.py"
 LOADER_FILES = ("unsloth/models/loader_utils.py", "unsloth/models/loader.py")
 REAL_IMPORTS = {"packaging", "requests", "huggingface_hub"}
+MAPPER_DICTS = ("INT_TO_FLOAT_MAPPER", "FLOAT_TO_INT_MAPPER", "MAP_TO_UNSLOTH_16bit")
 
 
 class UnavailableModule(types.ModuleType):
@@ -108,7 +109,7 @@ class ReleaseMapper:
         if code.package != "unsloth":
             raise HarnessError(f"name mapping lives in unsloth, not {code.package}")
         self.code = code
-        self.mapper = self._module("unsloth.models.mapper", code.read(MAPPER))
+        self.mapper = self._module("unsloth.models.mapper", code.parse(MAPPER))
         loader = next((f for f in LOADER_FILES if code.has(f) and "def get_model_name" in code.read(f)), None)
         if loader is None:
             raise HarnessError(f"{code.label} has no get_model_name in {' or '.join(LOADER_FILES)}")
@@ -117,9 +118,9 @@ class ReleaseMapper:
         self.namespace = self._load_closure(loader)
 
     @staticmethod
-    def _module(name: str, source: str) -> types.ModuleType:
+    def _module(name: str, tree: ast.Module) -> types.ModuleType:
         module = types.ModuleType(name)
-        exec(compile(source, name, "exec"), module.__dict__)
+        exec(compile(tree, name, "exec"), module.__dict__)
         return module
 
     def _import(self, name, globals=None, locals=None, fromlist=(), level=0):
@@ -135,7 +136,7 @@ class ReleaseMapper:
         return UnavailableModule(name)
 
     def _load_closure(self, loader: str) -> dict:
-        tree = ast.parse(self.code.read(loader))
+        tree = self.code.parse(loader)
         namespace = {
             "__name__": "unsloth.models." + loader.rsplit("/", 1)[-1][:-3],
             "__package__": "unsloth.models",
@@ -162,10 +163,25 @@ class ReleaseMapper:
         run.blocked_connections = list(blocked)
         return run
 
+    def retarget(self, edits: dict[str, str]) -> int:
+        """Point the mapper's entries whose target is a key of ``edits`` (any case) at its value instead,
+        in the dicts get_model_name reads; returns how many entries changed."""
+        wanted = {old.lower(): new for old, new in edits.items()}
+        changed = 0
+        for attr in MAPPER_DICTS:
+            table = getattr(self.mapper, attr, {})
+            for key, value in table.items():
+                if isinstance(value, str) and value.lower() in wanted:
+                    table[key] = wanted[value.lower()]
+                    changed += 1
+        if not changed:
+            raise HarnessError(f"{self.code.label}: no mapper entry targets {', '.join(edits)}")
+        return changed
+
     def mapper_names(self) -> list[str]:
         """Every model name the release's mapper knows (keys and values of its name dicts)."""
         names: list[str] = []
-        for attr in ("INT_TO_FLOAT_MAPPER", "FLOAT_TO_INT_MAPPER", "MAP_TO_UNSLOTH_16bit"):
+        for attr in MAPPER_DICTS:
             for key, value in getattr(self.mapper, attr, {}).items():
                 for name in [key] + (list(value) if isinstance(value, (list, tuple)) else [value]):
                     if isinstance(name, str) and "/" in name and name not in names:

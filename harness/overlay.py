@@ -22,7 +22,7 @@ from pathlib import Path
 from filelock import FileLock
 from packaging.requirements import InvalidRequirement, Requirement
 
-from .errors import HarnessError
+from .errors import HarnessError, one_line
 from .paths import cache_dir
 
 MARKER = "qvl-overlay.json"
@@ -111,6 +111,8 @@ class Overlays:
         self.base = base
         self.index_args = [a for d in find_links for a in ("--find-links", str(d))]
         self.index_args += ["--no-index"] * no_index + ["--offline"] * offline
+        # the same sources for the release wheels the suites read
+        self.fetch_options = {"find_links": tuple(find_links), "no_index": no_index or offline}
         self.import_check = list(import_check)
         self.installed = 0
         self.reused = 0
@@ -148,7 +150,7 @@ class Overlays:
         made = subprocess.run([self.uv, "venv", "--quiet", "--python", self.base.python, str(path)],
                               capture_output=True, text=True, env=env)
         if made.returncode != 0:
-            raise HarnessError(f"uv venv failed for {path.name}: {_last_line(made.stderr)}")
+            raise HarnessError(f"uv venv failed for {path.name}: {one_line(made.stderr)}")
         site = subprocess.run([str(path / "bin" / "python"), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
                               capture_output=True, text=True, check=True).stdout.strip()
         # Lines of a .pth starting with "import" run at start-up; addsitedir also runs the base's own .pth files.
@@ -158,11 +160,11 @@ class Overlays:
         install = subprocess.run([self.uv, "pip", "install", "--quiet", "--no-deps", "--python", str(path / "bin" / "python"),
                                   *self.index_args, *reqs], capture_output=True, text=True, env=env)
         if install.returncode != 0:
-            return f"install failed: {_last_line(install.stderr)}"
+            return f"install failed: {one_line(install.stderr)}"
         check = subprocess.run([str(path / "bin" / "python"), "-c", _VERIFY, json.dumps(pins), json.dumps(self.import_check)],
                                capture_output=True, text=True)
         if check.returncode != 0:
-            return _last_line(check.stderr)
+            return one_line(check.stderr)
         return None
 
 
@@ -175,8 +177,3 @@ def _uv_from_package() -> str | None:
     except (ImportError, FileNotFoundError):
         return None
 
-
-def _last_line(text: str, limit: int = 300) -> str:
-    """A tool's stderr as one line (uv spreads one error over several)."""
-    joined = " ".join(line.strip(" ╰─▶×│") for line in text.splitlines() if line.strip())
-    return (joined[:limit] + "...") if len(joined) > limit else joined or "(no output)"

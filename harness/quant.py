@@ -6,15 +6,15 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 
-def bnb_config(skip_modules=("lm_head",)):
+def bnb_config(skip_modules=("lm_head",), *, quant_type="nf4", double_quant=True, compute_dtype="bfloat16"):
     import torch
     import transformers
 
     return transformers.BitsAndBytesConfig(
         load_in_4bit=True,
-        bnb_4bit_quant_type="nf4",
-        bnb_4bit_use_double_quant=True,
-        bnb_4bit_compute_dtype=torch.bfloat16,
+        bnb_4bit_quant_type=quant_type,
+        bnb_4bit_use_double_quant=double_quant,
+        bnb_4bit_compute_dtype=getattr(torch, compute_dtype),
         llm_int8_skip_modules=list(skip_modules),
     )
 
@@ -37,8 +37,8 @@ def allow_cpu_bitsandbytes() -> None:
         integrations.validate_bnb_backend_availability = lambda *args, **kwargs: True
 
 
-def load_4bit(path, skip_modules=("lm_head",)):
-    """Quantize a 16-bit checkpoint on load with plain transformers + bitsandbytes nf4."""
+def load_4bit(path, skip_modules=("lm_head",), **bnb):
+    """Quantize a 16-bit checkpoint on load with plain transformers + bitsandbytes (nf4 unless ``bnb`` says)."""
     import torch
     import transformers
 
@@ -47,7 +47,7 @@ def load_4bit(path, skip_modules=("lm_head",)):
     if device() == "cpu":
         allow_cpu_bitsandbytes()  # also outside pytest (the CLI, benchmarks)
     return transformers.Qwen2VLForConditionalGeneration.from_pretrained(
-        path, quantization_config=bnb_config(skip_modules), device_map=device(), **dtype_kwarg(torch.bfloat16)
+        path, quantization_config=bnb_config(skip_modules, **bnb), device_map=device(), **dtype_kwarg(torch.bfloat16)
     )
 
 

@@ -8,15 +8,26 @@ command that fetches it.
 
 from __future__ import annotations
 
+import ast
+import email
 import importlib.metadata
+import re
 import subprocess
 import sys
+import tempfile
+import time
+import warnings
 import zipfile
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import HarnessError
+from packaging.requirements import Requirement
+from packaging.version import Version
+
+from .errors import HarnessError, one_line
 from .paths import cache_dir
+from .progress import Progress
 
 WHEEL_NAMES = {"unsloth": "unsloth", "unsloth-zoo": "unsloth_zoo"}
 
@@ -44,6 +55,13 @@ class ReleaseCode:
             return self._wheel().read(relpath).decode()
         except (OSError, KeyError):
             raise HarnessError(f"{self.label} has no file {relpath}") from None
+
+    def parse(self, relpath: str) -> ast.Module:
+        """The file's syntax tree; the release's own invalid escape sequences are not this run's warnings."""
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", SyntaxWarning)
+            warnings.simplefilter("ignore", DeprecationWarning)
+            return ast.parse(self.read(relpath), filename=f"{self.label}:{relpath}")
 
     @property
     def label(self) -> str:
@@ -77,23 +95,46 @@ def from_wheel(package: str, version: str) -> ReleaseCode:
     return ReleaseCode(package, version, str(path))
 
 
-def fetch(requirements: list[str]) -> list[Path]:
-    """Download the wheels of ``package==version`` requirements into the cache (no deps)."""
-    missing = []
+def fetch(requirements: list[str], *, find_links: list[str] = (), no_index: bool = False,
+          quiet: bool | None = None, workers: int = 8) -> list[Path]:
+    """Download the wheels of ``package==version`` requirements into the cache (no deps).
+
+    One ``pip download`` per missing wheel, several at once: pip resolves the requirements of one
+    call together, and two versions of one package in one call are a ResolutionImpossible.
+    """
+    wanted = []
     for req in requirements:
         package, _, version = req.partition("==")
         if package not in WHEEL_NAMES or not version:
             raise HarnessError(f"cannot fetch {req!r}: expected unsloth==VERSION or unsloth-zoo==VERSION")
-        if not wheel_path(package, version).is_file():
-            missing.append(req)
+        wanted.append((package, version))
+    missing = [pv for pv in dict.fromkeys(wanted) if not wheel_path(*pv).is_file()]
     if missing:
+        report = Progress(len(missing), "fetching release wheels", quiet=quiet)
+        index = [a for d in find_links for a in ("--find-links", str(d))] + ["--no-index"] * no_index
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            errors = [e for e in pool.map(lambda pv: _download(*pv, index, report), missing) if e]
+        report.finish()
+        if errors:
+            raise HarnessError(f"cannot fetch {len(errors)} of {len(missing)} release wheel(s): {'; '.join(errors)}")
+    return [wheel_path(*pv) for pv in wanted]
+
+
+def _download(package: str, version: str, index_args: list[str], report) -> str | None:
+    """Fetch one wheel into the cache through a private folder (atomic: never a partial wheel); the error, or None."""
+    started = time.monotonic()
+    target = wheel_path(package, version)
+    with tempfile.TemporaryDirectory(dir=target.parent, prefix=".fetch-") as tmp:
         cmd = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary", ":all:",
-               "--dest", str(cache_dir("wheels")), *missing]
+               "--dest", tmp, *index_args, f"{package}=={version}"]
         result = subprocess.run(cmd, capture_output=True, text=True)
-        if result.returncode != 0:
-            last = (result.stderr.strip().splitlines() or ["pip download failed"])[-1]
-            raise HarnessError(f"cannot fetch {', '.join(missing)}: {last}")
-    return [wheel_path(*req.split("==")) for req in requirements]
+        got = Path(tmp, target.name)
+        if result.returncode != 0 or not got.is_file():
+            report.step(f"{package}=={version}", "FAILED")
+            return f"{package}=={version}: {one_line(result.stderr) if result.returncode else 'pip saved no ' + target.name}"
+        got.replace(target)
+    report.step(f"{package}=={version}", f"{target.stat().st_size / 2**20:.1f} MiB, {time.monotonic() - started:.1f}s")
+    return None
 
 
 def matrix_requirements() -> list[str]:
@@ -110,11 +151,54 @@ def add_cli(subparsers) -> None:
     parser = subparsers.add_parser("releases", help="release code cache").add_subparsers(dest="action", required=True)
     p = parser.add_parser("fetch", help="download release wheels into the cache (default: every matrix cell's)")
     p.add_argument("requirements", nargs="*", help="unsloth==X or unsloth-zoo==Y")
+    p.add_argument("--find-links", action="append", default=[], metavar="DIR", help="also look for wheels in DIR")
+    p.add_argument("--no-index", action="store_true", help="only --find-links (an air-gapped runner's wheelhouse)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
     p.set_defaults(func=_cmd_fetch)
 
 
 def _cmd_fetch(args) -> int:
-    paths = fetch(args.requirements or matrix_requirements())
-    for path in paths:
-        print(path)
+    paths = fetch(args.requirements or matrix_requirements(), find_links=args.find_links, no_index=args.no_index,
+                  quiet=args.quiet or None)
+    print(f"{len(paths)} release wheels in {cache_dir('wheels')}")
     return 0
+
+
+# --- what a release says it needs ---------------------------------------------------------------
+
+GPU_EXTRA = re.compile(r"cu\d+onlytorch(\d)(\d+)(\d)")
+
+
+@dataclass(frozen=True)
+class GpuExtra:
+    """One of unsloth's ``cuXXXonlytorchYYY`` extras: the torch it is for and what it pins beside it."""
+
+    name: str
+    torch: str
+    pins: dict[str, str]
+
+
+def requires(code: ReleaseCode) -> list[Requirement]:
+    """The release's Requires-Dist, from its wheel's METADATA (or the installed distribution's)."""
+    if code.origin == "installed":
+        lines = importlib.metadata.distribution(code.package).requires or []
+    else:
+        with zipfile.ZipFile(code.origin) as wheel:
+            name = next(n for n in wheel.namelist() if n.endswith(".dist-info/METADATA"))
+            lines = email.message_from_bytes(wheel.read(name)).get_all("Requires-Dist") or []
+    return [Requirement(line) for line in lines]
+
+
+def gpu_extras(code: ReleaseCode) -> list[GpuExtra]:
+    """The release's GPU install extras, oldest torch first."""
+    found: dict[str, GpuExtra] = {}
+    for req in requires(code):
+        extra = next((m.group(0) for m in GPU_EXTRA.finditer(str(req.marker or ""))), None)
+        if extra is None:
+            continue
+        major, minor, patch = GPU_EXTRA.fullmatch(extra).groups()
+        entry = found.setdefault(extra, GpuExtra(extra, f"{major}.{minor}.{patch}", {}))
+        pinned = next((s.version for s in req.specifier if s.operator == "=="), None)
+        if pinned:
+            entry.pins[req.name] = Version(pinned).base_version if req.name == "torch" else pinned
+    return sorted(found.values(), key=lambda e: Version(e.pins.get("torch", e.torch)))

@@ -17,7 +17,6 @@ from pathlib import Path
 import pytest
 
 from . import known, results, stack, summary
-from .errors import HarnessError
 
 TABLES_SHIPPED = pytest.StashKey[int]()
 # known-failure outcome -> its state in the compatibility matrix
@@ -76,27 +75,29 @@ def _known_failure_outcome(item: pytest.Item, report: pytest.TestReport) -> dict
         report.when == "teardown" and report.failed)
     if marker is None or not decides:
         return None
-    failure_id = marker.args[0] if marker.args else marker.kwargs.get("id", "?")
+    failure_id = marker.args[0]
     failure = _registry().get(failure_id)
-    package, version, origin = _release_under_test(item, failure)
+    package, version, origin = _release_under_test(item, failure, marker)
     outcome = _outcome(report)
-    state = STATES.get(outcome) or _passed_state(failure, version)
+    state = STATES.get(outcome) or _passed_state(failure, version, marker)
     callspec = getattr(item, "callspec", None)
     return {"id": failure_id, "package": package, "version": version, "origin": origin,
             "param": callspec.id if callspec else "", "outcome": outcome, "state": state,
             "message": _message(report) if state == "unexpected" else ""}
 
 
-def _release_under_test(item: pytest.Item, failure: known.KnownFailure | None) -> tuple:
+def _release_under_test(item: pytest.Item, failure: known.KnownFailure | None, marker) -> tuple:
     """(package, version, origin): a ``(package, version, origin)`` parameter of the test (what
-    harness.subjects.release_params gives), else the installed version of the failure's package."""
+    harness.subjects.release_params gives), else the marker's version, else the installed one."""
     if failure is None:
         return None, None, None
     callspec = getattr(item, "callspec", None)
     for value in callspec.params.values() if callspec else ():
         if isinstance(value, tuple) and len(value) == 3 and value[0] == failure.package:
             return value
-    return failure.package, stack.dist_version(failure.package), "installed"
+    installed = stack.dist_version(failure.package)
+    version = marker.kwargs.get("version") or installed
+    return failure.package, version, "installed" if version == installed else "wheel"
 
 
 def _outcome(report: pytest.TestReport) -> str:
@@ -109,15 +110,13 @@ def _outcome(report: pytest.TestReport) -> str:
     return report.outcome
 
 
-def _passed_state(failure: known.KnownFailure | None, version: str | None) -> str:
+def _passed_state(failure: known.KnownFailure | None, version: str | None, marker) -> str:
     """'fixed' where the release is outside the registry's affected range; 'passed' where the range
-    does not decide (no range yet, or the test's path does not trigger the failure there)."""
+    does not decide (the release has the cause, but this stack does not meet the conditions under
+    which it shows)."""
     if failure is None or version is None:
         return "passed"
-    try:
-        return "passed" if failure.reproduces_in(version) else "fixed"
-    except HarnessError:
-        return "passed"
+    return "passed" if failure.affects(version) else "fixed"
 
 
 def _message(report: pytest.TestReport) -> str:

@@ -1,9 +1,9 @@
 """Tiny Qwen2-VL checkpoints built locally: config, seeded weights, tokenizer, processor, chat template.
 
 A build is a pure function of its spec and the installed transformers version, written once into
-the cache (atomic rename under a file lock, so xdist workers share it). Pre-quantized variants are
-real bitsandbytes nf4 checkpoints with ``quantization_config`` in config.json, like the hub's
-``-bnb-4bit`` (everything quantized but the head) and ``-unsloth-bnb-4bit`` (a skip list) repos.
+the cache (atomic rename under a file lock, so xdist workers share it). Stand-ins for the hub's
+pre-quantized repos are real bitsandbytes nf4 checkpoints of a base checkpoint, quantized to the
+module set the real repo's quantization_config kept in 16 bits, and carrying that config verbatim.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import json
 import os
 import shutil
 import tempfile
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from filelock import FileLock
@@ -57,12 +57,6 @@ TOKENIZER_CORPUS = [
     "the of a an and with in on at left right anterior posterior view image shows",
 ]
 
-# Module names the hub's pre-quantized variants leave in 16 bits. transformers 4.x matches a skip
-# entry as a substring of the dotted name ("visual"); 5.x only as a prefix, regex or suffix, so
-# "visual" alone no longer covers "model.visual.blocks.0..." and the prefix form is listed too.
-HEAD_ONLY_SKIP = ("lm_head",)
-DYNAMIC_SKIP = ("lm_head", "visual", "model.visual", "merger")
-
 
 @dataclass(frozen=True)
 class TinySpec:
@@ -80,7 +74,6 @@ class TinySpec:
     vision_heads: int = 2
     bpe_vocab: int = 384
     dtype: str = "float32"
-    extra: dict = field(default_factory=dict)
 
     def key(self, **variant) -> str:
         payload = {"spec": asdict(self), "variant": variant, "transformers": dist_version("transformers"), "format": 1}
@@ -231,38 +224,36 @@ def build(spec: TinySpec = TinySpec()) -> Path:
     return _atomic_build(cache_dir("models") / f"{spec.name}-{spec.key()}", _build)
 
 
-def build_prequantized(base: Path, skip_modules: tuple[str, ...], name: str) -> Path:
-    """A bitsandbytes nf4 checkpoint of ``base`` with ``quantization_config`` in its config.json.
+def kept_by_skip_list(module_names, skip_modules: list[str] | None) -> list[str]:
+    """The linear modules a ``llm_int8_skip_modules`` list keeps in 16 bits by the rule of transformers
+    4.46, which made the hub's repos: an entry keeps the module named exactly so, and every module
+    whose dotted name contains "ENTRY.". None (a null in config.json) keeps the untied output head."""
+    entries = ["lm_head"] if skip_modules is None else skip_modules
+    return sorted(n for n in module_names if any(n == e or f"{e}." in n for e in entries))
 
-    ``skip_modules`` stay in 16 bits (``llm_int8_skip_modules``), as in the hub's pre-quantized repos.
-    """
+
+def build_standin(base: Path, name: str, quantization_config: dict) -> Path:
+    """A bitsandbytes nf4 checkpoint of ``base`` standing in for a real pre-quantized repo: the modules
+    its ``quantization_config`` kept in 16 bits stay 16-bit, every other linear is nf4, and its
+    config.json carries ``quantization_config`` verbatim (so loaders read what they read from the real repo)."""
+    import torch
     import transformers
 
     from . import quant
 
     def _build(out: Path) -> None:
-        model = quant.load_4bit(base, skip_modules)
-        tokenizer = transformers.AutoTokenizer.from_pretrained(base)
-        _save_assets(model, tokenizer, out)
+        with torch.device("meta"):
+            skeleton = transformers.Qwen2VLForConditionalGeneration(transformers.AutoConfig.from_pretrained(base))
+        linears = [n for n, m in skeleton.named_modules() if isinstance(m, torch.nn.Linear)]
+        keep = kept_by_skip_list(linears, quantization_config.get("llm_int8_skip_modules"))
+        model = quant.load_4bit(base, keep, quant_type=quantization_config["bnb_4bit_quant_type"],
+                                double_quant=quantization_config["bnb_4bit_use_double_quant"],
+                                compute_dtype=quantization_config["bnb_4bit_compute_dtype"])
+        _save_assets(model, transformers.AutoTokenizer.from_pretrained(base), out)
+        config_path = out / "config.json"
+        config = json.loads(config_path.read_text())
+        config["quantization_config"] = quantization_config
+        config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
 
-    key = hashlib.sha256(f"{base.name}|{sorted(skip_modules)}".encode()).hexdigest()[:12]
-    return _atomic_build(cache_dir("models") / f"{name}-{key}", _build)
-
-
-# Checkpoint kinds, named like the hub's repo suffixes.
-KINDS = {"16bit": None, "bnb-4bit": HEAD_ONLY_SKIP, "unsloth-bnb-4bit": DYNAMIC_SKIP}
-
-
-def checkpoint(kind: str = "16bit", spec: TinySpec = TinySpec()) -> Path:
-    """The tiny checkpoint of one kind: '16bit', 'bnb-4bit' (all but lm_head quantized) or
-    'unsloth-bnb-4bit' (dynamic: vision tower and head kept in 16 bits)."""
-    if kind not in KINDS:
-        raise ValueError(f"unknown checkpoint kind {kind!r}; known: {', '.join(KINDS)}")
-    base = build(spec)
-    if KINDS[kind] is None:
-        return base
-    return build_prequantized(base, KINDS[kind], f"{spec.name}-{kind}")
-
-
-def variant(spec: TinySpec = TinySpec(), **changes) -> TinySpec:
-    return replace(spec, **changes)
+    key = hashlib.sha256(json.dumps([base.name, quantization_config], sort_keys=True).encode()).hexdigest()[:12]
+    return _atomic_build(cache_dir("models") / f"{base.name}-{name}-{key}", _build)

@@ -1,10 +1,12 @@
-"""Wheelhouses for air-gapped GPU runners: what a matrix cell needs that the runner lacks.
+"""Wheelhouses for air-gapped GPU runners: everything a matrix cell's run needs that the runner lacks.
 
-The cell's companions and the harness's own dependencies are resolved for the runner's Python
-and platform with the runner's installed packages as constraints (so its CUDA torch stays), and
-only what the runner does not already have is downloaded. bitsandbytes keeps only the CPU
-library and the runner's CUDA one; unsloth loses its `studio/` web app. The runner then installs
-with `--no-index` (see `install_commands`).
+A runner whose torch cannot host the cell's releases (the cell's `gpu` declaration) is refused in
+one line. Otherwise the cell's companions and the harness's own dependencies are resolved for the
+runner's Python and platform with the runner's installed packages as constraints (so its CUDA
+torch stays), and only what the runner does not already have is downloaded, with the release
+wheels the cross-release suites read (``releases/``). bitsandbytes keeps only the CPU library and
+the runner's CUDA one; unsloth loses its `studio/` web app. `.ci/gpu-offline` installs it all with
+`--no-index` and seeds an empty release cache from ``releases/``.
 """
 
 from __future__ import annotations
@@ -13,25 +15,30 @@ import re
 import shutil
 import subprocess
 import sys
-import tempfile
 import zipfile
 from pathlib import Path
 
-from . import xrays
-from .errors import HarnessError
-from .matrix import load_matrix
+from packaging.requirements import Requirement
+
+from . import releases, resolve, xrays
+from .errors import HarnessError, one_line
+from .matrix import Cell, load_matrix
 from .paths import REPO_ROOT
 
-# The harness's runtime dependencies on a runner (pyproject's list, plus the test extra).
-HARNESS_DEPS = ["pytest>=8", "pytest-socket>=0.7", "pytest-xdist>=3", "hypothesis>=6", "filelock>=3.12",
-                "numpy", "pillow", "pydicom>=3.0", "pydicom-data>=1.0", "packaging"]
-
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
 
 RUNNER_FIXED = re.compile(r"^(torch|torchvision|torchaudio|triton|nvidia-.*|cuda-.*)$")
+RELEASES_DIR = "releases"  # the release wheels the cross-release suites read, for `releases fetch --no-index`
 
 
-def _canonical(name: str) -> str:
-    return re.sub(r"[-_.]+", "-", name).lower()
+def harness_requirements() -> list[str]:
+    """The harness's runtime dependencies on a runner: pyproject's list and the test extra (tox aside)."""
+    project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]
+    test = [r for r in project["optional-dependencies"]["test"] if not Requirement(r).name.startswith("tox")]
+    return [r for r in project["dependencies"] + test if Requirement(r).name != "pip"]
 
 
 def read_freeze(path: Path) -> dict[str, str]:
@@ -40,38 +47,30 @@ def read_freeze(path: Path) -> dict[str, str]:
     for line in path.read_text().splitlines():
         name, sep, version = line.strip().partition("==")
         if sep:
-            pins[_canonical(name)] = version
+            pins[resolve.canonical(name)] = version
     if not pins:
         raise HarnessError(f"{path}: no 'name==version' lines (expected `pip list --format=freeze` output)")
     return pins
 
 
-def resolve(requirements: list[str], python: str, platform: str, runner: dict[str, str]) -> dict[str, str]:
-    """Pin ``requirements`` for the runner with uv.
+def refuse_unfit_runner(cell: Cell, runner: dict[str, str]) -> None:
+    """One line when the runner's torch cannot host the cell's releases (their era's torch and xformers)."""
+    torch = runner.get("torch")
+    if torch and not cell.gpu.admits(torch):
+        raise HarnessError(
+            f"cell {cell.name} needs {cell.gpu.describe()} on a GPU (unsloth {cell.pins['unsloth']}'s own extras) "
+            f"but the runner has torch {torch}: build a runner image with that torch, or on a networked runner "
+            f"run QVL_CELL={cell.name} tox -e gpu")
 
-    The runner's CUDA stack is a hard constraint; its other packages are preferences (uv prefers
-    the versions already in its output file), so they are reused wherever the cell allows.
-    """
+
+def resolve_for_runner(requirements: list[str], python: str, platform: str, runner: dict[str, str]) -> dict[str, str]:
+    """Pin ``requirements`` for the runner: its CUDA stack is fixed, its other packages are kept
+    wherever the cell allows."""
     fixed = {n: v for n, v in runner.items() if RUNNER_FIXED.match(n)}
-    with tempfile.TemporaryDirectory() as tmp:
-        reqs, cons, out = Path(tmp, "in.txt"), Path(tmp, "constraints.txt"), Path(tmp, "out.txt")
-        reqs.write_text("\n".join(requirements) + "\n")
-        cons.write_text("".join(f"{n}=={v}\n" for n, v in fixed.items()))
-        out.write_text("".join(f"{n}=={v}\n" for n, v in runner.items()))
-        target = platform.replace("manylinux_", "x86_64-manylinux_").replace("_x86_64", "") if platform.startswith("manylinux") else platform
-        cmd = ["uv", "pip", "compile", str(reqs), "--constraint", str(cons), "--output-file", str(out),
-               "--python-version", python, "--python-platform", target, "--no-header", "--no-annotate", "--quiet"]
-        result = subprocess.run(cmd, capture_output=True, text=True)
-        text = out.read_text()
-    if result.returncode != 0:
-        last = (result.stderr.strip().splitlines() or ["uv pip compile failed"])[-1]
-        raise HarnessError(f"cannot resolve the cell's packages for the runner: {last}")
-    pins = {}
-    for line in text.splitlines():
-        name, sep, version = line.strip().partition("==")
-        if sep:
-            pins[_canonical(name)] = version.split(";")[0].strip()
-    return pins
+    try:
+        return resolve.compile_pins(requirements, python=python, platform=platform, constraints=fixed, preferences=runner)
+    except resolve.ResolutionError as exc:
+        raise HarnessError(f"cannot resolve the cell's packages for the runner: {exc}") from None
 
 
 def compatible_platforms(platform: str) -> list[str]:
@@ -105,7 +104,7 @@ def slim(dest: Path, cuda: str) -> None:
     for wheel in dest.glob("bitsandbytes-*.whl"):
         keep = {"libbitsandbytes_cpu.so", f"libbitsandbytes_cuda{cuda}.so"}
         _slim(wheel, lambda n: n.endswith(".so") and "libbitsandbytes_" in n and Path(n).name not in keep)
-    for wheel in dest.glob("unsloth-*.whl"):
+    for wheel in [*dest.glob("unsloth-*.whl"), *dest.glob(f"{RELEASES_DIR}/unsloth-*.whl")]:
         _slim(wheel, lambda n: n.startswith("studio/") or "/studio/" in n.split(".dist-info")[0])
     # pydicom-data is 34 MB of test images; a runner needs only the ones the X-ray manifest uses.
     used = {f.source.split(":", 1)[1] for f in xrays.load_manifest() if f.source.startswith("pydicom-data:")}
@@ -116,45 +115,44 @@ def slim(dest: Path, cuda: str) -> None:
 def build(cell_name: str, dest: Path, python: str, platform: str, runner_freeze: Path | None, cuda: str) -> dict:
     cell = load_matrix().cell(cell_name)
     runner = read_freeze(runner_freeze) if runner_freeze else {}
-    requirements = cell.companions(torch="") + HARNESS_DEPS
-    pins = resolve(requirements, python, platform, runner)
+    refuse_unfit_runner(cell, runner)
+    pins = resolve_for_runner(cell.gpu_requirements() + harness_requirements(), python, platform, runner)
     missing = sorted(f"{n}=={v}" for n, v in pins.items() if runner.get(n) != v)
     if any(r.startswith("torch==") for r in missing):
         raise HarnessError("the cell's packages would replace the runner's torch; pass the runner's freeze with --runner")
     if dest.exists():
         shutil.rmtree(dest)
-    dest.mkdir(parents=True)
+    (dest / RELEASES_DIR).mkdir(parents=True)
     download = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary", ":all:",
                 *[f"--platform={tag}" for tag in compatible_platforms(platform)],
                 "--python-version", python, "--implementation", "cp", "--dest", str(dest)]
     result = subprocess.run(download + missing + cell.code_under_test(), capture_output=True, text=True)
     if result.returncode != 0:
-        last = (result.stderr.strip().splitlines() or ["pip download failed"])[-1]
-        raise HarnessError(f"cannot download wheels for {cell_name}: {last}")
+        raise HarnessError(f"cannot download wheels for {cell_name}: {one_line(result.stderr)}")
+    for wheel in releases.fetch(releases.matrix_requirements()):
+        shutil.copy2(wheel, dest / RELEASES_DIR / wheel.name)
     built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--wheel-dir", str(dest),
                             str(REPO_ROOT)], capture_output=True, text=True)
     if built.returncode != 0:
-        raise HarnessError(f"cannot build the harness wheel: {(built.stderr.strip().splitlines() or ['?'])[-1]}")
+        raise HarnessError(f"cannot build the harness wheel: {one_line(built.stderr)}")
     slim(dest, cuda)
     (dest / "requirements.txt").write_text("\n".join(missing + ["qvl-harness"]) + "\n")
     (dest / "code-under-test.txt").write_text("\n".join(cell.code_under_test()) + "\n")
     (dest / "cell.txt").write_text(cell.name + "\n")
-    size = sum(p.stat().st_size for p in dest.glob("*.whl"))
-    return {"cell": cell.name, "wheels": len(list(dest.glob("*.whl"))), "bytes": size, "missing": missing}
+    wheels = [*dest.glob("*.whl"), *dest.glob(f"{RELEASES_DIR}/*.whl")]
+    return {"cell": cell.name, "wheels": len(wheels), "bytes": sum(p.stat().st_size for p in wheels), "missing": missing}
 
 
-def install_commands(dest: str, python: str = "python3", target: str | None = None) -> list[str]:
-    """The runner-side install: companions then the code under test, from the wheelhouse alone."""
-    where = f" --target {target}" if target else ""
-    base = f"{python} -m pip install --quiet --no-index --find-links {dest}{where}"
-    return [f"{base} --no-deps -r {dest}/requirements.txt", f"{base} --no-deps -r {dest}/code-under-test.txt"]
+def install_commands(dest: str) -> list[str]:
+    """The runner side, from the wheelhouse alone (what .ci/gpu-offline does)."""
+    return [f".ci/gpu-offline {dest} tests suites"]
 
 
 def add_cli(subparsers) -> None:
     p = subparsers.add_parser("wheelhouse", help="wheels a matrix cell needs on an air-gapped GPU runner")
     p.add_argument("cell")
-    p.add_argument("--python", default="3.12", help="runner's Python version (default 3.12)")
-    p.add_argument("--platform", default="manylinux_2_28_x86_64")
+    p.add_argument("--python", default=resolve.RUNNER_PYTHON, help=f"runner's Python version (default {resolve.RUNNER_PYTHON})")
+    p.add_argument("--platform", default=resolve.RUNNER_PLATFORM)
     p.add_argument("--runner", type=Path, help="`pip list --format=freeze` of the runner: what it already has")
     p.add_argument("--cuda", default="130", help="CUDA of the runner's bitsandbytes library to keep (default 130)")
     p.add_argument("--dest", type=Path, default=Path("wheelhouse"))
@@ -163,7 +161,7 @@ def add_cli(subparsers) -> None:
 
 def _cmd(args) -> int:
     info = build(args.cell, args.dest, args.python, args.platform, args.runner, args.cuda)
-    print(f"{info['wheels']} wheels, {info['bytes'] / 2**20:.1f} MiB in {args.dest} for cell {info['cell']}")
+    print(f"{info['wheels']} wheels, {info['bytes'] / 2**20:.1f} MiB in {args.dest} for cell {info['cell']}; on the runner:")
     for line in install_commands(str(args.dest)):
         print(f"  {line}")
     return 0

@@ -50,7 +50,7 @@ class ZooModules:
         module.__package__ = f"{PACKAGE}.{dotted.rpartition('.')[0]}".rstrip(".")
         module.__dict__["__builtins__"] = {**builtins.__dict__, "__import__": self._import_for(module.__package__)}
         self.loaded[dotted] = module  # before exec: import cycles between siblings see the partial module
-        exec(compile(self.code.read(relpath), f"{self.code.label}:{relpath}", "exec"), module.__dict__)
+        exec(compile(self.code.parse(relpath), f"{self.code.label}:{relpath}", "exec"), module.__dict__)
         return module
 
     def _import_for(self, package: str):

@@ -1,10 +1,13 @@
 """Seed failure 1, '404 / Repository Not Found': a release maps the Qwen2-VL-72B names with
-load_in_4bit=True to `unsloth/Qwen2-VL-72B-Instruct-unsloth-bnb-4bit`, which was not on the hub.
+load_in_4bit=True to `unsloth/Qwen2-VL-72B-Instruct-unsloth-bnb-4bit`, which was never on the hub.
 
-Each release's own get_model_name (harness.mapping) resolves the name; the real huggingface_hub
-client then asks the local hub serving the December 2024 snapshot. Inside the registry's affected
-range (fixtures/known_failures.toml, id "404") the client must raise RepositoryNotFoundError;
-outside it the resolved repo must download.
+The installed release's load goes through harness.release_load, the same model of "what a release
+loads" as the garbage-output suite: its own get_model_name, the local hub as it was when it shipped,
+a real transformers load. Every matrix release's own get_model_name is also checked against the
+December 2024 hub with the real huggingface_hub client. Inside the registry's affected range
+(fixtures/known_failures.toml, id "404") the load must end in RepositoryNotFoundError; outside it the
+resolved repo must load. Pointing the release's mapper entry back at the plain -bnb-4bit repo (the
+fix of unsloth 2025.1.6) must turn the 404 into a load.
 """
 
 from __future__ import annotations
@@ -14,12 +17,14 @@ from contextlib import nullcontext
 import pytest
 from huggingface_hub.errors import RepositoryNotFoundError
 
-from harness import hub, subjects, summary
+from harness import hub, known, quant, release_load, releases, subjects, summary
 from harness.mapping import ReleaseMapper
 
 SNAPSHOT = "2024-12"
 NAMES_72B = ["unsloth/Qwen2-VL-72B-Instruct", "unsloth/Qwen2-VL-72B-Instruct-bnb-4bit", "Qwen/Qwen2-VL-72B-Instruct"]
-RELEASES = subjects.release_params("unsloth", "404", RepositoryNotFoundError)
+MISSING = "unsloth/qwen2-vl-72b-instruct-unsloth-bnb-4bit"
+RELEASES = subjects.release_params("unsloth", "404", shows="symptom")
+INSTALLED = subjects.installed_release()
 
 
 def download_config(server, repo_id: str, context: str) -> None:
@@ -52,8 +57,8 @@ def test_16bit_loading_never_leaves_the_hub(release, hub_for):
         download_config(hub_for(SNAPSHOT), run.resolved, f"{run.release} maps {name!r} (load_in_4bit=False)")
 
 
-# Inside the 404 range the sweep must find the missing 72B target, so it shares the expectation.
-@pytest.mark.parametrize("release", subjects.release_params("unsloth", "404", AssertionError))
+# Inside the 404 range the sweep must find the missing 72B target: it tests the cause.
+@pytest.mark.parametrize("release", subjects.release_params("unsloth", "404", shows="cause"))
 def test_mapper_integrity_sweep(release, hub_for, request):
     """Every name the release's mapper knows, with and without 4-bit: where the hub has the input
     repo, the mapped target must exist too (on the local snapshot, or huggingface.co with --hub live)."""
@@ -77,15 +82,48 @@ def test_mapper_integrity_sweep(release, hub_for, request):
     where = "huggingface.co" if live else f"local snapshot {SNAPSHOT}"
     summary.add_table(request.config, f"mapper sweep: {mapper.code.label} against {where}: missing targets",
                       ["input name", "load_in_4bit", "resolved (missing)"], rows or [["(none)", "", ""]])
-    assert not rows, f"{mapper.code.label} maps {len(rows)} available name(s) to repos missing on {where}: {rows}"
+    assert not rows, f"{mapper.code.label} maps {len(rows)} available name(s) to repos missing on {where} (Repository Not Found): {rows}"
 
 
-def _repo_not_found_in_chain(exc: BaseException) -> RepositoryNotFoundError | None:
-    while exc is not None:
-        if isinstance(exc, RepositoryNotFoundError):
-            return exc
-        exc = exc.__cause__ or exc.__context__
-    return None
+# --- the installed release's whole load path ------------------------------------------------------------
+
+def installed_params() -> list:
+    if INSTALLED is None:
+        return [pytest.param(None, marks=pytest.mark.skip(reason="unsloth is not installed here: run a matrix cell"))]
+    return [pytest.param(name, id=name, marks=known.expectation_marks("404", INSTALLED.unsloth.version))
+            for name in NAMES_72B]
+
+
+def load_72b(release: release_load.Release, name: str, hub_for) -> release_load.Observation:
+    """The release's load of ``name`` from the hub as it was when it shipped (no captions: the tiny model)."""
+    snapshot = hub.snapshot_at(release.shipped)
+    with hub.pointed_at(hub_for(snapshot)):
+        return release_load.observe(release_load.plan(release, name), release_load.load_time_settings(release),
+                                    snapshot.name, None, [])
+
+
+@pytest.mark.parametrize("name", installed_params())
+def test_the_installed_release_loads_the_72b_name(name, hub_for):
+    seen = load_72b(INSTALLED, name, hub_for)
+    if seen.error is not None:
+        if release_load.repo_not_found(seen.error):
+            seen.error.add_note(f"{INSTALLED.label} asked the {seen.snapshot} hub for {seen.repo}")
+        raise seen.error
+    assert seen.linear4bit and not seen.missing_quant_state, f"{seen.repo}: {seen.quantized_by}"
+
+
+def test_pointing_the_mapper_back_at_the_plain_repo_removes_the_404(hub_for):
+    """unsloth 2024.12.11's own load of the 72B name 404s; the same release with its mapper entries for
+    the missing dynamic repo pointed at unsloth/Qwen2-VL-72B-Instruct-bnb-4bit (what 2025.1.6 did) loads."""
+    release = release_load.Release(releases.from_wheel("unsloth", "2024.12.11"), releases.from_wheel("unsloth-zoo", "2024.12.6"))
+    original = load_72b(release, "unsloth/Qwen2-VL-72B-Instruct", hub_for)
+    assert release_load.repo_not_found(original.error), f"expected the 404, got {original.error!r}"
+    plan = release_load.plan(release, "unsloth/Qwen2-VL-72B-Instruct", mapper_edits={MISSING: "unsloth/Qwen2-VL-72B-Instruct-bnb-4bit"})
+    snapshot = hub.snapshot_at(release.shipped)
+    with hub.pointed_at(hub_for(snapshot)):
+        fixed = release_load.observe(plan, release_load.load_time_settings(release), snapshot.name, None, [])
+    assert fixed.error is None and fixed.repo.lower() == "unsloth/qwen2-vl-72b-instruct-bnb-4bit"
+    assert fixed.quantized_by == "the checkpoint's quantization_config" and not fixed.missing_quant_state
 
 
 @pytest.mark.gpu
@@ -103,7 +141,7 @@ def test_fast_vision_model_loads_the_72b_name_in_4bit(release, hub_for):
         try:
             model, _ = FastVisionModel.from_pretrained("unsloth/Qwen2-VL-72B-Instruct", load_in_4bit=True)
         except Exception as exc:  # noqa: BLE001 - releases wrap the 404 in FileNotFoundError/OSError
-            missing = _repo_not_found_in_chain(exc)
+            missing = release_load.repo_not_found(exc)
             if missing is None:
                 raise
             asked = sorted({r.path.split("/resolve/")[0] for r in server.requests if r.status == 404})

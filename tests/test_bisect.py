@@ -8,8 +8,6 @@ that installed the wrong release gives the wrong answer.
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import json
 import math
 import sys
@@ -21,6 +19,7 @@ import pytest
 
 from harness import known, pypi
 from harness.cli import build_parser, main
+from toywheels import write_wheel
 
 VERSIONS = [f"1.{n}" for n in range(10)]
 T0 = datetime(2025, 1, 1, tzinfo=timezone.utc)
@@ -29,23 +28,6 @@ T0 = datetime(2025, 1, 1, tzinfo=timezone.utc)
 def oracle(condition: str) -> str:
     """A command exiting 0 (good) when ``condition`` holds for the installed qvltoy."""
     return f'python -c "import sys, qvltoy, qvlpeer; sys.exit(0 if ({condition}) else 1)"'
-
-
-def write_wheel(directory: Path, name: str, version: str, body: str) -> None:
-    dist = f"{name}-{version}.dist-info"
-    files = {
-        f"{name}/__init__.py": body,
-        f"{dist}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n",
-        f"{dist}/WHEEL": "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
-    }
-    record = []
-    for path, text in files.items():
-        digest = base64.urlsafe_b64encode(hashlib.sha256(text.encode()).digest()).rstrip(b"=").decode()
-        record.append(f"{path},sha256={digest},{len(text.encode())}")
-    files[f"{dist}/RECORD"] = "\n".join(record + [f"{dist}/RECORD,,"]) + "\n"
-    with zipfile.ZipFile(directory / f"{name}-{version}-py3-none-any.whl", "w") as wheel:
-        for path, text in files.items():
-            wheel.writestr(path, text)
 
 
 def release_json(versions: dict[str, datetime], yanked=()) -> dict:
@@ -246,18 +228,21 @@ def test_same_day_companions_and_bisect_by_date(index, capsys):
 def test_record_writes_the_range_into_the_registry(index, capsys, monkeypatch):
     registry = index / "known_failures.toml"
     registry.write_text(
-        '# comment kept\n[[failure]]\nid = "toy"\npackage = "qvltoy"\naffected = ""\nevidence = "pending"\n'
-        'description = "d"\nseed = "s"\nsuite = "suites/x.py"\n\n'
+        '# comment kept\n[[failure]]\nid = "toy"\npackage = "qvltoy"\naffected = ">=0"\nevidence = "pending"\n'
+        'found_by = "pending"\nsymptom = "x"\ndescription = "d"\nseed = "s"\nsuite = "suites/x.py"\n\n'
         '[[failure]]\nid = "other"\npackage = "qvltoy"\naffected = ">=1.1"\nevidence = "kept"\n'
-        'description = "d"\nseed = "s"\nsuite = "suites/y.py"\n'
+        'found_by = "kept"\nsymptom = "x"\ndescription = "d"\nseed = "s"\nsuite = "suites/y.py"\n'
     )
     monkeypatch.setattr(known, "REGISTRY", registry)
+    monkeypatch.setattr(known, "PACKAGES", known.PACKAGES | {"qvltoy"})
     status, out = bisect(index, capsys, "qvltoy", "--find-range", "--bad", "1.5", "--with", "qvlpeer==1.0",
                          "--oracle-cmd", oracle("not 3 <= qvltoy.N < 7"), "--record", "toy")
     assert status == 0, out
     entries = known.load_registry(registry)
     assert str(entries["toy"].affected) == "<1.7,>=1.3"
     assert "first bad 1.3 (last good 1.2)" in entries["toy"].evidence and "first fixed 1.7" in entries["toy"].evidence
+    assert entries["toy"].found_by.startswith("qvl-harness bisect qvltoy --find-range --bad 1.5 --with qvlpeer==1.0 --oracle-cmd")
+    assert "--record" not in entries["toy"].found_by
     assert str(entries["other"].affected) == ">=1.1" and entries["other"].evidence == "kept"
     assert registry.read_text().startswith("# comment kept\n")
     # the registry table shows it
@@ -281,7 +266,7 @@ def test_companion_pins_from_a_matrix_cell_leave_out_the_probed_package(index, t
     from harness import bisect as bisect_module
 
     matrix = tmp_path / "matrix.toml"
-    matrix.write_text('[cells.c]\npurpose = "control"\nunsloth = "2025.1.5"\nunsloth_zoo = "2025.1.3"\n'
+    matrix.write_text('[cells.c]\nunsloth = "2025.1.5"\nunsloth_zoo = "2025.1.3"\n'
                       'transformers = "4.48.0"\npeft = "0.14.0"\ntorch = "2.5.1"\n')
     monkeypatch.setenv("QVL_MATRIX", str(matrix))
     args = build_parser().parse_args(

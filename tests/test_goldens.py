@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from harness import captioner, goldens, releases
+from harness import captioner, goldens
 from harness.errors import HarnessError
 
 CONFIG = {"configuration": "16bit", "dtype": "bfloat16", "recipe": "abc"}
@@ -101,18 +101,3 @@ def test_committed_golden_is_current_and_passes_its_fixtures(xray_fixtures):
         assert goldens.grade(golden.caption(item.id), item.description, item.must_mention, item.must_not_mention).level == "exact"
 
 
-@pytest.mark.parametrize("unsloth, zoo, expected", [
-    ("2024.11.11", "2024.11.8", None),  # passes no skip list: the seed's full 4-bit
-    ("2024.12.1", "2024.11.8", None),  # the skip list is commented out
-    ("2024.12.11", "2024.12.6", ("lm_head", "multi_modal_projector", "merger", "modality_projection")),
-])
-def test_release_skip_list_is_read_from_release_code(unsloth, zoo, expected):
-    code = releases.from_wheel("unsloth", unsloth), releases.from_wheel("unsloth-zoo", zoo)
-    assert captioner.release_skip_list(*code) == expected
-
-
-def test_skip_entries_match_dotted_components():
-    assert captioner.skip_entry_matches("merger", "model.visual.merger.mlp.0")
-    assert captioner.skip_entry_matches("mlp.gate", "model.layers.0.mlp.gate")
-    assert not captioner.skip_entry_matches("visual", "model.visual_proj")
-    assert not captioner.skip_entry_matches("mlp.gate", "model.layers.0.mlp.gate_proj")

@@ -22,6 +22,7 @@ from huggingface_hub.errors import (
     RevisionNotFoundError,
 )
 
+from harness import hub as hub_module
 from harness import quant, tinymodel
 from harness.errors import HarnessError
 from harness.hub import ACCESS_TOKEN, LocalHub, add_cli, load_snapshot, parse_snapshot, pointed_at
@@ -31,6 +32,11 @@ ABSENT_72B_DYNAMIC = "unsloth/Qwen2-VL-72B-Instruct-unsloth-bnb-4bit"
 PREQUANTIZED = "unsloth/Qwen2-VL-2B-Instruct-bnb-4bit"
 DYNAMIC = "unsloth/Qwen2-VL-2B-Instruct-unsloth-bnb-4bit"
 FULL = "unsloth/Qwen2-VL-2B-Instruct"
+
+
+def served(hub, repo) -> Path:
+    """The folder the hub serves for ``repo``."""
+    return hub.checkpoint_for(hub.snapshot.find(repo).kind)
 
 
 @pytest.fixture
@@ -48,8 +54,8 @@ def access_hub(tmp_path_factory):
     path = tmp_path_factory.mktemp("hub") / "access.toml"
     path.write_text(
         'description = "gated and private"\ndate = 2025-01-01\n'
-        '[[repos]]\nid = "meta-llama/Gated-VL"\nkind = "16bit"\ngated = true\n'
-        '[[repos]]\nid = "someone/Private-VL"\nkind = "16bit"\nprivate = true\n'
+        '[[repos]]\nid = "meta-llama/Gated-VL"\ngated = true\n'
+        '[[repos]]\nid = "someone/Private-VL"\nprivate = true\n'
     )
     with LocalHub(path) as served:
         yield served
@@ -76,13 +82,13 @@ def raw(hub, method, path, **headers):
 
 def test_hf_hub_download_serves_the_checkpoint_bytes(hub):
     local = huggingface_hub.hf_hub_download(PREQUANTIZED, "model.safetensors")
-    assert sha256(local) == sha256(tinymodel.checkpoint("bnb-4bit") / "model.safetensors")
+    assert sha256(local) == sha256(served(hub, PREQUANTIZED) / "model.safetensors")
     assert [(r.method, r.status) for r in hub.requests if r.path.endswith("/model.safetensors")] == [("HEAD", 200), ("GET", 200)]
 
 
 def test_snapshot_download_fetches_every_file_but_dotfiles(hub):
     folder = Path(huggingface_hub.snapshot_download(DYNAMIC))
-    source = tinymodel.checkpoint("unsloth-bnb-4bit")
+    source = served(hub, DYNAMIC)
     expected = {p.name for p in source.iterdir() if not p.name.startswith(".")} | {".gitattributes"}
     assert {p.name for p in folder.iterdir()} == expected
     assert all(sha256(folder / name) == sha256(source / name) for name in expected - {".gitattributes"})
@@ -92,9 +98,9 @@ def test_snapshot_download_fetches_every_file_but_dotfiles(hub):
 def test_model_info_and_repo_exists(hub, hub_for):
     info = huggingface_hub.model_info(PREQUANTIZED.lower(), files_metadata=True)
     assert info.id == PREQUANTIZED and info.private is False and info.gated is False
-    assert info.config["quantization_config"]["llm_int8_skip_modules"] == ["lm_head"]
+    assert "llm_int8_skip_modules" not in info.config["quantization_config"]  # null in the real plain repos
     weights = next(s for s in info.siblings if s.rfilename == "model.safetensors")
-    assert weights.lfs.sha256 == sha256(tinymodel.checkpoint("bnb-4bit") / "model.safetensors")
+    assert weights.lfs.sha256 == sha256(served(hub, PREQUANTIZED) / "model.safetensors")
     # The commit sha is a function of the repo and its files: another snapshot serving them agrees.
     assert json.loads(hub_for("2025-02").answer("GET", f"/api/models/{PREQUANTIZED}", {}).body)["sha"] == info.sha
     assert huggingface_hub.repo_exists(PREQUANTIZED)
@@ -141,7 +147,7 @@ def test_revisions_main_and_commit_sha_resolve_others_do_not(hub):
 
 def test_repo_ids_match_in_any_case(hub):
     local = huggingface_hub.hf_hub_download("UNSLOTH/qwen2-vl-2B-INSTRUCT", "config.json")
-    assert sha256(local) == sha256(tinymodel.checkpoint("16bit") / "config.json")
+    assert sha256(local) == sha256(tinymodel.build() / "config.json")
 
 
 def test_gated_repo_needs_access(access_hub):
@@ -171,14 +177,13 @@ def test_concurrent_downloads_from_many_threads(hub):
             for name in ("config.json", "model.safetensors", "tokenizer.json")]
     with ThreadPoolExecutor(max_workers=8) as pool:
         paths = list(pool.map(lambda job: huggingface_hub.hf_hub_download(*job), jobs * 2))
-    kinds = {FULL: "16bit", PREQUANTIZED: "bnb-4bit", DYNAMIC: "unsloth-bnb-4bit", "Qwen/Qwen2-VL-7B-Instruct": "16bit"}
     for (repo, name), path in zip(jobs * 2, paths):
-        assert sha256(path) == sha256(tinymodel.checkpoint(kinds[repo]) / name)
+        assert sha256(path) == sha256(served(hub, repo) / name)
     assert all(r.status == 200 for r in hub.requests)
 
 
 def test_resolve_headers_and_byte_ranges(hub):
-    data = (tinymodel.checkpoint("16bit") / "model.safetensors").read_bytes()
+    data = (tinymodel.build() / "model.safetensors").read_bytes()
     status, headers, body = raw(hub, "HEAD", f"/{FULL}/resolve/main/model.safetensors")
     assert status == 200 and body == b""
     assert headers["Content-Length"] == headers["X-Linked-Size"] == str(len(data))
@@ -214,16 +219,15 @@ def test_autoconfig_from_a_lowercase_repo_id(hub):
 def test_from_pretrained_16bit_repo(hub):
     model = transformers.Qwen2VLForConditionalGeneration.from_pretrained(FULL)
     assert not quant.inspect(model).linear4bit
-    local = transformers.Qwen2VLForConditionalGeneration.from_pretrained(tinymodel.checkpoint("16bit"))
+    local = transformers.Qwen2VLForConditionalGeneration.from_pretrained(tinymodel.build())
     assert model.lm_head.weight.equal(local.lm_head.weight)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("repo, vision_quantized", [(PREQUANTIZED, True), (DYNAMIC, False)])
-def test_from_pretrained_prequantized_repo_loads_linear4bit(hub, repo, vision_quantized):
-    report = quant.inspect(transformers.Qwen2VLForConditionalGeneration.from_pretrained(repo))
+def test_from_pretrained_prequantized_repo_loads_linear4bit(hub):
+    report = quant.inspect(transformers.Qwen2VLForConditionalGeneration.from_pretrained(PREQUANTIZED))
     assert report.linear4bit and not report.missing_quant_state
-    assert bool(report.quantized_under("visual")) is vision_quantized
+    assert len(report.quantized_under("visual")) == 10
 
 
 def test_from_pretrained_of_the_absent_72b_dynamic_repo(hub):
@@ -240,9 +244,21 @@ def test_fixture_snapshots_lack_the_72b_dynamic_repo():
     for name in ("2024-12", "2025-02"):
         snapshot = load_snapshot(name)
         assert snapshot.find(ABSENT_72B_DYNAMIC) is None
-        assert snapshot.find("unsloth/qwen2-vl-72b-instruct-bnb-4bit").kind == "bnb-4bit"
+        assert snapshot.find("unsloth/qwen2-vl-72b-instruct-bnb-4bit").quantization == "plain-bnb-4bit"
         for size in ("2B", "7B"):
-            assert snapshot.find(f"unsloth/Qwen2-VL-{size}-Instruct-unsloth-bnb-4bit").kind == "unsloth-bnb-4bit"
+            assert snapshot.find(f"unsloth/Qwen2-VL-{size}-Instruct-unsloth-bnb-4bit").quantization == f"unsloth-dynamic-{size.lower()}"
+    november = load_snapshot("2024-11")
+    assert not [r.id for r in november.repos if r.id.endswith("-unsloth-bnb-4bit")]  # before the dynamic repos
+
+
+def test_snapshot_at_a_release_date_is_the_hub_it_met():
+    import datetime
+
+    assert hub_module.snapshot_at(datetime.date(2024, 11, 26)).name == "2024-11"
+    assert hub_module.snapshot_at(datetime.date(2024, 12, 4)).name == "2024-12"
+    assert hub_module.snapshot_at(datetime.date(2026, 10, 6)).name == "2025-02"
+    with pytest.raises(HarnessError, match="no hub snapshot from on or before 2024-01-01"):
+        hub_module.snapshot_at(datetime.date(2024, 1, 1))
 
 
 GOOD_HEAD = 'description = "x"\ndate = 2024-12-31\n'
@@ -250,12 +266,12 @@ GOOD_HEAD = 'description = "x"\ndate = 2024-12-31\n'
 
 @pytest.mark.parametrize("text, message", [
     ("description = ", "not valid TOML"),
-    (GOOD_HEAD + '[[repos]]\nid = "a/b"\nkind = "8bit"\n', "unknown kind '8bit'"),
-    (GOOD_HEAD + '[[repos]]\nid = "a/B"\nkind = "16bit"\n[[repos]]\nid = "A/b"\nkind = "16bit"\n', "A/b is listed twice"),
-    (GOOD_HEAD + '[[repos]]\nid = "no-owner"\nkind = "16bit"\n', "not an OWNER/NAME repo id"),
-    (GOOD_HEAD + '[[repos]]\nid = "a/b"\nkind = "16bit"\ngated = "yes"\n', "gated must be true or false"),
-    (GOOD_HEAD + '[[repos]]\nid = "a/b"\nkind = "16bit"\nsize = 3\n', "unknown key(s) ['size']"),
-    ('description = "x"\n[[repos]]\nid = "a/b"\nkind = "16bit"\n', "date must be a TOML date"),
+    (GOOD_HEAD + '[[repos]]\nid = "a/b"\nquantization = "8bit"\n', "unknown quantization '8bit'"),
+    (GOOD_HEAD + '[[repos]]\nid = "a/B"\n[[repos]]\nid = "A/b"\n', "A/b is listed twice"),
+    (GOOD_HEAD + '[[repos]]\nid = "no-owner"\n', "not an OWNER/NAME repo id"),
+    (GOOD_HEAD + '[[repos]]\nid = "a/b"\ngated = "yes"\n', "gated must be true or false"),
+    (GOOD_HEAD + '[[repos]]\nid = "a/b"\nsize = 3\n', "unknown key(s) ['size']"),
+    ('description = "x"\n[[repos]]\nid = "a/b"\n', "date must be a TOML date"),
     (GOOD_HEAD, "at least one [[repos]]"),
 ])
 def test_bad_snapshots_are_one_line_errors(text, message):
@@ -265,7 +281,7 @@ def test_bad_snapshots_are_one_line_errors(text, message):
 
 
 def test_unknown_snapshot_name_lists_the_known_ones():
-    with pytest.raises(HarnessError, match="unknown hub snapshot '1999-01'; known: 2024-12, 2025-02"):
+    with pytest.raises(HarnessError, match="unknown hub snapshot '1999-01'; known: 2024-11, 2024-12, 2025-02"):
         load_snapshot("1999-01")
 
 
@@ -282,7 +298,7 @@ def test_hub_list_prints_snapshots_and_repos(capsys):
     args = parse(["hub", "list"])
     assert args.func(args) == 0
     out = capsys.readouterr().out
-    assert "2024-12 (2024-12-31)" in out and "2025-02 (2025-02-28)" in out
+    assert "2024-12 (2024-12-04)" in out and "2025-02 (2025-02-28)" in out
     assert "unsloth/Qwen2-VL-72B-Instruct-bnb-4bit" in out and ABSENT_72B_DYNAMIC not in out
 
 

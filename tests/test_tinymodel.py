@@ -46,17 +46,14 @@ def test_16bit_model_captions_a_real_xray(tiny_checkpoint, tiny_processor, chest
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(
-    "skip, visual_quantized",
-    [(tinymodel.HEAD_ONLY_SKIP, True), (tinymodel.DYNAMIC_SKIP, False)],
-    ids=["full-4bit", "dynamic-4bit"],
-)
+@pytest.mark.parametrize("skip, visual_quantized", [(("lm_head",), True), (("lm_head", "visual", "model.visual", "merger"), False)],
+                         ids=["full-4bit", "vision-16bit"])
 def test_4bit_load_quantizes_the_expected_modules(tiny_checkpoint, tiny_processor, chest_xray, skip, visual_quantized):
     import bitsandbytes as bnb
 
     model = quant.load_4bit(tiny_checkpoint, skip)
     report = quant.inspect(model)
-    language = [n for n in report.linear4bit if "language_model" in n]
+    language = [n for n in report.linear4bit if "language_model" in n or n.startswith("model.layers")]
     assert len(language) == 2 * 7  # q,k,v,o,gate,up,down in each of 2 layers
     assert bool(report.quantized_under("visual")) is visual_quantized
     assert "lm_head" in report.linear16
@@ -66,12 +63,28 @@ def test_4bit_load_quantizes_the_expected_modules(tiny_checkpoint, tiny_processo
     assert isinstance(text, str)
 
 
+def test_skip_lists_keep_what_transformers_4_46_kept():
+    names = ["lm_head", "visual.blocks.0.mlp.fc1", "visual.blocks.10.mlp.fc1", "visual.merger.mlp.0",
+             "model.visual.blocks.1.attn.qkv", "model.layers.0.mlp.gate_proj"]
+    assert tinymodel.kept_by_skip_list(names, None) == ["lm_head"]  # null: the untied head only
+    assert tinymodel.kept_by_skip_list(names, ["lm_head", "merger", "visual.blocks.1.mlp", "visual.blocks.0.mlp"]) == [
+        "lm_head", "visual.blocks.0.mlp.fc1", "visual.merger.mlp.0"]  # blocks.1 is not blocks.10; attn is not mlp
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("kind, visual_quantized", [("bnb-4bit", True), ("unsloth-bnb-4bit", False)])
-def test_prequantized_checkpoints_declare_and_keep_their_skip_list(kind, visual_quantized):
-    path = tinymodel.checkpoint(kind)
-    qconfig = json.loads((path / "config.json").read_text())["quantization_config"]
-    assert qconfig["quant_method"] == "bitsandbytes" and qconfig["load_in_4bit"]
-    assert qconfig["llm_int8_skip_modules"] == list(tinymodel.KINDS[kind])
-    model = transformers.Qwen2VLForConditionalGeneration.from_pretrained(path)
-    assert bool(quant.inspect(model).quantized_under("visual")) is visual_quantized
+@pytest.mark.parametrize("quantization, vision_4bit", [("plain-bnb-4bit", 10), ("unsloth-dynamic-7b", 4)])
+def test_standins_keep_the_real_repos_modules_and_declare_their_config(tiny_checkpoint, quantization, vision_4bit):
+    """A stand-in stores in 4 bits what the real repo's list did not keep (the dynamic 7B repo keeps every
+    vision MLP, not the attention) and carries the real quantization_config verbatim."""
+    from safetensors import safe_open
+
+    from harness import hub
+
+    real = hub.load_quantizations()[quantization]
+    path = tinymodel.build_standin(tiny_checkpoint, real.name, real.config)
+    assert json.loads((path / "config.json").read_text())["quantization_config"] == real.config
+    with safe_open(path / "model.safetensors", "pt") as weights:
+        four_bit = {k.split(".weight.quant_state")[0] for k in weights.keys() if ".weight.quant_state." in k}
+    vision = sorted(n for n in four_bit if "visual" in n.split("."))
+    assert len(vision) == vision_4bit, vision
+    assert not any(n.endswith("lm_head") for n in four_bit)
