@@ -32,7 +32,7 @@ else:  # pragma: no cover
 
 REGISTRY = FIXTURES_DIR / "known_failures.toml"
 REQUIRED = {"id", "package", "affected", "symptom", "seed", "description", "evidence", "found_by", "suite"}
-OPTIONAL = {"requires", "symptom_requires", "cause", "path", "workaround"}
+OPTIONAL = {"requires", "symptom_requires", "cause", "path", "workaround", "history"}
 PACKAGES = {"unsloth", "unsloth-zoo", "transformers", "peft", "bitsandbytes", "trl", "torch", "huggingface-hub"}
 SHOWS = ("cause", "symptom")
 
@@ -53,6 +53,7 @@ class KnownFailure:
     cause: str = ""  # regex a test of the cause fails with ("" = the symptom's)
     path: str = ""
     workaround: str = ""
+    history: str = ""  # the projects' issues and commits the range was checked against
 
     def affects(self, version: str) -> bool:
         """Whether ``package==version`` has the cause (pre-releases count)."""
@@ -260,6 +261,8 @@ def describe(failure: KnownFailure) -> list[str]:
         lines.append(f"  path:       {failure.path}")
     lines += [f"  symptom:    /{failure.symptom}/"] + ([f"  cause:      /{failure.cause}/"] if failure.cause else [])
     lines += [f"  seed:       {failure.seed}", f"  found by:   {failure.found_by}", f"  evidence:   {failure.evidence}"]
+    if failure.history:
+        lines.append(f"  history:    {failure.history}")
     if failure.workaround:
         lines.append(f"  workaround: {failure.workaround}")
     return lines + [f"  suite:      {failure.suite}"]
