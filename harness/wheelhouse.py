@@ -15,6 +15,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import zipfile
 from pathlib import Path
 
@@ -131,16 +132,25 @@ def build(cell_name: str, dest: Path, python: str, platform: str, runner_freeze:
         raise HarnessError(f"cannot download wheels for {cell_name}: {one_line(result.stderr)}")
     for wheel in releases.fetch(releases.matrix_requirements()):
         shutil.copy2(wheel, dest / RELEASES_DIR / wheel.name)
-    built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--wheel-dir", str(dest),
-                            str(REPO_ROOT)], capture_output=True, text=True)
-    if built.returncode != 0:
-        raise HarnessError(f"cannot build the harness wheel: {one_line(built.stderr)}")
+    build_harness_wheel(dest)
     slim(dest, cuda)
     (dest / "requirements.txt").write_text("\n".join(missing + ["qvl-harness"]) + "\n")
     (dest / "code-under-test.txt").write_text("\n".join(cell.code_under_test()) + "\n")
     (dest / "cell.txt").write_text(cell.name + "\n")
     wheels = [*dest.glob("*.whl"), *dest.glob(f"{RELEASES_DIR}/*.whl")]
     return {"cell": cell.name, "wheels": len(wheels), "bytes": sum(p.stat().st_size for p in wheels), "missing": missing}
+
+
+def build_harness_wheel(dest: Path) -> None:
+    """The harness's own wheel, built from a copy of its sources (setuptools writes build/ beside them)."""
+    with tempfile.TemporaryDirectory(prefix="qvl-harness-src-") as tmp:
+        for name in ("pyproject.toml", "README.md"):
+            shutil.copy2(REPO_ROOT / name, tmp)
+        shutil.copytree(REPO_ROOT / "harness", Path(tmp, "harness"), ignore=shutil.ignore_patterns("__pycache__"))
+        built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--wheel-dir", str(dest), tmp],
+                               capture_output=True, text=True)
+    if built.returncode != 0:
+        raise HarnessError(f"cannot build the harness wheel: {one_line(built.stderr)}")
 
 
 def install_commands(dest: str) -> list[str]:
