@@ -20,8 +20,10 @@ from pathlib import Path
 from . import inference, tinymodel, xrays
 from .errors import HarnessError
 from .paths import cache_dir
+from .progress import Progress
 
 MODEL_NAME = "tiny-captioner"
+PROGRESS_EVERY = 50  # training steps per progress line
 
 
 @dataclass(frozen=True)
@@ -79,11 +81,16 @@ def train(base: Path, fixtures, recipe: Recipe, out: Path) -> None:
     # can make training differ from generation; their gradients are averaged per step.
     examples = [_training_example(model, processor, item) for item in fixtures]
     optimizer = torch.optim.AdamW(model.parameters(), lr=recipe.learning_rate, weight_decay=0.0)
-    for _ in range(recipe.steps):
+    report = Progress(recipe.steps // PROGRESS_EVERY, f"training the tiny captioner on {len(examples)} X-ray fixtures "
+                                                      f"({recipe.steps} steps, once per transformers version and fixture set)")
+    for step in range(1, recipe.steps + 1):
         optimizer.zero_grad()
         loss = sum(model(**example).loss for example in examples) / len(examples)
         loss.backward()
         optimizer.step()
+        if step % PROGRESS_EVERY == 0:
+            report.step(f"step {step}/{recipe.steps}", f"loss {loss.item():.4f}")
+    report.finish()
     model.eval()
     tokenizer = transformers.AutoTokenizer.from_pretrained(base)
     tinymodel._save_assets(model, tokenizer, out)
@@ -94,7 +101,7 @@ def build(fixtures: list[xrays.XrayFixture] | None = None, recipe: Recipe = Reci
           spec: tinymodel.TinySpec = tinymodel.TinySpec()) -> Path:
     """The trained captioner checkpoint (float32): trained once per recipe, fixture set and
     transformers version (about 15 s on 2 cores), then cached."""
-    fixtures = xrays.load_manifest() if fixtures is None else fixtures
+    fixtures = xrays.usable(xrays.load_manifest()) if fixtures is None else fixtures
     base = tinymodel.build(spec)
     digests = json.dumps({f.id: fixture_digest(f) for f in fixtures}, sort_keys=True)
     key = hashlib.sha256(f"{recipe_fingerprint(recipe, spec)}|{digests}|{spec.key()}".encode()).hexdigest()[:16]

@@ -47,21 +47,27 @@ def cmd_matrix(args) -> int:
 def cmd_fixtures_list(args) -> int:
     from . import xrays
 
+    refused = 0
     for item in xrays.load_manifest(args.manifest):
         try:
             image = item.image()
             status = f"ok {image.width}x{image.height}"
         except HarnessError as exc:
+            refused += 1
             status = f"REFUSED: {exc}"
         print(f"{item.id:12} {item.modality:3} {item.body_part:10} {item.source:30} {status}")
-    return 0
+    if refused:
+        print(f"{refused} fixture(s) refused", file=sys.stderr)
+    return 1 if refused else 0
 
 
 def cmd_fixtures_show(args) -> int:
     from . import xrays
 
+    from .paths import cache_dir
+
     item = xrays.fixture(args.id, args.manifest)
-    out = xrays.write_preview(item, Path(args.out or f"{item.id}-preview.png"))
+    out = xrays.write_preview(item, args.out_dir or cache_dir("previews"))
     print(f"id: {item.id}\nsource: {item.source} ({item.path})\nmodality: {item.modality} "
           f"({xrays.XRAY_MODALITIES[item.modality]})\nbody part: {item.body_part}\nview: {item.view}\n"
           f"description: {item.description}\nmust mention: {', '.join(item.must_mention)}\n"
@@ -93,11 +99,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_fixtures_list)
     p = fixtures.add_parser("show", help="describe one fixture and write a preview PNG")
     p.add_argument("id")
-    p.add_argument("--out", help="preview path (default: ID-preview.png)")
+    p.add_argument("--out-dir", type=Path, help="folder for ID-preview.png (default: the harness cache's previews/)")
     p.add_argument("--manifest", type=Path, default=None)
     p.set_defaults(func=cmd_fixtures_show)
 
-    from . import bisect, goldens, hub, known, releases, report, wheelhouse
+    from . import goldens, hub, known, releases, report, wheelhouse
+    from .bisection import cli as bisect
 
     for module in (releases, wheelhouse, hub, bisect, known, goldens, report):
         module.add_cli(sub)

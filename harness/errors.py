@@ -12,4 +12,7 @@ def one_line(text: str, limit: int = 300) -> str:
     lines = [line for line in lines if line and not line.lower().startswith("warning")]
     verdicts = [line for line in lines if line.startswith("ERROR:")]
     joined = verdicts[-1] if verdicts else " ".join(lines)
-    return (joined[:limit] + "...") if len(joined) > limit else joined or "(no output)"
+    if len(joined) <= limit:
+        return joined or "(no output)"
+    head = limit // 3  # what failed, and (the end of a tool's message) why
+    return f"{joined[:head]} ... {joined[-(limit - head - 5):]}"

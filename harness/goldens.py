@@ -3,8 +3,11 @@
 A golden file is ``fixtures/goldens/<model>/<device_class>.json``: the captions one model gave
 the X-ray fixtures, the configuration they were recorded in (which a comparison must match, or it
 is refused) and the environment they were recorded with (kept for the record). ``--update-golden``
-writes ``<device_class>.obtained.json`` beside it; nothing replaces a golden until someone reviews
-the obtained file and runs ``qvl-harness goldens accept FILE``.
+writes ``<device_class>.obtained.json`` beside it and compares the run against those captions;
+nothing replaces a golden until someone reviews the obtained file and runs
+``qvl-harness goldens accept FILE``. A device without its own golden is compared, like
+transformers' ``Expectations``, against one recorded on the same GPU architecture, else against the
+CPU golden graded on its fixtures' terms only (``select``).
 
 Grades, best first: ``exact`` (same words), ``token`` (word-level similarity >= TOKEN_MIN),
 ``terms`` (every must-mention term, a forbidden term vetoes every grade but exact), ``semantic``
@@ -18,7 +21,7 @@ import functools
 import json
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from .errors import HarnessError
@@ -39,6 +42,8 @@ class Golden:
     environment: dict  # what it was recorded with (informational)
     captions: dict  # fixture id -> {"caption": str, "fixture_digest": str}
     path: Path | None = None
+    required: str = "token"  # the grade a caption must reach against this golden
+    matched: str = "this device"  # why this golden was chosen for the run's device
 
     def caption(self, fixture_id: str) -> str:
         try:
@@ -73,27 +78,56 @@ def read(path: Path) -> Golden:
     return Golden(data["model"], data["device_class"], data["configuration"], data["environment"], data["captions"], path)
 
 
+def configuration_differs(golden: Golden, configuration: dict) -> str:
+    """How ``golden`` was recorded differently from ``configuration`` ("" when it was not)."""
+    differs = {k: (golden.configuration.get(k), v) for k, v in configuration.items() if golden.configuration.get(k) != v}
+    differs.update({k: (v, None) for k, v in golden.configuration.items() if k not in configuration})
+    return "; ".join(f"{k}: golden {g!r}, this run {r!r}" for k, (g, r) in sorted(differs.items()))
+
+
 def load(model: str, device_class: str, configuration: dict, root: Path = GOLDENS_DIR) -> Golden:
-    """The golden of ``model`` on ``device_class``; refused unless recorded in ``configuration``."""
+    """The golden of ``model`` on exactly ``device_class``; refused unless recorded in ``configuration``."""
     path = golden_path(model, device_class, root)
     if not path.is_file():
-        have = sorted(p.stem for p in path.parent.glob("*.json") if not p.stem.endswith(".obtained"))
-        raise HarnessError(
-            f"no golden for {model} on device class {device_class} ({path}; have: {', '.join(have) or 'none'}); "
-            f"record one: pytest suites/test_garbage_output.py --update-golden, review "
-            f"{obtained_path(model, device_class, root).name}, then `qvl-harness goldens accept FILE`"
-        )
+        raise HarnessError(f"no golden for {model} on device class {device_class} ({path}); {_record_hint(model, device_class, root)}")
     golden = read(path)
     if (golden.model, golden.device_class) != (model, device_class):
         raise HarnessError(f"golden {path} says it is for {golden.model} on {golden.device_class}, "
                            f"not {model} on {device_class}: refused")
-    differs = {k: (golden.configuration.get(k), v) for k, v in configuration.items() if golden.configuration.get(k) != v}
-    differs.update({k: (v, None) for k, v in golden.configuration.items() if k not in configuration})
-    if differs:
-        detail = "; ".join(f"{k}: golden {g!r}, this run {r!r}" for k, (g, r) in sorted(differs.items()))
+    detail = configuration_differs(golden, configuration)
+    if detail:
         raise HarnessError(f"golden {path} was recorded in a different configuration ({detail}): refused; "
-                           "re-record with --update-golden and review")
+                           f"{_record_hint(model, device_class, root)}")
     return golden
+
+
+def select(model: str, device_class: str, arch: str, configuration: dict, root: Path = GOLDENS_DIR) -> Golden:
+    """The golden a run on ``device_class`` (GPU architecture ``arch``) compares against: its own; else
+    one recorded on the same GPU architecture; else the CPU golden, graded on its fixtures' terms only.
+    Goldens recorded in another configuration are passed over, and named when nothing is left."""
+    passed_over = []
+    files = sorted(p for p in (root / model).glob("*.json") if not p.name.endswith(".obtained.json"))
+    own = [p for p in files if p.stem == device_class]
+    same_arch = [p for p in files if p.stem not in (device_class, "cpu") and arch != "cpu"
+                 and read(p).environment.get("arch") == arch]
+    cpu = [p for p in files if p.stem == "cpu" and device_class != "cpu"]
+    for paths, required, matched in ((own, "token", "this device"), (same_arch, "token", f"same GPU architecture ({arch})"),
+                                     (cpu, "terms", "the CPU golden (no golden for this GPU): graded on the fixtures' terms")):
+        for path in paths:
+            golden = read(path)
+            detail = configuration_differs(golden, configuration)
+            if detail:
+                passed_over.append(f"{path.name} ({detail})")
+                continue
+            return replace(golden, required=required, matched=matched)
+    raise HarnessError(f"no golden for {model} that fits {device_class}: "
+                       + (f"passed over {'; '.join(passed_over)}; " if passed_over else "none recorded; ")
+                       + _record_hint(model, device_class, root))
+
+
+def _record_hint(model: str, device_class: str, root: Path) -> str:
+    obtained = obtained_path(model, device_class, root)
+    return f"record one: pytest suites/test_garbage_output.py --update-golden, review {obtained}, then: qvl-harness goldens accept {obtained}"
 
 
 def stale(golden: Golden, digests: dict[str, str]) -> list[str]:
@@ -227,17 +261,40 @@ def _cmd_accept(args) -> int:
     return 0
 
 
+def refresh_hint(device_class: str) -> str:
+    if device_class == "cpu":
+        return ("tox -e cell-canary -- suites/test_garbage_output.py --update-golden, "
+                "then qvl-harness goldens accept fixtures/goldens/tiny-captioner/cpu.obtained.json")
+    return (f"on a {device_class} runner: tox -e gpu -- suites/test_garbage_output.py --update-golden (or take the "
+            f"{device_class}.obtained.json the nightly GPU run uploads), then qvl-harness goldens accept FILE")
+
+
+def status(configuration: dict, digests: dict[str, str], root: Path = GOLDENS_DIR) -> list[tuple[Path, list[str]]]:
+    """Every golden and obtained file with why it is stale (recorded in another configuration, fixtures
+    changed, added or removed); an empty list means current."""
+    found = []
+    for path in sorted(root.glob("*/*.json")):
+        golden = read(path)
+        problems = stale(golden, digests)
+        detail = configuration_differs(golden, configuration)
+        if detail:
+            problems.insert(0, f"recorded in another configuration: {detail}")
+        found.append((path, problems))
+    return found
+
+
 def _cmd_status(args) -> int:
     from . import captioner, xrays
 
-    digests = {f.id: captioner.fixture_digest(f) for f in xrays.load_manifest()}
+    digests = {f.id: captioner.fixture_digest(f) for f in xrays.usable(xrays.load_manifest())}
     worst = 0
-    for path in sorted(GOLDENS_DIR.glob("*/*.json")):
-        golden = read(path)
-        problems = stale(golden, digests)
-        pending = " (obtained, awaiting review)" if path.name.endswith(".obtained.json") else ""
-        print(f"{path.relative_to(GOLDENS_DIR)}{pending}: {'stale' if problems else 'current'}")
+    for path, problems in status(captioner.golden_configuration(), digests):
+        pending = path.name.endswith(".obtained.json")
+        label = "obtained, awaiting review: qvl-harness goldens accept " + str(path) if pending else ("stale" if problems else "current")
+        print(f"{path.relative_to(GOLDENS_DIR)}: {label}")
         for problem in problems:
             print(f"  {problem}")
-        worst = max(worst, 1 if problems and not pending else 0)
+        if problems and not pending:
+            print(f"  refresh: {refresh_hint(path.stem)}")
+            worst = 1
     return worst

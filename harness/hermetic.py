@@ -31,6 +31,10 @@ def isolate_environment(environ: dict = os.environ) -> None:
     environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
     environ["HF_HUB_DISABLE_IMPLICIT_TOKEN"] = "1"
     environ["HF_HUB_ENABLE_HF_TRANSFER"] = "0"
+    # The local hub answers from loopback, but a loaded 2-core CI machine can keep it waiting past
+    # huggingface_hub's 10 s defaults.
+    environ["HF_HUB_ETAG_TIMEOUT"] = "120"
+    environ["HF_HUB_DOWNLOAD_TIMEOUT"] = "120"
     environ["DO_NOT_TRACK"] = "1"
     environ["UNSLOTH_DISABLE_STATISTICS"] = "1"
     # unsloth writes generated modules into ./unsloth_compiled_cache unless told otherwise.

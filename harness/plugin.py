@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 import pytest
@@ -54,9 +55,16 @@ def pytest_xdist_auto_num_workers(config: pytest.Config) -> int | None:
     return max(count, 1)
 
 
+STARTED = pytest.StashKey[float]()
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_configure(config: pytest.Config) -> None:
+    import time
+
+    config.stash[STARTED] = time.time() - 1  # file times have a coarse resolution
     _pin_worker_to_one_gpu()
+    _show_progress(config)
     for name, doc in MARKERS.items():
         config.addinivalue_line("markers", f"{name}: {doc}")
     live = config.getoption("--hub") == "live"
@@ -70,15 +78,45 @@ def pytest_configure(config: pytest.Config) -> None:
     config.pluginmanager.import_plugin("harness.fixtures")
     config.stack = stack.collect()
     if not config.stack.gpus:
+        import warnings
+
         from .quant import allow_cpu_bitsandbytes
 
-        allow_cpu_bitsandbytes()  # old transformers refuse the CPU bitsandbytes backend every load
+        with warnings.catch_warnings():  # the libraries' own deprecation notices at import
+            warnings.simplefilter("ignore", DeprecationWarning)
+            allow_cpu_bitsandbytes()  # old transformers refuse the CPU bitsandbytes backend every load
     if config.getoption("--require-gpu") and not config.stack.gpus:
         raise pytest.UsageError(
             "qvl-harness: --require-gpu: no CUDA device is visible (torch "
             f"{config.stack.packages.get('torch') or 'missing'}, cuda {config.stack.cuda or 'none'}); "
             "run the gpu env on a GPU runner"
         )
+
+
+def _show_progress(config: pytest.Config) -> None:
+    """Long work inside a run (training the captioner, building stand-ins) reports through the terminal,
+    past pytest's output capture; quiet under -q and on xdist workers (their terminal is not shown)."""
+    from . import progress
+
+    if config.option.verbose < 0 or hasattr(config, "workerinput"):
+        progress.set_sink(None)
+        return
+
+    def write(text: str) -> None:
+        capture = config.pluginmanager.get_plugin("capturemanager")
+        terminal = config.pluginmanager.get_plugin("terminalreporter")
+        if terminal is None:
+            return
+        with capture.global_and_fixture_disabled() if capture else contextlib.nullcontext():
+            terminal.write_line(text)
+
+    progress.set_sink(write)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    from . import progress
+
+    progress.set_sink(None)
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
@@ -154,3 +192,12 @@ def pytest_terminal_summary(terminalreporter, config: pytest.Config) -> None:
     for title, header, rows in summary.tables(config):
         terminalreporter.write_sep("-", title)
         terminalreporter.write_line(summary.render("", header, rows).lstrip("\n"))
+    if config.getoption("--update-golden") and not hasattr(config, "workerinput"):
+        from .goldens import GOLDENS_DIR
+
+        written = [p for p in sorted(GOLDENS_DIR.glob("*/*.obtained.json")) if p.stat().st_mtime >= config.stash[STARTED]]
+        terminalreporter.write_sep("-", "golden captions to review")
+        for path in written:
+            terminalreporter.write_line(f"review {path}, then: qvl-harness goldens accept {path}")
+        if not written:
+            terminalreporter.write_line("no obtained golden was written (no test of suites/test_garbage_output.py ran)")

@@ -12,6 +12,15 @@ import threading
 import time
 
 
+_SINK = None  # where lines go inside pytest (the plugin writes them past output capture)
+
+
+def set_sink(write) -> None:
+    """Send progress lines to ``write(text)`` instead of stderr (None: back to stderr)."""
+    global _SINK
+    _SINK = write
+
+
 def quiet_by_default() -> bool:
     return os.environ.get("QVL_QUIET", "") not in ("", "0")
 
@@ -26,7 +35,11 @@ class Progress:
         self.line(f"{title}: {total} step{'s' if total != 1 else ''}")
 
     def line(self, text: str) -> None:
-        if not self.quiet:
+        if self.quiet:
+            return
+        if _SINK is not None and self.stream is None:
+            _SINK(f"qvl-harness: {text}")
+        else:
             print(f"qvl-harness: {text}", file=self.stream or sys.stderr, flush=True)
 
     def step(self, item: str, detail: str = "") -> None:

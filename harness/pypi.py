@@ -45,6 +45,28 @@ def parse_date(text: str) -> datetime:
     return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
 
 
+def yanked_from_json(data: dict) -> dict[str, str]:
+    """Version -> the reason it was yanked ("" when none was given), for releases whose every file is yanked."""
+    return {version: next((f.get("yanked_reason") or "" for f in files), "")
+            for version, files in (data.get("releases") or {}).items() if files and all(f.get("yanked") for f in files)}
+
+
+def yanked_reason(yanked: dict[str, str], version: str) -> str | None:
+    """Why ``version`` was yanked, or None when it was not (PEP 440 equality)."""
+    try:
+        wanted = Version(version)
+    except InvalidVersion:
+        return None
+    return next((reason for v, reason in yanked.items() if _same(v, wanted)), None)
+
+
+def _same(text: str, wanted: Version) -> bool:
+    try:
+        return Version(text) == wanted
+    except InvalidVersion:
+        return False
+
+
 def releases_from_json(package: str, data: dict, *, pre: bool = False) -> list[Release]:
     """Non-yanked releases with at least one file, ordered by upload time (PyPI JSON format)."""
     out = []
@@ -97,6 +119,9 @@ class PyPIIndex:
     def releases(self, package: str, *, pre: bool = False) -> list[Release]:
         return releases_from_json(canonicalize_name(package), self._json(package), pre=pre)
 
+    def yanked(self, package: str) -> dict[str, str]:
+        return yanked_from_json(self._json(package))
+
 
 class DirectoryIndex:
     """Release data from ``<directory>/<package>.json`` files in PyPI's JSON format."""
@@ -104,16 +129,20 @@ class DirectoryIndex:
     def __init__(self, directory: Path):
         self.directory = Path(directory)
 
-    def releases(self, package: str, *, pre: bool = False) -> list[Release]:
-        name = canonicalize_name(package)
-        path = self.directory / f"{name}.json"
+    def _json(self, package: str) -> dict:
+        path = self.directory / f"{canonicalize_name(package)}.json"
         try:
-            data = json.loads(path.read_text())
+            return json.loads(path.read_text())
         except OSError:
-            raise HarnessError(f"no release data for {name}: {path} is missing") from None
+            raise HarnessError(f"no release data for {canonicalize_name(package)}: {path} is missing") from None
         except json.JSONDecodeError as exc:
             raise HarnessError(f"{path}: not valid JSON: {exc}") from None
-        return releases_from_json(name, data, pre=pre)
+
+    def releases(self, package: str, *, pre: bool = False) -> list[Release]:
+        return releases_from_json(canonicalize_name(package), self._json(package), pre=pre)
+
+    def yanked(self, package: str) -> dict[str, str]:
+        return yanked_from_json(self._json(package))
 
 
 def history(index, package: str, *, exclude_newer: datetime | None = None, pre: bool = False) -> list[Release]:

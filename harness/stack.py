@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.metadata
 import os
 import platform
+import warnings
 from dataclasses import asdict, dataclass, field
 
 PACKAGES = (
@@ -36,6 +37,11 @@ class Stack:
     cell: str | None = None
 
     @property
+    def arch(self) -> str:
+        """'cpu' or the first GPU's architecture ("sm_90"): goldens of one architecture stand in for each other."""
+        return self.gpus[0]["arch"] if self.gpus else "cpu"
+
+    @property
     def device_class(self) -> str:
         """'cpu' or the first GPU's name, lower-cased with dashes: keys device-dependent expectations."""
         if not self.gpus:
@@ -43,7 +49,7 @@ class Stack:
         return "gpu-" + self.gpus[0]["name"].lower().replace("nvidia ", "").replace(" ", "-")
 
     def as_dict(self) -> dict:
-        return {**asdict(self), "device_class": self.device_class}
+        return {**asdict(self), "device_class": self.device_class, "arch": self.arch}
 
     def rows(self) -> list[tuple[str, str]]:
         rows = [(name, version or "not installed") for name, version in self.packages.items()]
@@ -72,14 +78,16 @@ class Stack:
 def _torch_devices() -> tuple[str | None, list[dict]]:
     if dist_version("torch") is None:
         return None, []
-    import torch
+    with warnings.catch_warnings():  # torch's own deprecation notices at import are not this run's
+        warnings.simplefilter("ignore", DeprecationWarning)
+        import torch
 
     cuda = torch.version.cuda
     gpus = []
     if torch.cuda.is_available():
         for i in range(torch.cuda.device_count()):
             props = torch.cuda.get_device_properties(i)
-            gpus.append({"name": props.name, "memory_gib": props.total_memory / 2**30})
+            gpus.append({"name": props.name, "memory_gib": props.total_memory / 2**30, "arch": f"sm_{props.major}{props.minor}"})
     return cuda, gpus
 
 

@@ -25,6 +25,7 @@ from . import releases, resolve, xrays
 from .errors import HarnessError, one_line
 from .matrix import Cell, load_matrix
 from .paths import REPO_ROOT
+from .progress import Progress
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -108,15 +109,17 @@ def slim(dest: Path, cuda: str) -> None:
     for wheel in [*dest.glob("unsloth-*.whl"), *dest.glob(f"{RELEASES_DIR}/unsloth-*.whl")]:
         _slim(wheel, lambda n: n.startswith("studio/") or "/studio/" in n.split(".dist-info")[0])
     # pydicom-data is 34 MB of test images; a runner needs only the ones the X-ray manifest uses.
-    used = {f.source.split(":", 1)[1] for f in xrays.load_manifest() if f.source.startswith("pydicom-data:")}
+    used = {f.source.split(":", 1)[1] for f in xrays.usable(xrays.load_manifest()) if f.source.startswith("pydicom-data:")}
     for wheel in dest.glob("pydicom_data-*.whl"):
         _slim(wheel, lambda n: n.startswith("data_store/data/") and Path(n).name not in used)
 
 
-def build(cell_name: str, dest: Path, python: str, platform: str, runner_freeze: Path | None, cuda: str) -> dict:
+def build(cell_name: str, dest: Path, python: str, platform: str, runner_freeze: Path | None, cuda: str,
+          quiet: bool | None = None) -> dict:
     cell = load_matrix().cell(cell_name)
     runner = read_freeze(runner_freeze) if runner_freeze else {}
     refuse_unfit_runner(cell, runner)
+    report = Progress(4, f"building the wheelhouse of cell {cell.name}", quiet=quiet)
     pins = resolve_for_runner(cell.gpu_requirements() + harness_requirements(), python, platform, runner)
     missing = sorted(f"{n}=={v}" for n, v in pins.items() if runner.get(n) != v)
     if any(r.startswith("torch==") for r in missing):
@@ -127,13 +130,18 @@ def build(cell_name: str, dest: Path, python: str, platform: str, runner_freeze:
     download = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary", ":all:",
                 *[f"--platform={tag}" for tag in compatible_platforms(platform)],
                 "--python-version", python, "--implementation", "cp", "--dest", str(dest)]
+    report.step("resolved for the runner", f"{len(missing)} of {len(pins)} packages missing there")
     result = subprocess.run(download + missing + cell.code_under_test(), capture_output=True, text=True)
     if result.returncode != 0:
         raise HarnessError(f"cannot download wheels for {cell_name}: {one_line(result.stderr)}")
-    for wheel in releases.fetch(releases.matrix_requirements()):
+    report.step("downloaded", f"{len(missing) + 2} wheels")
+    for wheel in releases.fetch(releases.matrix_requirements(), quiet=quiet):
         shutil.copy2(wheel, dest / RELEASES_DIR / wheel.name)
+    report.step("release wheels the suites read", str(len(list((dest / RELEASES_DIR).glob("*.whl")))))
     build_harness_wheel(dest)
     slim(dest, cuda)
+    report.step("harness wheel built, wheels slimmed")
+    report.finish()
     (dest / "requirements.txt").write_text("\n".join(missing + ["qvl-harness"]) + "\n")
     (dest / "code-under-test.txt").write_text("\n".join(cell.code_under_test()) + "\n")
     (dest / "cell.txt").write_text(cell.name + "\n")
@@ -166,11 +174,12 @@ def add_cli(subparsers) -> None:
     p.add_argument("--runner", type=Path, help="`pip list --format=freeze` of the runner: what it already has")
     p.add_argument("--cuda", default="130", help="CUDA of the runner's bitsandbytes library to keep (default 130)")
     p.add_argument("--dest", type=Path, default=Path("wheelhouse"))
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
     p.set_defaults(func=_cmd)
 
 
 def _cmd(args) -> int:
-    info = build(args.cell, args.dest, args.python, args.platform, args.runner, args.cuda)
+    info = build(args.cell, args.dest, args.python, args.platform, args.runner, args.cuda, quiet=args.quiet or None)
     print(f"{info['wheels']} wheels, {info['bytes'] / 2**20:.1f} MiB in {args.dest} for cell {info['cell']}; on the runner:")
     for line in install_commands(str(args.dest)):
         print(f"  {line}")

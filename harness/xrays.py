@@ -9,7 +9,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import HarnessError
+from .errors import HarnessError, one_line
 from .paths import FIXTURES_DIR, cache_dir
 
 if sys.version_info >= (3, 11):
@@ -46,6 +46,7 @@ class XrayFixture:
     must_not_mention: tuple[str, ...] = ()
     body_part: str = ""
     view: str = ""
+    refused: str = ""  # why the manifest entry cannot be a fixture; the others keep working
 
     @property
     def path(self) -> Path:
@@ -55,6 +56,8 @@ class XrayFixture:
         """The fixture as an 8-bit RGB PIL image (decoded once, then read from the cache)."""
         from PIL import Image
 
+        if self.refused:
+            raise HarnessError(self.refused)
         if not self.path.is_file():
             raise HarnessError(f"fixture {self.id!r}: file not found: {self.path}")
         data = self.path.read_bytes()
@@ -96,8 +99,16 @@ def _decode_dicom(path: Path, modality: str):
     import pydicom
     from pydicom.pixels import apply_modality_lut, apply_voi_lut
 
-    ds = pydicom.dcmread(path)
-    actual = str(getattr(ds, "Modality", "") or "?")
+    try:
+        ds = pydicom.dcmread(path)
+    except pydicom.errors.InvalidDicomError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - pydicom raises many types for a file cut short
+        raise ValueError(f"truncated or unreadable DICOM: {one_line(str(exc), 160)}") from None
+    missing = [name for name in ("Modality", "PixelData") if name not in ds]
+    if missing:
+        raise ValueError(f"truncated or unreadable DICOM: no {' or '.join(missing)} element")
+    actual = str(ds.Modality or "?")
     if actual not in XRAY_MODALITIES:
         raise ValueError(f"DICOM modality {actual} is not an X-ray modality (accepted: {', '.join(XRAY_MODALITIES)})")
     if actual != modality:
@@ -105,7 +116,10 @@ def _decode_dicom(path: Path, modality: str):
     try:
         pixels = ds.pixel_array
     except Exception as exc:  # noqa: BLE001 - pydicom raises many types for undecodable pixel data
-        raise ValueError(f"pixel data cannot be decoded ({ds.file_meta.TransferSyntaxUID.name}): {exc}") from None
+        if "less than expected" in str(exc):
+            raise ValueError(f"truncated DICOM: {one_line(str(exc).split(' - ')[0], 160)}") from None
+        raise ValueError(f"pixel data cannot be decoded ({ds.file_meta.TransferSyntaxUID.name}): "
+                         f"{one_line(str(exc), 200)}") from None
     if pixels.ndim != 2:
         raise ValueError(f"expected one grayscale frame, got pixel array of shape {pixels.shape}")
     pixels = apply_voi_lut(apply_modality_lut(pixels, ds), ds)
@@ -151,6 +165,9 @@ def _terms(where: str, key: str, value) -> tuple[str, ...]:
 
 
 def parse_manifest(text: str, where: str = MANIFEST.name) -> list[XrayFixture]:
+    """Every entry of the manifest. A malformed file or a duplicate id fails the whole manifest; an entry
+    that cannot be a fixture (wrong keys, a modality that is not projection radiography) is kept with
+    the reason it is ``refused``, so the others keep working."""
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -160,37 +177,40 @@ def parse_manifest(text: str, where: str = MANIFEST.name) -> list[XrayFixture]:
         raise HarnessError(f"{where}: no [[fixture]] entries")
     fixtures, seen = [], set()
     for n, entry in enumerate(entries, 1):
-        label = f"{where} fixture #{n}"
-        missing = [k for k in REQUIRED if k not in entry]
-        if missing:
-            raise HarnessError(f"{label}: missing {missing}")
-        unknown = set(entry) - set(REQUIRED) - set(OPTIONAL)
-        if unknown:
-            raise HarnessError(f"{label}: unknown key(s) {sorted(unknown)}")
-        fid = entry["id"]
-        if not re.fullmatch(r"[a-z0-9][a-z0-9-]*", str(fid)):
-            raise HarnessError(f"{label}: id {fid!r} must be lower-case letters, digits and dashes")
+        fid = str(entry.get("id", f"#{n}"))
         if fid in seen:
-            raise HarnessError(f"{label}: duplicate id {fid!r}")
+            raise HarnessError(f"{where} fixture #{n}: duplicate id {fid!r}")
         seen.add(fid)
-        if entry["modality"] not in XRAY_MODALITIES:
-            raise HarnessError(
-                f"{label} ({fid}): modality {entry['modality']!r} is not an X-ray modality "
-                f"(accepted: {', '.join(XRAY_MODALITIES)})"
-            )
-        fixtures.append(
-            XrayFixture(
-                id=fid,
-                source=entry["source"],
-                modality=entry["modality"],
-                description=entry["description"],
-                must_mention=_terms(label, "must_mention", entry["must_mention"]),
-                must_not_mention=_terms(label, "must_not_mention", entry.get("must_not_mention", [])),
-                body_part=entry.get("body_part", ""),
-                view=entry.get("view", ""),
-            )
-        )
+        try:
+            fixtures.append(_fixture(entry, f"{where} fixture #{n} ({fid})"))
+        except HarnessError as exc:
+            fixtures.append(XrayFixture(id=fid, source=str(entry.get("source", "")), modality=str(entry.get("modality", "?")),
+                                        description="", must_mention=(), refused=str(exc)))
     return fixtures
+
+
+def _fixture(entry: dict, label: str) -> XrayFixture:
+    missing = [k for k in REQUIRED if k not in entry]
+    if missing:
+        raise HarnessError(f"{label}: missing {missing}")
+    unknown = set(entry) - set(REQUIRED) - set(OPTIONAL)
+    if unknown:
+        raise HarnessError(f"{label}: unknown key(s) {sorted(unknown)}")
+    if not re.fullmatch(r"[a-z0-9][a-z0-9-]*", str(entry["id"])):
+        raise HarnessError(f"{label}: id {entry['id']!r} must be lower-case letters, digits and dashes")
+    if entry["modality"] not in XRAY_MODALITIES:
+        raise HarnessError(f"{label}: modality {entry['modality']!r} is not an X-ray modality "
+                           f"(accepted: {', '.join(XRAY_MODALITIES)})")
+    return XrayFixture(
+        id=entry["id"],
+        source=entry["source"],
+        modality=entry["modality"],
+        description=entry["description"],
+        must_mention=_terms(label, "must_mention", entry["must_mention"]),
+        must_not_mention=_terms(label, "must_not_mention", entry.get("must_not_mention", [])),
+        body_part=entry.get("body_part", ""),
+        view=entry.get("view", ""),
+    )
 
 
 def load_manifest(path: Path = MANIFEST) -> list[XrayFixture]:
@@ -201,6 +221,11 @@ def load_manifest(path: Path = MANIFEST) -> list[XrayFixture]:
     return parse_manifest(text, path.name)
 
 
+def usable(fixtures: list[XrayFixture]) -> list[XrayFixture]:
+    """The fixtures whose manifest entries were accepted (decoding may still refuse a file)."""
+    return [f for f in fixtures if not f.refused]
+
+
 def fixture(fixture_id: str, path: Path = MANIFEST) -> XrayFixture:
     for item in load_manifest(path):
         if item.id == fixture_id:
@@ -208,8 +233,8 @@ def fixture(fixture_id: str, path: Path = MANIFEST) -> XrayFixture:
     raise HarnessError(f"unknown fixture {fixture_id!r}; known: {', '.join(f.id for f in load_manifest(path))}")
 
 
-def write_preview(item: XrayFixture, out: Path) -> Path:
-    """A PNG of the decoded fixture with its id and reference description under it."""
+def write_preview(item: XrayFixture, out_dir: Path) -> Path:
+    """``OUT_DIR/ID-preview.png``: the decoded fixture with its id and reference description under it."""
     from PIL import Image, ImageDraw
 
     image = item.image()
@@ -219,6 +244,7 @@ def write_preview(item: XrayFixture, out: Path) -> Path:
     draw = ImageDraw.Draw(canvas)
     draw.text((4, image.height + 4), f"{item.id} [{item.modality} {item.body_part} {item.view}]", fill="black")
     draw.text((4, image.height + 20), item.description[:64], fill="black")
+    out = Path(out_dir) / f"{item.id}-preview.png"
     out.parent.mkdir(parents=True, exist_ok=True)
     canvas.save(out)
     return out

@@ -100,7 +100,7 @@ def lora_model(param, *, vision: bool, modules_to_save=None):
 def xray_batch(device="cpu"):
     from harness import xrays
 
-    chest = next(f for f in xrays.load_manifest() if f.body_part == "CHEST")
+    chest = next(f for f in xrays.usable(xrays.load_manifest()) if f.body_part == "CHEST")
     processor = tinymodel.load_processor(tinymodel.build())
     inputs = inference.chat_inputs(processor, chest.image(), answer=ANSWER)
     labels = inputs["input_ids"].clone()

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import shlex
 import sys
 import zipfile
 from datetime import datetime, timedelta, timezone
@@ -18,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from harness import known, pypi
+from harness.bisection import candidates
 from harness.cli import build_parser, main
 from toywheels import write_wheel
 
@@ -82,7 +85,7 @@ def test_finds_the_first_bad_release_within_the_probe_bound(index, capsys):
     assert status == 0, out
     assert "first bad: qvltoy==1.4" in out and "last good: qvltoy==1.3" in out
     assert probes(out) and probes(out)[0] <= bound(10)
-    assert "--good 1.3 --bad 1.4" in out.split("resume: ")[1].splitlines()[0]
+    assert "--good 1.3 --bad 1.4" in out.split("to re-check this answer: ")[1].splitlines()[0]
     assert "evidence:" in out and "qvltoy==2.0" not in out  # the yanked release is never a candidate
 
 
@@ -128,7 +131,7 @@ def test_a_release_that_does_not_install_is_skipped(index, capsys):
     args = ("qvltoy", "--good", "1.0", "--bad", "1.9", "--with", "qvlpeer==1.0", "--oracle-cmd", oracle("qvltoy.N < 7"))
     status, out = bisect(index, capsys, *args)
     assert status == 0, out
-    assert "probing qvltoy==1.4 ... skip (qvltoy==1.4: install failed" in out and "first bad: qvltoy==1.7" in out
+    assert "probing qvltoy==1.4 (with qvlpeer==1.0) ... skip (not run: install failed" in out and "first bad: qvltoy==1.7" in out
     # the failed install is remembered too: a repeat run installs nothing
     _, again = bisect(index, capsys, *args)
     assert installs(again) == 0 and "first bad: qvltoy==1.7" in again
@@ -163,7 +166,7 @@ def test_a_flaky_endpoint_stops_the_search(index, capsys):
         (("--good", "1.6", "--bad", "1.9"), "--good 1.6 is bad, not good"),
         (("--good", "1.0", "--bad", "1.2"), "--bad 1.2 is good, not bad"),
         (("--good", "1.9", "--bad", "1.1"), "use --find-fix"),
-        (("--good", "1.0", "--bad", "2.0"), "qvltoy 2.0 is not a release in range"),
+        (("--good", "1.0", "--bad", "2.0"), "qvltoy 2.0 was yanked from PyPI: it is no candidate"),
         (("--good", "1.0", "--bad", "banana"), "'banana' is not a valid version"),
         (("--find-range", "--good", "1.0", "--bad", "1.5"), "--find-range takes one known --bad"),
     ],
@@ -192,12 +195,12 @@ def test_pytest_oracle_judges_by_the_selected_tests(index, capsys, tmp_path):
     status, out = bisect(index, capsys, "qvltoy", "--bad", "1.6", "--range-end", "1.6", "--with", "qvlpeer==1.0",
                          "--oracle-pytest", f"{tests} -p no:harness.plugin")
     assert status == 0, out
-    assert "probing qvltoy==1.0 ... skip (exit 1" in out
+    assert "probing qvltoy==1.0 (with qvlpeer==1.0) ... skip (exit 1" in out and "could not judge: harness.errors.HarnessError: qvltoy 1.0 predates" in out
     assert "first bad: qvltoy==1.4" in out and "last good: qvltoy==1.3" in out
     # a selection that collects nothing judges no release: the endpoint cannot be judged
     status, out = bisect(index, capsys, "qvltoy", "--good", "1.2", "--bad", "1.3", "--with", "qvlpeer==1.0",
                          "--oracle-pytest", f"{tests} -p no:harness.plugin -k no_such_test")
-    assert status == 2 and "cannot judge endpoint qvltoy==1.2 (pytest exit 5 (no tests collected): skipped)" in out
+    assert status == 2 and "cannot judge endpoint qvltoy==1.2: pytest exit 5 (no tests collected)" in out
 
 
 def test_unjudgeable_oldest_releases_are_skipped_not_taken_as_bad(index, capsys):
@@ -263,7 +266,7 @@ def test_release_history_is_ordered_by_upload_time_without_yanked_or_prereleases
 
 
 def test_companion_pins_from_a_matrix_cell_leave_out_the_probed_package(index, tmp_path, monkeypatch):
-    from harness import bisect as bisect_module
+    from harness.bisection import candidates, cli as bisect_cli
 
     matrix = tmp_path / "matrix.toml"
     matrix.write_text('[cells.c]\nunsloth = "2025.1.5"\nunsloth_zoo = "2025.1.3"\n'
@@ -271,7 +274,116 @@ def test_companion_pins_from_a_matrix_cell_leave_out_the_probed_package(index, t
     monkeypatch.setenv("QVL_MATRIX", str(matrix))
     args = build_parser().parse_args(
         ["bisect", "unsloth", "--cell", "c", "--with", "qvlpeer@same-day", "--oracle-cmd", "true"])
-    companions = bisect_module._companion_source(args, pypi.DirectoryIndex(index / "data"), None)
-    point = bisect_module.Point("1.0", "unsloth==1.0", T0 + timedelta(days=3), ("unsloth==1.0",))
+    companions = bisect_cli.companion_source(args, pypi.DirectoryIndex(index / "data"), None)
+    point = candidates.Point("1.0", "unsloth==1.0", T0 + timedelta(days=3), ("unsloth==1.0",))
     # torch stays the base's; qvlpeer 1.1 came out on day 2.5
     assert companions(point) == ["unsloth-zoo==2025.1.3", "transformers==4.48.0", "peft==0.14.0", "qvlpeer==1.1"]
+
+
+# --- faults: interruptions, crashing oracles, bands of releases that cannot be judged --------------------
+
+
+def log_lines(index: Path) -> int:
+    return sum(len(p.read_text().splitlines()) for p in (index / "cache" / "bisect").glob("*.jsonl"))
+
+
+def test_an_interrupted_bisect_prints_a_continuation_that_works_and_the_log_only_grows(index, capsys):
+    """Ctrl-C after the implied oldest endpoint was skipped once printed a resume line naming that skipped
+    release (which then aborted with exit 2), and a run without --resume overwrote the probe log."""
+    me, once = os.getpid(), index / "interrupted-once"
+    cmd = ('python -c "import os, pathlib, signal, sys, qvltoy; n = qvltoy.N; p = pathlib.Path(r\'' + str(once) + '\'); '
+           f'(n == 4 and not p.exists() and (p.touch() or os.kill({me}, signal.SIGINT))); '
+           'sys.exit(125 if n == 0 else 0 if n < 6 else 1)"')
+    status, out = bisect(index, capsys, "qvltoy", "--with", "qvlpeer==1.0", "--oracle-cmd", cmd)
+    assert status == 130, out
+    line = out.split("continue with: ")[1].splitlines()[0]
+    assert "--good 1.0 " not in line and " --bad 1." in line and "--resume" in line  # 1.0 was skipped, never judged
+    logged = log_lines(index)
+    argv = shlex.split(line)[2:]  # after "qvl-harness bisect"
+    status, out = bisect(index, capsys, *argv)
+    assert status == 0 and "first bad: qvltoy==1.6" in out and "(+" in out  # answered partly from the log
+    assert log_lines(index) > logged
+    before = log_lines(index)
+    status, out = bisect(index, capsys, "qvltoy", "--with", "qvlpeer==1.0", "--oracle-cmd", cmd)
+    assert status == 0 and log_lines(index) > before  # a run without --resume appends too
+
+
+def test_a_crashing_oracle_cannot_judge_and_says_why(index, capsys, tmp_path):
+    """An oracle that crashed (an ImportError from a companion pin) once counted as bad: a run reported the
+    wrong first fixed release with exit 0."""
+    tests = tmp_path / "probe_tests"
+    tests.mkdir()
+    (tests / "test_toy.py").write_text(
+        "import qvltoy\n"
+        "def test_behaviour():\n"
+        "    if qvltoy.N in (4, 5):\n        import companion_that_is_missing\n"
+        "    assert qvltoy.N < 7\n")
+    status, out = bisect(index, capsys, "qvltoy", "--with", "qvlpeer==1.0", "--oracle-pytest", f"{tests} -p no:harness.plugin")
+    assert "first bad: qvltoy==1.7" in out and status == 0, out
+    assert "could not judge: ModuleNotFoundError: No module named 'companion_that_is_missing'" in out
+    # where most probes crash, the answer comes with a warning
+    (tests / "test_toy.py").write_text("import qvltoy\ndef test_behaviour():\n    if qvltoy.N != 9:\n        import nothing_here\n")
+    status, out = bisect(index, capsys, "qvltoy", "--with", "qvlpeer==1.0", "--find-fix", "--oracle-pytest", f"{tests} -p no:harness.plugin")
+    assert "WARNING:" in out and "could not judge their release" in out
+
+
+def test_a_band_of_unjudgeable_releases_is_crossed_not_walked():
+    """A band of 29 releases that could not be judged was once walked one by one: 36 probes where the
+    bound is 9."""
+    from harness.bisection.engine import Bisection, ProbeLog
+    from harness.bisection.oracle import Run
+
+    points = [candidates.Point(f"1.{i}", f"toy==1.{i}", T0 + timedelta(days=i), (f"toy==1.{i}",)) for i in range(64)]
+    band = range(20, 49)
+
+    def probe(point):
+        n = int(point.key.split(".")[1])
+        return Run(0 if n in band else (0 if n < 52 else 1), "skip" if n in band else "good" if n < 52 else "bad", "", 0.0,
+                   "install failed" if n in band else "")
+
+    class Quiet:
+        def probing(self, *args):
+            pass
+
+        def judged(self, *args):
+            pass
+
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        bisection = Bisection(points, probe, ProbeLog(Path(tmp, "log.jsonl"), {}, False), Quiet())
+        outcome = bisection.search(0, 63, "good", lo_implied=False, hi_implied=False)
+    assert outcome.first_new.key == "1.52" and outcome.last_old.key == "1.51"
+    assert len(outcome.probed) <= outcome.bound + 3, sorted(outcome.probed)
+
+
+@pytest.mark.slow
+def test_sigint_stops_a_bisect_started_in_the_background(index):
+    """Started with `nohup ... &`, a process inherits SIGINT ignored: there was no clean stop and no resume line."""
+    import signal
+    import subprocess
+    import sys
+    import time as clock
+
+    args = [sys.executable, "-m", "harness.cli", "bisect", "qvltoy", "--release-data", str(index / "data"),
+            "--find-links", str(index / "wheels"), "--no-index", "--offline", "--with", "qvlpeer==1.0",
+            "--oracle-cmd", "sleep 2; true"]
+    env = {**os.environ, "QVL_CACHE": str(index / "cache"), "UV_CACHE_DIR": str(index / "uv-cache")}
+    process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    deadline = clock.monotonic() + 120
+    while clock.monotonic() < deadline and not (index / "cache" / "bisect").is_dir():
+        clock.sleep(0.2)
+    clock.sleep(3)
+    process.send_signal(signal.SIGINT)
+    out, _ = process.communicate(timeout=60)
+    assert process.returncode == 130, out
+    assert "continue with: qvl-harness bisect qvltoy" in out
+
+
+def test_an_install_error_keeps_its_cause():
+    from harness.errors import one_line
+
+    stderr = "  × No solution found when resolving dependencies:\n" + "  ╰─▶ " + "x " * 300 + "\n      because qvltoy==9 needs torch<1"
+    line = one_line(stderr)
+    assert line.startswith("No solution found") and line.endswith("because qvltoy==9 needs torch<1") and len(line) <= 300

@@ -3,6 +3,7 @@ import json
 import pytest
 
 from harness import captioner, goldens
+from harness.paths import cache_dir
 from harness.errors import HarnessError
 
 CONFIG = {"configuration": "16bit", "dtype": "bfloat16", "recipe": "abc"}
@@ -74,7 +75,7 @@ def test_golden_from_another_configuration_is_refused(tmp_path):
     recorded(tmp_path)
     with pytest.raises(HarnessError, match=r"different configuration \(dtype: golden 'bfloat16', this run 'float32'\)"):
         goldens.load("m", "cpu", {**CONFIG, "dtype": "float32"}, root=tmp_path)
-    with pytest.raises(HarnessError, match="no golden for m on device class gpu-h100.*have: cpu"):
+    with pytest.raises(HarnessError, match="no golden for m on device class gpu-h100 .*record one"):
         goldens.load("m", "gpu-h100", CONFIG, root=tmp_path)
 
 
@@ -101,3 +102,67 @@ def test_committed_golden_is_current_and_passes_its_fixtures(xray_fixtures):
         assert goldens.grade(golden.caption(item.id), item.description, item.must_mention, item.must_not_mention).level == "exact"
 
 
+
+
+def golden_file(root, device_class, arch="cpu", config=CONFIG, captions=None):
+    path = goldens.record("m", device_class, config, {"arch": arch}, captions or {"chest-pa": CHEST},
+                          {"chest-pa": "d1"}, root=root)
+    return goldens.accept(path)
+
+
+def test_a_device_without_its_own_golden_falls_back_like_expectations(tmp_path):
+    """Goldens were once looked up by exact device class: any GPU but an H100 80GB got an error."""
+    golden_file(tmp_path, "cpu")
+    golden_file(tmp_path, "gpu-h100-80gb-hbm3", arch="sm_90")
+    own = goldens.select("m", "gpu-h100-80gb-hbm3", "sm_90", CONFIG, root=tmp_path)
+    assert (own.device_class, own.required, own.matched) == ("gpu-h100-80gb-hbm3", "token", "this device")
+    hopper = goldens.select("m", "gpu-h200", "sm_90", CONFIG, root=tmp_path)
+    assert hopper.device_class == "gpu-h100-80gb-hbm3" and hopper.required == "token" and "sm_90" in hopper.matched
+    ampere = goldens.select("m", "gpu-a100-sxm4-80gb", "sm_80", CONFIG, root=tmp_path)
+    assert ampere.device_class == "cpu" and ampere.required == "terms"
+    # a golden recorded in another configuration is passed over, and named when nothing else fits
+    with pytest.raises(HarnessError, match=r"passed over cpu.json \(recipe: golden 'abc', this run 'new'\).*record one"):
+        goldens.select("m", "gpu-a100-sxm4-80gb", "sm_80", {**CONFIG, "recipe": "new"}, root=tmp_path)
+
+
+def test_status_names_what_made_a_golden_stale_and_how_to_refresh_it(tmp_path, monkeypatch, capsys):
+    golden_file(tmp_path / "goldens", "cpu")
+    golden_file(tmp_path / "goldens", "gpu-h100-80gb-hbm3", arch="sm_90", config={**CONFIG, "recipe": "old"})
+    found = dict(goldens.status(CONFIG, {"chest-pa": "d1", "tibia-ap": "d2"}, root=tmp_path / "goldens"))
+    cpu, gpu = (found[tmp_path / "goldens" / "m" / f"{d}.json"] for d in ("cpu", "gpu-h100-80gb-hbm3"))
+    assert cpu == ["tibia-ap: fixture has no golden caption"]
+    assert gpu[0] == "recorded in another configuration: recipe: golden 'old', this run 'abc'"
+    assert "on a gpu-h100-80gb-hbm3 runner: tox -e gpu" in goldens.refresh_hint("gpu-h100-80gb-hbm3")
+
+
+pytest_plugins = ["pytester"]
+WARM_CACHE = cache_dir()  # read before pytester moves HOME
+
+
+@pytest.mark.slow
+def test_adding_a_fixture_then_the_update_flow(pytester, tmp_path, monkeypatch):
+    """As the README says: add a fixture, run with --update-golden (it passes, and its summary gives the exact
+    accept command), accept, run again: green. Before the update the stale golden fails with its refresh line."""
+    import shutil
+
+    from harness.paths import REPO_ROOT
+
+    root = tmp_path / "checkout"
+    shutil.copytree(REPO_ROOT / "fixtures", root / "fixtures")
+    shutil.copy(REPO_ROOT / "matrix.toml", root)
+    with open(root / "fixtures" / "xrays.toml", "a") as manifest:
+        manifest.write('\n[[fixture]]\nid = "chest-pa-j2k"\nsource = "pydicom-data:RG1_J2KI.dcm"\nmodality = "CR"\n'
+                       'body_part = "CHEST"\ndescription = "frontal chest radiograph showing the lungs heart and ribs"\n'
+                       'must_mention = ["chest", "lungs|lung"]\nmust_not_mention = ["shirt", "tibia"]\n')
+    suite = str(REPO_ROOT / "suites" / "test_garbage_output.py")
+    monkeypatch.setenv("QVL_ROOT", str(root))
+    monkeypatch.setenv("QVL_CACHE", str(WARM_CACHE))  # pytester gives the run another HOME: keep the warm cache
+    stale = pytester.runpytest_subprocess(suite, "-k", "goldens_are_current", "-p", "harness.plugin")
+    stale.assert_outcomes(failed=1)
+    stale.stdout.fnmatch_lines(["*chest-pa-j2k: fixture has no golden caption*refresh: tox -e cell-canary*"])
+    update = pytester.runpytest_subprocess(suite, "--update-golden", "-p", "harness.plugin")
+    obtained = root / "fixtures" / "goldens" / "tiny-captioner" / "cpu.obtained.json"
+    update.stdout.fnmatch_lines([f"review {obtained}, then: qvl-harness goldens accept {obtained}"])
+    assert update.ret == 0, update.stdout.str()[-2000:]
+    goldens.accept(obtained)
+    assert pytester.runpytest_subprocess(suite, "-p", "harness.plugin").ret == 0

@@ -38,3 +38,18 @@ def test_tox_gpu_without_a_gpu_refuses_at_once_in_one_line(tmp_path):
     lines = [line for line in (result.stdout + result.stderr).splitlines() if line.strip()]
     assert len(lines) == 1 and "tox -e gpu needs a CUDA GPU" in lines[0], lines
     assert not (tmp_path / "tox").exists()  # nothing was created
+
+
+def test_a_broken_matrix_is_one_line_from_every_tox_command(tmp_path):
+    """A broken matrix.toml once made every tox command, `tox -l` included, print a 41-line traceback."""
+    tox = shutil.which("tox", path=os.path.dirname(sys.executable)) or shutil.which("tox")
+    if tox is None:
+        pytest.skip("tox is not installed in this environment (the test extra has it)")
+    broken = tmp_path / "matrix.toml"
+    broken.write_text("[cells.a\n")
+    for command in (["-l"], ["-e", "py", "--notest"]):
+        result = subprocess.run([tox, *command, "--workdir", str(tmp_path / "tox")], cwd=REPO_ROOT, capture_output=True,
+                                text=True, timeout=120, env={**os.environ, "QVL_MATRIX": str(broken)})
+        lines = [line for line in (result.stdout + result.stderr).splitlines() if line.strip()]
+        assert result.returncode != 0 and len(lines) == 1, lines
+        assert "qvl-harness: matrix.toml: not valid TOML" in lines[0]

@@ -84,21 +84,92 @@ def test_bad_fixture_files_are_refused_with_a_reason(tmp_path, monkeypatch, sour
 @pytest.mark.parametrize(
     "entry, reason",
     [
-        ({"modality": "MR", "source": "a.png"}, "not an X-ray modality"),
+        ({"modality": "MR", "source": "a.png"}, "modality 'MR' is not an X-ray modality"),
+        ({"modality": "CT", "source": "a.png"}, "modality 'CT' is not an X-ray modality"),
         ({"id": "Bad Id", "source": "a.png"}, "lower-case"),
     ],
 )
-def test_bad_manifest_entries_are_refused(tmp_path, entry, reason):
+def test_a_bad_entry_is_refused_alone_and_the_others_keep_working(tmp_path, entry, reason):
+    """An entry with its true modality (MR, CT, US) once rejected the whole manifest."""
+    path = manifest(tmp_path, **entry)
+    path.write_text(path.read_text() + ENTRY.format(id="chest", source="pydicom-data:RG1_UNCR.dcm", modality="CR"))
+    bad, good = xrays.load_manifest(path)
+    assert reason in bad.refused and "\n" not in bad.refused
     with pytest.raises(HarnessError, match=reason):
-        xrays.load_manifest(manifest(tmp_path, **entry))
+        bad.image()
+    assert xrays.usable([bad, good]) == [good] and good.image().width > 64
+
+
+def test_checked_in_manifest_has_no_refused_fixture():
+    assert [f"{f.id}: {f.refused}" for f in xrays.load_manifest() if f.refused] == []
+
+
+@pytest.mark.parametrize("keep, reason", [
+    (200, "truncated or unreadable DICOM: no Modality or PixelData element"),
+    (100_000, "truncated DICOM: The number of bytes of pixel data is less than expected"),
+])
+def test_a_truncated_dicom_is_called_truncated(tmp_path, monkeypatch, keep, reason):
+    """A DICOM cut short was once refused as "modality ? is not an X-ray modality"."""
+    monkeypatch.setattr(xrays, "FIXTURES_DIR", tmp_path)
+    (tmp_path / "cut.dcm").write_bytes(xrays.resolve_source("pydicom-data:RG1_UNCR.dcm").read_bytes()[:keep])
+    (item,) = xrays.load_manifest(manifest(tmp_path, source="cut.dcm"))
+    with pytest.raises(HarnessError, match=reason) as caught:
+        item.image()
+    assert "\n" not in str(caught.value)
+
+
+COMPRESSED = ["RG1_J2KR.dcm", "RG1_J2KI.dcm", "RG3_J2KR.dcm", "RG3_J2KI.dcm"]  # every compressed radiograph of pydicom-data
+
+
+@pytest.mark.parametrize("name", COMPRESSED)
+def test_every_compressed_radiograph_of_pydicom_data_decodes_through_pylibjpeg(name):
+    """The declared decoders (pylibjpeg with its plugins) read them; lossless ones give the uncompressed pixels."""
+    import pydicom
+
+    compressed = pydicom.dcmread(xrays.resolve_source(f"pydicom-data:{name}"))
+    plain = pydicom.dcmread(xrays.resolve_source(f"pydicom-data:{name[:3]}_UNC{name[-5]}.dcm"))
+    compressed.pixel_array_options(decoding_plugin="pylibjpeg")
+    pixels = compressed.pixel_array
+    if name.endswith("R.dcm"):
+        assert np.array_equal(pixels, plain.pixel_array)
+    else:
+        assert np.corrcoef(pixels.ravel()[::97], plain.pixel_array.ravel()[::97])[0, 1] > 0.99
+    item = xrays.XrayFixture("x", f"pydicom-data:{name}", "CR", "a radiograph", ("radiograph",))
+    assert min(item.image().size) >= xrays.MIN_SIDE
+
+
+@pytest.mark.parametrize("name", ["JPEG-LL.dcm", "emri_small_jpeg_ls_lossless.dcm"])
+def test_jpeg_lossless_and_jpeg_ls_decode_through_pylibjpeg(name):
+    """The transfer syntaxes a JPEG-lossless radiograph would use (these two files are NM and MR)."""
+    import pydicom
+
+    ds = pydicom.dcmread(xrays.resolve_source(f"pydicom-data:{name}"))
+    ds.pixel_array_options(decoding_plugin="pylibjpeg")
+    assert ds.pixel_array.size > 0
 
 
 def test_cli_fixtures_list_and_show(tmp_path, capsys):
     assert main(["fixtures", "list"]) == 0
     out = capsys.readouterr().out
     assert "chest-pa" in out and "ok " in out
-    preview = tmp_path / "chest.png"
-    assert main(["fixtures", "show", "chest-pa", "--out", str(preview)]) == 0
-    assert Image.open(preview).size[0] >= 300
+    assert main(["fixtures", "show", "chest-pa", "--out-dir", str(tmp_path / "previews")]) == 0
+    assert Image.open(tmp_path / "previews" / "chest-pa-preview.png").size[0] >= 300
     assert main(["fixtures", "show", "nope"]) == 2
     assert "unknown fixture 'nope'" in capsys.readouterr().err
+
+
+def test_cli_fixtures_show_writes_into_the_cache_not_the_working_directory(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("QVL_CACHE", str(tmp_path / "cache"))
+    assert main(["fixtures", "show", "chest-pa"]) == 0
+    assert not list(tmp_path.glob("*.png")) and list((tmp_path / "cache" / "previews").glob("chest-pa-preview.png"))
+
+
+def test_cli_fixtures_list_fails_with_one_line_per_refused_fixture(tmp_path, capsys):
+    path = manifest(tmp_path, source="pydicom-data:MR_small.dcm", modality="MR")
+    path.write_text(path.read_text() + ENTRY.format(id="chest", source="pydicom-data:RG1_UNCR.dcm", modality="CR"))
+    assert main(["fixtures", "list", "--manifest", str(path)]) == 1
+    captured = capsys.readouterr()
+    lines = captured.out.splitlines()
+    assert len(lines) == 2 and "REFUSED" in lines[0] and lines[1].rstrip().endswith(tuple("0123456789"))
+    assert "1 fixture(s) refused" in captured.err

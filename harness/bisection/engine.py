@@ -1,0 +1,189 @@
+"""The search: probe candidates, remember every verdict, narrow the range like ``git bisect``.
+
+A probe is any function from a candidate to a Run (the CLI installs an overlay and runs the oracle).
+Endpoints are judged twice first, so a flaky oracle stops the search before it misleads it. A
+candidate that cannot be judged is skipped, and the next probe is taken away from the skipped ones
+(as ``git bisect skip`` does), so a band of releases that do not install is crossed in a few probes,
+not walked one by one. Every run is appended to the probe log; ``--resume`` answers from it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from ..errors import HarnessError
+from .candidates import Point
+from .oracle import BAD, GOOD, SKIP, Run
+
+SEALED_EXTRA = 3  # probes past the bound spent inside a band of skips before the answer is left undecided
+
+
+class ProbeLog:
+    """Every probe of one bisect configuration, one JSON line each, only ever appended to.
+    With ``reuse``, earlier runs answer for their candidates instead of new probes."""
+
+    def __init__(self, path: Path, config: dict, reuse: bool):
+        self.path, self.reuse = path, reuse
+        self.logged: dict[str, list[Run]] = {}
+        if path.is_file():
+            for line in path.read_text().splitlines():
+                entry = json.loads(line)
+                if "key" in entry:
+                    self.logged.setdefault(entry["key"], []).append(Run(**entry["run"]))
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._append({"config": config})
+
+    def runs(self, key: str) -> list[Run]:
+        return list(self.logged.get(key, [])) if self.reuse else []
+
+    @property
+    def count(self) -> int:
+        return sum(len(runs) for runs in self.logged.values())
+
+    def add(self, key: str, run: Run) -> None:
+        self.logged.setdefault(key, []).append(run)
+        self._append({"key": key, "run": asdict(run)})
+
+    def _append(self, entry: dict) -> None:
+        with self.path.open("a") as handle:
+            handle.write(json.dumps(entry) + "\n")
+
+
+@dataclass
+class Outcome:
+    """What one search found between an old and a new endpoint."""
+
+    old: str  # the state at the old end: GOOD (first bad wanted) or BAD (first fixed wanted)
+    size: int  # candidates in the range, endpoints included
+    probed: set[str] = field(default_factory=set)
+    last_old: Point | None = None
+    first_new: Point | None = None
+    ambiguous: list[Point] = field(default_factory=list)  # skipped candidates that may be the first new
+    note: str = ""  # why there is no transition (an implied endpoint already in the new state)
+
+    @property
+    def bound(self) -> int:
+        return math.ceil(math.log2(max(self.size, 1))) + 2
+
+    @property
+    def new_name(self) -> str:
+        return "first bad" if self.old == GOOD else "first fixed"
+
+
+def pick(lo: int, hi: int, skipped: set[int]) -> tuple[int, bool] | None:
+    """The next candidate strictly between ``lo`` and ``hi``, and whether it lies between two skipped
+    ones. Judged and skipped candidates cut the range into gaps; releases that cannot be judged come
+    in bands, so a gap with a judged end is tried before a gap between two skips (likely inside a
+    band), the larger gap first, the one nearer the middle on a tie; the gap's middle is probed."""
+    walls = [lo, *sorted(j for j in skipped if lo < j < hi), hi]
+    gaps = [(not (a in skipped and b in skipped), b - a, -abs((a + b) / 2 - (lo + hi) / 2), a, b)
+            for a, b in zip(walls, walls[1:]) if b - a > 1]
+    if not gaps:
+        return None
+    judged_end, _, _, a, b = max(gaps)
+    return (a + b) // 2, not judged_end
+
+
+class Bisection:
+    """Probes points, keeps their verdicts and runs the searches; ``lo``/``hi`` hold the narrowest
+    judged range of the search in progress (for the resume line after an interruption)."""
+
+    def __init__(self, points: list[Point], probe, log: ProbeLog, reporter):
+        self.points, self.probe, self.log, self.reporter = points, probe, log, reporter
+        self.runs: dict[str, list[Run]] = {}
+        self.oracle_runs = 0
+        self.reused_runs = 0
+        self.judged_old: Point | None = None
+        self.judged_new: Point | None = None
+
+    def judge(self, i: int, times: int, step: str) -> str:
+        point = self.points[i]
+        runs = self.runs.setdefault(point.key, [])
+        if not runs:
+            logged = self.log.runs(point.key)[:times]
+            runs.extend(logged)
+            self.reused_runs += len(logged)
+        self.reporter.probing(step, point)
+        while len(runs) < times and not (runs and runs[-1].verdict == SKIP):
+            run = self.probe(point)
+            self.oracle_runs += run.exit is not None
+            runs.append(run)
+            self.log.add(point.key, run)
+        self.reporter.judged(runs)
+        if len({r.verdict for r in runs}) > 1:
+            raise HarnessError(
+                f"flaky oracle: {point.label} was judged {' then '.join(r.verdict for r in runs)} "
+                f"(exits {', '.join(str(r.exit) for r in runs)}); make the oracle deterministic before bisecting")
+        return runs[0].verdict
+
+    def search(self, lo: int, hi: int, old: str, *, lo_implied: bool, hi_implied: bool) -> Outcome:
+        """The first point in (lo, hi] whose state differs from ``old``; lo is older than hi.
+
+        An implied endpoint (the oldest or newest candidate, not named by the user) that cannot be
+        judged counts as a skipped candidate, with a virtual endpoint just outside the range.
+        """
+        new = BAD if old == GOOD else GOOD
+        outcome = Outcome(old=old, size=hi - lo + 1)
+        first, last = lo, hi
+        skipped: set[int] = set()
+        self.judged_old = self.judged_new = None
+
+        def step(remaining: int) -> str:
+            done = len(outcome.probed)
+            return f"[{done + 1}/~{done + max(remaining, 1)}]"
+
+        for older_side in (True, False):
+            i = lo if older_side else hi
+            expected, implied = (old, lo_implied) if older_side else (new, hi_implied)
+            outcome.probed.add(self.points[i].key)
+            verdict = self.judge(i, 2, step((2 if older_side else 1) + math.ceil(math.log2(max(hi - lo, 1)))))
+            point = self.points[i]
+            if verdict == SKIP:
+                if not implied:
+                    run = self.runs[point.key][-1]
+                    raise HarnessError(f"cannot judge endpoint {point.label}: {run.reason}; "
+                                       "fix what the probe lacks (see the reason) or choose another endpoint")
+                skipped.add(i)
+                lo, hi = (lo - 1, hi) if older_side else (lo, hi + 1)
+            elif verdict != expected:
+                if not implied:
+                    raise HarnessError(_endpoint_hint(point, verdict, expected, self.runs[point.key][0]))
+                outcome.note = (f"no {old} release in range: {point.label}, the oldest candidate, is already {verdict}" if older_side
+                                else f"not {'fixed' if old == BAD else 'broken'} yet: {point.label}, the newest candidate, is still {verdict}")
+                return outcome
+            elif older_side:
+                self.judged_old = point
+            else:
+                self.judged_new = point
+        while (picked := pick(lo, hi, skipped)) is not None:
+            choice, inside_band = picked
+            if inside_band and len(outcome.probed) >= outcome.bound + SEALED_EXTRA:
+                break  # only gaps between skipped releases are left: say which candidates remain, do not walk the band
+            remaining = len([j for j in range(lo + 1, hi) if j not in skipped])
+            outcome.probed.add(self.points[choice].key)
+            verdict = self.judge(choice, 1, step(math.ceil(math.log2(remaining + 1))))
+            if verdict == SKIP:
+                skipped.add(choice)
+            elif verdict == old:
+                lo, self.judged_old = choice, self.points[choice]
+            else:
+                hi, self.judged_new = choice, self.points[choice]
+        outcome.last_old = self.points[lo] if lo >= first else None
+        outcome.first_new = self.points[hi] if hi <= last else None
+        outcome.ambiguous = [self.points[j] for j in range(lo + 1, hi)]  # skipped, or untried between skipped ones
+        return outcome
+
+    def skips(self) -> list[tuple[Point, Run]]:
+        """Every candidate that could not be judged, with its run."""
+        by_key = {p.key: p for p in self.points}
+        return [(by_key[k], runs[-1]) for k, runs in self.runs.items() if runs and runs[-1].verdict == SKIP]
+
+
+def _endpoint_hint(point: Point, verdict: str, expected: str, run: Run) -> str:
+    flag = "--good" if expected == GOOD else "--bad"
+    return (f"{flag} {point.key} is {verdict}, not {expected} ({run.describe()}): pick another {expected} release; "
+            "bisect looks for the first bad after a good one, --find-fix for the first good after a bad one")

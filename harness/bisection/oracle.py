@@ -1,0 +1,147 @@
+"""One probe's verdict: good, bad, or skip (the probe could not judge the release, with the reason).
+
+Like ``git bisect run``: exit 0 good, 1-127 bad, 125 skip, anything else aborts. A pytest oracle runs
+with ``--runxfail`` (no expectation may turn a failure into a pass) and is read from its junit XML:
+a test that fails with an assertion, or with a known failure's message (fixtures/known_failures.toml),
+says "bad"; a run whose failures are all something else (an ImportError from a companion pin, a
+crash in a fixture, a HarnessError because the suite cannot read this release) could not judge the
+release and is a skip, as are pytest exits 2-5 and a run where every selected test skipped.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import signal
+import subprocess
+import tempfile
+import time
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import HarnessError
+from ..overlay import Overlay
+from ..paths import REPO_ROOT
+
+GOOD, BAD, SKIP = "good", "bad", "skip"
+SKIP_EXIT = 125
+PYTEST_SKIP_EXITS = {2: "interrupted or collection error", 3: "pytest internal error", 4: "pytest usage error",
+                     5: "no tests collected"}
+TAIL_LINES = 12
+
+
+@dataclass
+class Run:
+    exit: int | None
+    verdict: str
+    tail: str
+    seconds: float
+    reason: str = ""  # why a skip could not judge; "" for good and bad
+
+    def describe(self) -> str:
+        timing = f"exit {self.exit}, {self.seconds:.1f}s" if self.exit is not None else "not run"
+        return f"{self.verdict} ({timing}{': ' + self.reason if self.reason else ''})"
+
+
+def verdict_of(code: int) -> str:
+    if code == 0:
+        return GOOD
+    if code == SKIP_EXIT:
+        return SKIP
+    if 1 <= code <= 127:
+        return BAD
+    raise HarnessError(f"the oracle exited {code} (killed or out of range): aborting, as `git bisect run` does")
+
+
+def judge_pytest(code: int, junit: Path, patterns: list[str]) -> tuple[str, str]:
+    """(verdict, reason) of a pytest oracle from its exit status and junit XML."""
+    if code in PYTEST_SKIP_EXITS:
+        return SKIP, f"pytest exit {code} ({PYTEST_SKIP_EXITS[code]})"
+    try:
+        cases = list(ET.parse(junit).getroot().iter("testcase"))
+    except (OSError, ET.ParseError):
+        return (verdict_of(code), "") if code in (0, 1) else (SKIP, f"pytest exit {code} without a junit report")
+    if code == 0:
+        skipped = [c.find("skipped") for c in cases]
+        if cases and all(s is not None and s.get("type") == "pytest.skip" for s in skipped):
+            return SKIP, "every selected test skipped"
+        return GOOD, ""
+    problems = [(p.tag, p.get("message") or "", p.text or "") for c in cases for p in c if p.tag in ("failure", "error")]
+    if any(tag == "failure" and judges(message, text, patterns) for tag, message, text in problems):
+        return BAD, ""
+    first = next(iter(problems), ("", "pytest exit 1 without a failing test", ""))
+    return SKIP, f"could not judge: {first[1].splitlines()[0][:200] if first[1] else first[0]}"
+
+
+def judges(message: str, text: str, patterns: list[str]) -> bool:
+    """Whether a test failure is the oracle's verdict: an assertion, or a known failure's own message."""
+    if message.startswith(("AssertionError", "assert ", "Failed: ")) or message.startswith("[XPASS(strict)]"):
+        return True
+    return any(re.search(p, f"{message}\n{text}", re.I | re.S) for p in patterns)
+
+
+def registry_patterns() -> list[str]:
+    from ..known import load_registry
+
+    return [p for f in load_registry().values() for p in (f.symptom, f.cause) if p]
+
+
+class Oracle:
+    """A pytest selection (run from the checkout) or a shell command, run inside an overlay."""
+
+    def __init__(self, *, pytest_selection: str | None = None, command: str | None = None, timeout: float = 1800):
+        if bool(pytest_selection) == bool(command):
+            raise HarnessError("give exactly one oracle: --oracle-pytest SELECTION or --oracle-cmd COMMAND")
+        self.pytest_selection, self.command, self.timeout = pytest_selection, command, timeout
+        self.patterns = registry_patterns() if pytest_selection else []
+
+    def describe(self) -> str:
+        return f"pytest {self.pytest_selection}" if self.pytest_selection else self.command
+
+    def run(self, overlay: Overlay, label: str) -> Run:
+        env = {**os.environ, "VIRTUAL_ENV": str(overlay.path), "PATH": f"{overlay.bin}{os.pathsep}{os.environ.get('PATH', '')}",
+               "QVL_PROBE_PYTHON": str(overlay.python), "QVL_PROBE": label}
+        env.pop("PYTHONHOME", None)
+        started = time.monotonic()
+        with tempfile.TemporaryDirectory(prefix="qvl-oracle-") as tmp:
+            junit = Path(tmp, "junit.xml")
+            if self.pytest_selection:
+                cmd = [str(overlay.python), "-m", "pytest", *shlex.split(self.pytest_selection), "-q", "--tb=short",
+                       "-p", "no:cacheprovider", "--runxfail", f"--junitxml={junit}"]
+                code, output = self._execute(cmd, env, cwd=REPO_ROOT, shell=False)
+            else:
+                code, output = self._execute(self.command, env, cwd=Path.cwd(), shell=True)
+            tail = "\n".join(output.rstrip().splitlines()[-TAIL_LINES:])
+            seconds = time.monotonic() - started
+            if code is None:
+                return Run(None, SKIP, tail, seconds, f"oracle timed out after {self.timeout:.0f}s")
+            if self.pytest_selection:
+                verdict, reason = judge_pytest(code, junit, self.patterns)
+                return Run(code, verdict, tail, seconds, reason)
+            return Run(code, verdict_of(code), tail, seconds, "oracle exit 125" if code == SKIP_EXIT else "")
+
+    def _execute(self, cmd, env, cwd, shell) -> tuple[int | None, str]:
+        """Exit status and output; None on timeout (the whole process group is killed)."""
+        proc = subprocess.Popen(cmd, shell=shell, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                text=True, errors="replace", start_new_session=True)
+        try:
+            output, _ = proc.communicate(timeout=self.timeout)
+        except subprocess.TimeoutExpired:
+            _kill_group(proc.pid)
+            output, _ = proc.communicate()
+            return None, output
+        except KeyboardInterrupt:
+            _kill_group(proc.pid)
+            proc.wait()
+            raise
+        code = proc.returncode
+        return (128 - code if code < 0 else code), output  # a signal reads as 128+N, which aborts
+
+
+def _kill_group(pid: int) -> None:
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except ProcessLookupError:  # it has already ended
+        pass
