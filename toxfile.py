@@ -22,17 +22,18 @@ from tox.plugin import impl
 from tox.report import HandledError
 
 sys.path.insert(0, str(Path(__file__).parent))
-from harness.errors import HarnessError  # noqa: E402
-from harness.matrix import load_matrix  # noqa: E402
-from harness.resolve import LOCAL_WHEELS  # noqa: E402
+from harness.core.errors import HarnessError  # noqa: E402
+from harness.env.matrix import load_matrix  # noqa: E402
+from harness.env.resolve import LOCAL_WHEELS  # noqa: E402
+from harness.failures.registry import check_matrix, load_registry  # noqa: E402
 
 RUN_COMMANDS = {None, "r", "run", "p", "run-parallel", "legacy", "le"}
 
 
 def _matrix():
-    """The matrix, or tox's own one-line error for a broken matrix.toml."""
+    """The matrix, checked against the known-failure registry, or tox's own one-line error for a broken one."""
     try:
-        return load_matrix()
+        return check_matrix(load_matrix(), load_registry())
     except HarnessError as exc:
         raise HandledError(f"qvl-harness: {exc}") from None
 

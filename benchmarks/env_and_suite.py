@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from harness.matrix import load_matrix  # noqa: E402
+from harness.env.matrix import load_matrix
 
 LOCAL_WHEELS = "/opt/wheels"
 

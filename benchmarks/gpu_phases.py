@@ -18,16 +18,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
 def main() -> int:
-    from harness import hermetic
+    from harness.pytest import hermetic
 
     hermetic.isolate_environment()
     start = time.perf_counter()
     from unsloth import FastVisionModel
 
     imported = time.perf_counter()
-    from harness import tinymodel
+    from harness.lab import tinymodel
 
-    path = tinymodel.checkpoint("16bit")
+    path = tinymodel.build()
     built = time.perf_counter()
     model, _ = FastVisionModel.from_pretrained(str(path), load_in_4bit=True)
     loaded = time.perf_counter()

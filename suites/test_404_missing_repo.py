@@ -1,7 +1,7 @@
 """Seed failure 1, '404 / Repository Not Found': a release maps the Qwen2-VL-72B names with
 load_in_4bit=True to `unsloth/Qwen2-VL-72B-Instruct-unsloth-bnb-4bit`, which was never on the hub.
 
-The installed release's load goes through harness.release_load, the same model of "what a release
+The installed release's load goes through harness.failures.loading, the same model of "what a release
 loads" as the garbage-output suite: its own get_model_name, the local hub as it was when it shipped,
 a real transformers load. Every matrix release's own get_model_name is also checked against the
 December 2024 hub with the real huggingface_hub client. Inside the registry's affected range
@@ -17,14 +17,24 @@ from contextlib import nullcontext
 import pytest
 from huggingface_hub.errors import RepositoryNotFoundError
 
-from harness import hub, known, quant, release_load, releases, subjects, summary
-from harness.mapping import ReleaseMapper
+from harness.data import hub
+from harness.failures import loading
+from harness.failures.base import subject_of
+from harness.failures.missing_repo import (
+    MISSING,
+    NAMES_72B,
+    PLAIN,
+    MissingRepo,
+    missing_targets,
+)
+from harness.lab import quant
+from harness.pytest import require, summary
+from harness.releases.mapper import ReleaseMapper
 
 SNAPSHOT = "2024-12"
-NAMES_72B = ["unsloth/Qwen2-VL-72B-Instruct", "unsloth/Qwen2-VL-72B-Instruct-bnb-4bit", "Qwen/Qwen2-VL-72B-Instruct"]
-MISSING = "unsloth/qwen2-vl-72b-instruct-unsloth-bnb-4bit"
-RELEASES = subjects.release_params("unsloth", "404", shows="symptom")
-INSTALLED = subjects.installed_release()
+FAILURE = MissingRepo()
+RELEASES = FAILURE.params(shows="symptom")
+INSTALLED = loading.installed_release()
 
 
 def download_config(server, repo_id: str, context: str) -> None:
@@ -42,7 +52,7 @@ def download_config(server, repo_id: str, context: str) -> None:
 @pytest.mark.parametrize("model_name", NAMES_72B)
 @pytest.mark.parametrize("release", RELEASES)
 def test_72b_name_resolves_to_a_repo_on_the_hub(release, model_name, hub_for):
-    run = ReleaseMapper(subjects.release_code(release)).resolve(model_name, load_in_4bit=True)
+    run = ReleaseMapper(subject_of(release)).resolve(model_name, load_in_4bit=True)
     assert run.error is None, f"{run.release}: get_model_name({model_name!r}, load_in_4bit=True) raised {run.error}"
     download_config(hub_for(SNAPSHOT), run.resolved, f"{run.release} maps {model_name!r} (load_in_4bit=True) to {run.resolved!r}")
 
@@ -50,7 +60,7 @@ def test_72b_name_resolves_to_a_repo_on_the_hub(release, model_name, hub_for):
 @pytest.mark.parametrize("release", [pytest.param(p.values[0], id=p.id) for p in RELEASES])
 def test_16bit_loading_never_leaves_the_hub(release, hub_for):
     """With load_in_4bit=False no release redirects the 72B names, in or out of the affected range."""
-    mapper = ReleaseMapper(subjects.release_code(release))
+    mapper = ReleaseMapper(subject_of(release))
     for name in NAMES_72B:
         run = mapper.resolve(name, load_in_4bit=False)
         assert run.error is None, run.error
@@ -58,27 +68,17 @@ def test_16bit_loading_never_leaves_the_hub(release, hub_for):
 
 
 # Inside the 404 range the sweep must find the missing 72B target: it tests the cause.
-@pytest.mark.parametrize("release", subjects.release_params("unsloth", "404", shows="cause"))
+@pytest.mark.parametrize("release", FAILURE.params(shows="cause"))
 def test_mapper_integrity_sweep(release, hub_for, request):
     """Every name the release's mapper knows, with and without 4-bit: where the hub has the input
     repo, the mapped target must exist too (on the local snapshot, or huggingface.co with --hub live)."""
     import huggingface_hub
 
     live = request.config.getoption("--hub") == "live"
-    mapper = ReleaseMapper(subjects.release_code(release))
+    mapper = ReleaseMapper(subject_of(release))
     server = None if live else hub_for(SNAPSHOT)
-    rows = []
     with hub.pointed_at(server) if server else nullcontext():
-        api = huggingface_hub.HfApi()
-        known = {name: api.repo_exists(name) for name in mapper.mapper_names()}
-        for name, exists in known.items():
-            if not exists:
-                continue  # the snapshot predates or lacks this model: nothing to check
-            for four_bit in (True, False):
-                run = mapper.resolve(name, four_bit)
-                target_ok = run.error is None and (known.get(run.resolved) if run.resolved in known else api.repo_exists(run.resolved))
-                if not target_ok:
-                    rows.append([name, four_bit, run.resolved or run.error])
+        rows = missing_targets(mapper, huggingface_hub.HfApi().repo_exists)
     where = "huggingface.co" if live else f"local snapshot {SNAPSHOT}"
     summary.add_table(request.config, f"mapper sweep: {mapper.code.label} against {where}: missing targets",
                       ["input name", "load_in_4bit", "resolved (missing)"], rows or [["(none)", "", ""]])
@@ -90,23 +90,14 @@ def test_mapper_integrity_sweep(release, hub_for, request):
 def installed_params() -> list:
     if INSTALLED is None:
         return [pytest.param(None, marks=pytest.mark.skip(reason="unsloth is not installed here: run a matrix cell"))]
-    return [pytest.param(name, id=name, marks=known.expectation_marks("404", INSTALLED.unsloth.version))
-            for name in NAMES_72B]
-
-
-def load_72b(release: release_load.Release, name: str, hub_for) -> release_load.Observation:
-    """The release's load of ``name`` from the hub as it was when it shipped (no captions: the tiny model)."""
-    snapshot = hub.snapshot_at(release.shipped)
-    with hub.pointed_at(hub_for(snapshot)):
-        return release_load.observe(release_load.plan(release, name), release_load.load_time_settings(release),
-                                    snapshot.name, None, [])
+    return [pytest.param(name, id=name, marks=FAILURE.marks(INSTALLED.unsloth.version)) for name in NAMES_72B]
 
 
 @pytest.mark.parametrize("name", installed_params())
 def test_the_installed_release_loads_the_72b_name(name, hub_for):
-    seen = load_72b(INSTALLED, name, hub_for)
+    seen = FAILURE.reproduce(INSTALLED, name=name, hub_for=hub_for)
     if seen.error is not None:
-        if release_load.repo_not_found(seen.error):
+        if loading.repo_not_found(seen.error):
             seen.error.add_note(f"{INSTALLED.label} asked the {seen.snapshot} hub for {seen.repo}")
         raise seen.error
     assert seen.linear4bit and not seen.missing_quant_state, f"{seen.repo}: {seen.quantized_by}"
@@ -115,18 +106,15 @@ def test_the_installed_release_loads_the_72b_name(name, hub_for):
 def test_pointing_the_mapper_back_at_the_plain_repo_removes_the_404(hub_for):
     """unsloth 2024.12.11's own load of the 72B name 404s; the same release with its mapper entries for
     the missing dynamic repo pointed at unsloth/Qwen2-VL-72B-Instruct-bnb-4bit (what 2025.1.6 did) loads."""
-    release = release_load.Release(releases.from_wheel("unsloth", "2024.12.11"), releases.from_wheel("unsloth-zoo", "2024.12.6"))
-    original = load_72b(release, "unsloth/Qwen2-VL-72B-Instruct", hub_for)
-    assert release_load.repo_not_found(original.error), f"expected the 404, got {original.error!r}"
-    plan = release_load.plan(release, "unsloth/Qwen2-VL-72B-Instruct", mapper_edits={MISSING: "unsloth/Qwen2-VL-72B-Instruct-bnb-4bit"})
-    snapshot = hub.snapshot_at(release.shipped)
-    with hub.pointed_at(hub_for(snapshot)):
-        fixed = release_load.observe(plan, release_load.load_time_settings(release), snapshot.name, None, [])
-    assert fixed.error is None and fixed.repo.lower() == "unsloth/qwen2-vl-72b-instruct-bnb-4bit"
+    release = FAILURE.subject("2024.12.11")
+    original = FAILURE.reproduce(release, name="unsloth/Qwen2-VL-72B-Instruct", hub_for=hub_for)
+    assert loading.repo_not_found(original.error), f"expected the 404, got {original.error!r}"
+    fixed = FAILURE.reproduce(release, name="unsloth/Qwen2-VL-72B-Instruct", hub_for=hub_for, mapper_edits={MISSING: PLAIN})
+    assert fixed.error is None and fixed.repo.lower() == PLAIN.lower()
     assert fixed.quantized_by == "the checkpoint's quantization_config" and not fixed.missing_quant_state
 
 
-@pytest.mark.gpu
+@require.gpu
 @pytest.mark.slow
 @pytest.mark.xdist_group("fast-vision-model")
 @pytest.mark.parametrize("release", [p for p in RELEASES if p.id.startswith("installed-")])
@@ -134,19 +122,18 @@ def test_fast_vision_model_loads_the_72b_name_in_4bit(release, hub_for):
     """The installed release's real loader against the local hub (unsloth needs CUDA to load 4-bit)."""
     from unsloth import FastVisionModel
 
-    from harness import quant
 
     server = hub_for(SNAPSHOT)
     with hub.pointed_at(server):
         try:
             model, _ = FastVisionModel.from_pretrained("unsloth/Qwen2-VL-72B-Instruct", load_in_4bit=True)
         except Exception as exc:  # noqa: BLE001 - releases wrap the 404 in FileNotFoundError/OSError
-            missing = release_load.repo_not_found(exc)
+            missing = loading.repo_not_found(exc)
             if missing is None:
                 raise
             asked = sorted({r.path.split("/resolve/")[0] for r in server.requests if r.status == 404})
-            missing.add_note(f"{subjects.release_code(release).label}: FastVisionModel asked the hub for {asked}")
+            missing.add_note(f"{subject_of(release).label}: FastVisionModel asked the hub for {asked}")
             raise missing from exc
-    report = quant.inspect(model)
+    report = quant.linears(model)
     assert report.linear4bit and not report.missing_quant_state
     assert any("72b-instruct-bnb-4bit" in r.path.lower() for r in server.requests if r.status == 200)

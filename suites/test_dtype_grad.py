@@ -1,222 +1,73 @@
-"""Seed failure 2, 'only Tensors of floating point dtype can require gradients' while fine-tuning.
+"""Seed failure 'dtype-grad': `only Tensors of floating point dtype can require gradients` while fine-tuning.
 
-unsloth-zoo's `requires_grad_for_gradient_checkpointing` puts `requires_grad_pre_hook` on the module
-that feeds the first LoRA layer. Releases before the fix call `input[0].requires_grad_(True)` on
-whatever tensor enters it. Two real stacks hand it an integer tensor:
-
-- the report's path (trigger A): LoRA on the vision layers (FastVisionModel.get_peft_model's
-  default) puts the pre-hook on the vision tower, and transformers <4.52 casts pixel_values to
-  `visual.get_dtype()`, the storage dtype of a bitsandbytes 4-bit vision block: uint8;
-- `modules_to_save=["embed_tokens"]` (trigger B) puts it on the embedding wrapper: int64 input_ids.
-
-Every release runs its own code (harness.zoo_hook) on a tiny Qwen2-VL, 4-bit with the release's
-skip list, prepared like unsloth's get_peft_model, and steps on a real X-ray. Expectations come
-from the registry (fixtures/known_failures.toml, id "dtype-grad"); trigger A's only where the
-installed transformers really casts the pixels to a non-float dtype (probed in the same step).
+Every release runs its own unsloth-zoo hook code (harness.failures.dtype_grad) on a tiny Qwen2-VL,
+4-bit with the release's skip list, prepared like unsloth's get_peft_model, and steps on a real
+X-ray. Expectations come from the registry (fixtures/known_failures.toml, id "dtype-grad"); the
+report's path (vision LoRA) only where the installed transformers really casts the pixels to a
+non-float dtype (measured in the same step). These tests call the release's hook themselves, as
+unsloth's get_peft_model does from unsloth 2025.1.1: they test the cause.
 """
 
 from __future__ import annotations
 
 import functools
 import math
-from contextlib import contextmanager
-from dataclasses import dataclass, field
 
 import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from harness import inference, known, quant, subjects, summary, tinymodel, zoo_hook
+from harness.failures import dtype_grad
+from harness.failures.base import subject_of
+from harness.lab import compat, quant, tinymodel
+from harness.pytest import require, summary
 
-FAILURE = "dtype-grad"
-# These tests call the release's requires_grad_for_gradient_checkpointing themselves, as unsloth's
-# get_peft_model does from unsloth 2025.1.1: they test the cause, the hook.
-RELEASES = subjects.release_params("unsloth-zoo", FAILURE, shows="cause")
+FAILURE = dtype_grad.DtypeGrad()
+RELEASES = FAILURE.params(shows="cause")
 UNMARKED = [pytest.param(p.values[0], id=p.id) for p in RELEASES]
-# Releases without SKIP_QUANTIZATION_MODULES (before 2024.12) left the same modules in 16 bits.
-SKIP_BEFORE_ZOO_LIST = ("lm_head", "multi_modal_projector", "merger")
-ANSWER = "chest radiograph frontal view"
 PROBE_TABLE = ("dtype-grad: vision LoRA step, root-cause probe", ["release", "outcome", "probe"])
 KWARGS_TABLE = ("dtype-grad: release pre-hook on calls without positional arguments (recorded)", ["release", "call", "outcome"])
 TABLE_ROWS: dict[tuple, list] = {}
 
 
 @pytest.fixture(scope="session", autouse=True)
-def one_table_per_record(pytestconfig):
-    """Rows recorded by the tests below, shown as one table each in the terminal summary."""
+def one_table_per_kind(pytestconfig):
+    """Rows added by the tests below, shown as one table each in the terminal summary."""
     yield
     for (title, header), rows in TABLE_ROWS.items():
         summary.add_table(pytestconfig, title, header, rows)
 
 
-def record(table, *rows) -> None:
+def add_rows(table, *rows) -> None:
     TABLE_ROWS.setdefault((table[0], tuple(table[1])), []).extend(rows)
 
 
 @functools.cache
-def release(param):
-    """(peft_utils module or None, the release's requires_grad function or None) for a release param."""
-    module = zoo_hook.peft_utils(subjects.release_code(param))
-    return module, zoo_hook.requires_grad_function(module)
+def vision_step(param) -> dtype_grad.Step:
+    return FAILURE.reproduce(subject_of(param), vision=True)
 
 
-def prepare_for_training(model):
-    """unsloth's prepare_model_for_kbit_training: only LoRA trains, reentrant checkpointing, and
-    transformers' input-embedding hook (unsloth runs it before and after the zoo call)."""
-    for name, param in model.named_parameters():
-        param.requires_grad_(".lora_A." in name or ".lora_B." in name)
-    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": True})
-    model.enable_input_require_grads()
-    return model
-
-
-def lora_model(param, *, vision: bool, modules_to_save=None):
-    """The tiny Qwen2-VL through FastVisionModel.get_peft_model's steps, with the release's own
-    skip list, target regex and requires_grad_for_gradient_checkpointing."""
-    import peft
-
-    peft_utils, requires_grad = release(param)
-    skip = getattr(peft_utils, "SKIP_QUANTIZATION_MODULES", SKIP_BEFORE_ZOO_LIST)
-    model = prepare_for_training(quant.load_4bit(tinymodel.build(), skip))
-    targets = peft_utils.get_peft_regex(
-        model, finetune_vision_layers=vision, finetune_language_layers=True,
-        finetune_attention_modules=True, finetune_mlp_modules=True,
-    )
-    torch.manual_seed(3407)
-    config = peft.LoraConfig(r=8, lora_alpha=16, target_modules=targets, lora_dropout=0.0, bias="none",
-                             task_type="CAUSAL_LM", modules_to_save=modules_to_save)
-    model = peft.get_peft_model(model, config)
-    with torch.no_grad():  # LoRA B starts at zero; give it weight so every A can get a gradient
-        for name, p in model.named_parameters():
-            if ".lora_B." in name:
-                p.normal_(0, 0.02)
-    if requires_grad is not None:
-        requires_grad(model)
-    return prepare_for_training(model)
-
-
-@functools.cache
-def xray_batch(device="cpu"):
-    from harness import xrays
-
-    chest = next(f for f in xrays.usable(xrays.load_manifest()) if f.body_part == "CHEST")
-    processor = tinymodel.load_processor(tinymodel.build())
-    inputs = inference.chat_inputs(processor, chest.image(), answer=ANSWER)
-    labels = inputs["input_ids"].clone()
-    labels[labels == processor.tokenizer.convert_tokens_to_ids("<|image_pad|>")] = -100
-    return {k: v.to(device) for k, v in {**inputs, "labels": labels}.items()}
-
-
-@dataclass
-class Step:
-    """One forward/backward: loss, LoRA gradient norms, and what entered the hooked modules."""
-
-    label: str
-    loss: float | None = None
-    grads: dict[str, float] = field(default_factory=dict)
-    pixel_dtypes: list = field(default_factory=list)
-    hooked_inputs: list = field(default_factory=list)
-    checkpointed_block_inputs: list[bool] = field(default_factory=list)  # requires_grad of each checkpointed vision block's input
-    error: BaseException | None = None
-
-    def lora_grads(self, vision: bool) -> dict[str, float]:
-        return {n: g for n, g in self.grads.items() if (".visual." in n) == vision and ".lora_" in n}
-
-    @property
-    def pixels_cast_to_non_float(self) -> bool:
-        return bool(self.pixel_dtypes) and not self.pixel_dtypes[0].is_floating_point
-
-    @property
-    def vision_blocks_checkpointed_without_grad_input(self) -> bool:
-        """Reentrant checkpointing of the vision blocks (transformers >=4.47) handed an input that does not
-        require grad: torch then records no graph through the blocks and their LoRA gets no gradient."""
-        return bool(self.checkpointed_block_inputs) and not self.checkpointed_block_inputs[0]
-
-    def probe(self) -> str:
-        hooked = "; ".join(f"{n or '<root>'}: {d} {list(s)}" for n, d, s in self.hooked_inputs) or "none seen"
-        return (f"{self.label}: pixel_values entering the vision tower: {self.pixel_dtypes[0] if self.pixel_dtypes else 'not reached'}; "
-                f"tensor entering the module with the zoo hook: {hooked}")
-
-
-def train_step(param, **setup) -> Step:
-    step = Step(subjects.release_code(param).label)
-    try:
-        model = lora_model(param, **setup)
-    except Exception as exc:  # the release failed while installing its hooks; that is the result
-        step.error = exc
-        return step
-    model.train()
-    batch = xray_batch(model.device)
-    with quant.record_vision_input(model.get_base_model()) as pixels, zoo_hook.record_hooked_inputs(model) as hooked, \
-            record_checkpointed_block_inputs(quant.vision_tower(model)) as blocks:
-        try:
-            loss = model(**batch).loss
-            loss.backward()
-            step.loss = loss.item()
-        except Exception as exc:
-            step.error = exc
-        step.pixel_dtypes, step.hooked_inputs, step.checkpointed_block_inputs = list(pixels), list(hooked), list(blocks)
-    if step.error is not None:
-        step.error.add_note(step.probe())
-    step.grads = {n: (0.0 if p.grad is None else p.grad.float().norm().item())
-                  for n, p in model.named_parameters() if p.requires_grad}
-    return step
-
-
-@contextmanager
-def record_checkpointed_block_inputs(tower):
-    """``requires_grad`` of the hidden states each vision block gets through transformers' gradient
-    checkpointing (none recorded where the tower is not checkpointed, as in transformers 4.46)."""
-    seen: list[bool] = []
-    original = getattr(tower, "_gradient_checkpointing_func", None)
-    if original is not None and getattr(tower, "gradient_checkpointing", False):
-        def recording(function, *args, **kwargs):
-            seen.append(bool(getattr(args[0], "requires_grad", False)))
-            return original(function, *args, **kwargs)
-
-        tower._gradient_checkpointing_func = recording
-    try:
-        yield seen
-    finally:
-        if original is not None:
-            tower._gradient_checkpointing_func = original
-
-
-@functools.cache
-def vision_step(param) -> Step:
-    return train_step(param, vision=True)
-
-
-def assert_trains(step: Step, vision: bool) -> None:
-    if step.error is not None:
-        raise step.error
-    assert step.loss is not None and math.isfinite(step.loss), f"{step.label}: loss {step.loss}"
-    grads = step.lora_grads(vision)
-    where = "vision" if vision else "language"
-    assert grads, f"{step.label}: no {where} LoRA parameters are trainable"
-    zero = sorted(n for n, g in grads.items() if not g > 0)
-    assert not zero, f"{step.label}: {len(zero)}/{len(grads)} {where} LoRA gradients are zero, e.g. {zero[0]}. {step.probe()}"
+def apply_registry_where_pixels_are_integers(step: dtype_grad.Step, param, request) -> None:
+    """The report's trigger exists only where the pixels reach the vision tower as integers; there the
+    release's hook may fail on them, and the registry says whether it must."""
+    if step.pixels_cast_to_non_float:
+        for mark in FAILURE.marks(param[1], shows="cause"):
+            request.applymarker(mark)
+    else:
+        request.applymarker(pytest.mark.known_failure(FAILURE.id, version=param[1]))
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("param", UNMARKED)
 def test_vision_lora_step_trains(param, request):
-    """The report's path: LoRA on vision and language layers, one step on a chest X-ray.
-
-    Reproduces where the release is in the registry's range and the installed transformers casts
-    pixel_values to a non-float dtype before the vision tower (transformers <4.52 with a 4-bit
-    vision tower); elsewhere the step must give a finite loss and non-zero language LoRA gradients.
-    """
+    """The report's path: LoRA on vision and language layers, one step on a chest X-ray; a finite loss
+    and non-zero language LoRA gradients, except where the registry expects the seed error."""
     step = vision_step(param)
-    if step.pixels_cast_to_non_float:
-        for mark in known.expectation_marks(FAILURE, param[1], shows="cause"):
-            request.applymarker(mark)
-    else:
-        request.applymarker(pytest.mark.known_failure(FAILURE, version=param[1]))
+    apply_registry_where_pixels_are_integers(step, param, request)
     outcome = f"{type(step.error).__name__}" if step.error else f"loss {step.loss:.4f}"
-    record(PROBE_TABLE, [step.label, outcome, step.probe().split(": ", 1)[1]])
-    assert_trains(step, vision=False)
+    add_rows(PROBE_TABLE, [step.label, outcome, step.probe().split(": ", 1)[1]])
+    step.assert_trains(vision=False)
 
 
 @pytest.mark.slow
@@ -230,70 +81,34 @@ def test_vision_lora_gradients_reach_the_vision_tower(param, request):
     transformers 4.46 does not checkpoint the vision blocks, so its vision LoRA gets gradients, though
     it learns from pixels truncated to integers."""
     step = vision_step(param)
-    if step.pixels_cast_to_non_float:  # the release's hook may fail first, on the pixels: the registry decides
-        for mark in known.expectation_marks(FAILURE, param[1], shows="cause"):
-            request.applymarker(mark)
+    apply_registry_where_pixels_are_integers(step, param, request)
     if step.vision_blocks_checkpointed_without_grad_input:
         request.applymarker(pytest.mark.xfail(
             strict=True, reason="the checkpointed vision blocks get an input that does not require grad: no vision LoRA gradient"))
-    assert_trains(step, vision=True)
-
-
-@functools.cache
-def embedding_wrapper_model(param):
-    """Language LoRA with modules_to_save=['embed_tokens']: the zoo's pre-hook lands on the
-    embedding wrapper on every transformers version (trigger B)."""
-    return lora_model(param, vision=False, modules_to_save=["embed_tokens"])
+    step.assert_trains(vision=True)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("param", RELEASES)
-def test_modules_to_save_embeddings_step_trains(param, request):
+def test_modules_to_save_embeddings_step_trains(param):
     """Trigger B: int64 input_ids enter the hooked embedding wrapper; reproduces on any stack."""
-    try:
-        model = embedding_wrapper_model(param)
-    except Exception as exc:  # noqa: BLE001 - the release's own setup failure is the outcome
-        step = Step(subjects.release_code(param).label, error=exc)
-    else:
-        step = Step(subjects.release_code(param).label)
-        batch = xray_batch(model.device)
-        with zoo_hook.record_hooked_inputs(model) as hooked:
-            try:
-                loss = model(**batch).loss
-                loss.backward()
-                step.loss = loss.item()
-            except RuntimeError as exc:
-                exc.add_note(f"{step.label}: tensors entering the modules with the zoo hook: {hooked}")
-                raise
-        step.grads = {n: (0.0 if p.grad is None else p.grad.float().norm().item())
-                      for n, p in model.named_parameters() if p.requires_grad}
-    assert_trains(step, vision=False)
+    FAILURE.reproduce(subject_of(param), vision=False, modules_to_save=["embed_tokens"]).assert_trains(vision=False)
 
 
-def release_pre_hook(param) -> zoo_hook.HookSite:
+def release_pre_hook(param) -> dtype_grad.HookSite:
     """The release's own requires_grad_pre_hook, as it installed it on a real model."""
-    if release(param)[1] is None:
-        pytest.skip(f"unsloth-zoo {param[1]} predates {zoo_hook.FUNCTION} (added in 2025.1.1); "
+    code = subject_of(param)
+    if dtype_grad.requires_grad_function(dtype_grad.peft_utils(code)) is None:
+        pytest.skip(f"unsloth-zoo {param[1]} predates {dtype_grad.FUNCTION} (added in 2025.1.1); "
                     "unsloth then used transformers' enable_input_require_grads")
-    return zoo_hook.pre_hook(embedding_wrapper_model(param))
-
-
-@functools.cache
-def uint8_pixels_and_tower():
-    """What transformers <4.52 hands the vision tower of a real 4-bit tiny model:
-    ``pixel_values.type(visual.get_dtype())``, where get_dtype is the storage dtype of blocks[0].mlp.fc2."""
-    model = quant.load_4bit(tinymodel.build(), SKIP_BEFORE_ZOO_LIST)
-    tower = quant.vision_tower(model)
-    storage = tower.get_dtype() if hasattr(tower, "get_dtype") else tower.blocks[0].mlp.fc2.weight.dtype
-    batch = xray_batch(next(tower.parameters()).device)
-    return tower, batch["pixel_values"].type(storage), batch["image_grid_thw"]
+    return dtype_grad.pre_hook(dtype_grad.hooked_embedding_model(code))
 
 
 @pytest.mark.parametrize("param", RELEASES)
 def test_release_hook_given_the_pixels_transformers_4x_feeds_visual(param):
     """The release's own hook, called as torch calls it on ``visual(pixel_values, grid_thw=...)``."""
     site = release_pre_hook(param)
-    tower, pixels, grid = uint8_pixels_and_tower()
+    tower, pixels, grid = dtype_grad.uint8_pixels_and_tower()
     assert not pixels.is_floating_point(), f"a 4-bit vision tower's get_dtype() gave {pixels.dtype}"
     site.call(tower, (pixels,), {"grid_thw": grid})
     assert not pixels.requires_grad
@@ -305,7 +120,7 @@ def test_floating_pixels_remove_the_error(param):
     release's hook, the affected ones included, marks them and raises nothing. With the test above,
     the reproduction flips when its cause, a non-floating first input, is removed."""
     site = release_pre_hook(param)
-    tower, pixels, grid = uint8_pixels_and_tower()
+    tower, pixels, grid = dtype_grad.uint8_pixels_and_tower()
     floating = pixels.to(torch.bfloat16)
     site.call(tower, (floating,), {"grid_thw": grid})
     assert floating.requires_grad
@@ -331,7 +146,7 @@ def test_pre_hook_contract(param):
     arguments, a correct hook never raises and marks exactly that first tensor when it is floating.
     A call with no positional argument (kwargs only, or nothing) is recorded, not asserted."""
     site = release_pre_hook(param)
-    record(KWARGS_TABLE, *kwargs_only_outcomes(site, subjects.release_code(param).label))
+    add_rows(KWARGS_TABLE, *kwargs_only_outcomes(site, subject_of(param).label))
 
     @settings(max_examples=40, deadline=None, database=None, derandomize=True,
               suppress_health_check=[HealthCheck.too_slow])
@@ -356,34 +171,28 @@ def kwargs_only_outcomes(site, label) -> list[list[str]]:
     return rows
 
 
-@pytest.mark.gpu
+@require.gpu
 @pytest.mark.slow
 @pytest.mark.xdist_group("fast-vision-model")
 def test_fast_vision_model_lora_step_on_an_xray(request):
     """The seed's own path, through the installed releases: FastVisionModel.from_pretrained(4-bit),
     get_peft_model with vision and language layers, one training step on a chest X-ray. It must
-    raise the seed error exactly where the registry puts the installed unsloth-zoo and the installed
-    transformers casts pixel_values to the 4-bit vision weights' dtype; elsewhere it must train."""
-    import inspect
-
-    import transformers.models.qwen2_vl.modeling_qwen2_vl as qwen2_vl
+    raise the seed error exactly where the registry puts the installed unsloth-zoo (and unsloth) and
+    the installed transformers casts pixel_values to the 4-bit vision weights' dtype; elsewhere it must train."""
     from unsloth import FastVisionModel
 
-    from harness import releases
-
-    zoo = releases.installed("unsloth-zoo")
-    casts = "visual.get_dtype()" in inspect.getsource(qwen2_vl)
+    zoo = FAILURE.subject("", origin="installed")
     # The trigger (uint8 pixels) exists only where transformers casts them to the 4-bit weights' dtype;
     # the registry adds its own condition, an unsloth that calls the hook.
-    marks = known.expectation_marks(FAILURE, zoo.version, shows="symptom") if casts else \
-        [pytest.mark.known_failure(FAILURE, version=zoo.version)]
+    marks = FAILURE.marks(zoo.version) if compat.casts_pixels_to_vision_weight_dtype() else \
+        [pytest.mark.known_failure(FAILURE.id, version=zoo.version)]
     for mark in marks:
         request.applymarker(mark)
     model, _ = FastVisionModel.from_pretrained(str(tinymodel.build()), load_in_4bit=True)
     model = FastVisionModel.get_peft_model(model, finetune_vision_layers=True, finetune_language_layers=True,
                                            r=8, lora_alpha=8, lora_dropout=0, random_state=0)
     FastVisionModel.for_training(model)
-    batch = xray_batch(model.device)
+    batch = dtype_grad.xray_batch(model.device)
     with quant.record_vision_input(model) as seen:
         try:
             loss = model(**batch).loss

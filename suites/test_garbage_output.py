@@ -9,7 +9,7 @@ image is destroyed before the vision tower sees it. unsloth 2024.12.2 maps the n
 time (a local folder, or use_exact_model_name) uses unsloth-zoo's skip list instead, which keeps the
 vision blocks in 16 bits only from zoo 2026.10.4.
 
-harness.release_load runs the installed release's own code: its mapper, the hub as it was when it
+harness.failures.garbage_output (on harness.failures.loading) runs the installed release's own code: its mapper, the hub as it was when it
 shipped (serving stand-ins of a tiny captioner trained on the X-ray fixtures, quantized as the real
 repos are), its load-time BitsAndBytesConfig and skip-list matcher, then a real transformers +
 bitsandbytes load. Structure (the cause) and captions against the 16-bit goldens (the symptom) are
@@ -27,32 +27,25 @@ from pathlib import Path
 
 import pytest
 
-from harness import captioner, goldens, hub, inference, known, quant, release_load, releases, results, subjects, summary, tinymodel
+from harness.data import goldens, hub
+from harness.failures import garbage_output, loading
+from harness.failures.garbage_output import PATHS, SEVEN_B, grades, loaded
+from harness.lab import captioner, inference, quant, tinymodel
+from harness.pytest import require, results, summary
 
 MODEL = captioner.MODEL_NAME
-SEVEN_B = "unsloth/Qwen2-VL-7B-Instruct"
-RELEASE = subjects.installed_release()
-PATHS = {"reported": SEVEN_B, "load-time": None}  # None: the local 16-bit checkpoint
-pytestmark = pytest.mark.skipif(RELEASE is None, reason="unsloth and unsloth-zoo are not installed here: run a matrix cell (tox -e cell-NAME)")
-
-
-def registry_failure(path: str) -> tuple[str, str] | None:
-    """(failure id, version) of the registry entry that speaks for ``path`` of the installed release:
-    garbage-output for the mapped name; on the load-time path garbage-output where the unsloth release
-    passes no skip list at all, else vision-4bit-at-load (unsloth-zoo's skip list)."""
-    if RELEASE is None:
-        return None
-    garbage = known.known_failure("garbage-output")
-    if path == "reported" or garbage.affects(RELEASE.unsloth.version):
-        return "garbage-output", RELEASE.unsloth.version
-    return "vision-4bit-at-load", RELEASE.zoo.version
+RELEASE = loading.installed_release()
+pytestmark = require.installed("unsloth", "unsloth-zoo", hint="run a matrix cell (tox -e cell-NAME)")
 
 
 def params(shows: str) -> list:
+    """One param per path, marked with the registry entry that speaks for it (garbage_output.failure_for)."""
     out = []
     for path in PATHS:
-        failure = registry_failure(path)
-        marks = known.expectation_marks(*failure, shows=shows) if failure else []
+        marks = []
+        if RELEASE is not None:
+            failure, version = garbage_output.failure_for(RELEASE, path)
+            marks = failure.marks(version, shows=shows)
         out.append(pytest.param(path, id=path, marks=marks))
     return out
 
@@ -81,7 +74,7 @@ def golden(request, harness_stack, captioner_checkpoint, captioner_processor, xr
     if not request.config.getoption("--update-golden"):
         return goldens.select(MODEL, harness_stack.device_class, harness_stack.arch, configuration)
     env = {**harness_stack.packages, "python": harness_stack.python, "arch": harness_stack.arch}
-    path = goldens.record(MODEL, harness_stack.device_class, configuration, env,
+    path = goldens.write_obtained(MODEL, harness_stack.device_class, configuration, env,
                           sixteen_bit_captions(captioner_checkpoint, captioner_processor, xray_fixtures),
                           {f.id: captioner.fixture_digest(f) for f in xray_fixtures})
     return goldens.read(path)
@@ -89,33 +82,10 @@ def golden(request, harness_stack, captioner_checkpoint, captioner_processor, xr
 
 @pytest.fixture(scope="session")
 def what_loads(captioner_checkpoint, captioner_processor, xray_fixtures, hub_for):
-    """``what_loads(path)``: the installed release's load of the 7B name (from the hub as it was when
-    the release shipped) or of the local 16-bit checkpoint, observed once per session."""
-
-    @functools.cache
-    def run(path: str) -> release_load.Observation:
-        settings = release_load.load_time_settings(RELEASE)
-        if PATHS[path] is None:
-            plan, server, snapshot = release_load.plan(RELEASE, str(captioner_checkpoint)), None, "-"
-        else:
-            snapshot = hub.snapshot_at(RELEASE.shipped).name
-            plan, server = release_load.plan(RELEASE, PATHS[path]), hub_for(snapshot, base=captioner_checkpoint)
-        with hub.pointed_at(server) if server else nullcontext():
-            return release_load.observe(plan, settings, snapshot, captioner_processor, xray_fixtures)
-
-    return run
-
-
-def grades(seen: release_load.Observation, golden, fixtures) -> dict:
-    return {f.id: goldens.grade(seen.captions[f.id], golden.caption(f.id), f.must_mention, f.must_not_mention)
-            for f in fixtures if f.id in seen.captions}
-
-
-def loaded(seen: release_load.Observation) -> release_load.Observation:
-    """The observation of a load that worked; a load that failed re-raises its own error."""
-    if seen.error is not None:
-        raise seen.error
-    return seen
+    """``what_loads(path)``: the installed release's load of the 7B name or of the local 16-bit
+    checkpoint (garbage_output.what_loads), observed once per session."""
+    return functools.cache(lambda path: garbage_output.what_loads(RELEASE, path, captioner_checkpoint, captioner_processor,
+                                                                   xray_fixtures, hub_for))
 
 
 # --- what the release loads: one table ----------------------------------------------------------------
@@ -149,7 +119,7 @@ def test_vision_dtype_source_stays_16bit(path, what_loads, request):
     results.record_structure(request.config, path, f"{seen.repo}: {len(seen.vision_4bit)}/{seen.vision_linears} vision "
                              f"linears 4-bit ({seen.quantized_by})", ok=not seen.dtype_source_4bit)
     assert not seen.dtype_source_4bit, (
-        f"{RELEASE.label} loads {seen.repo}: the vision tower's {release_load.DTYPE_SOURCE} (visual.get_dtype()) is "
+        f"{RELEASE.label} loads {seen.repo}: the vision tower's {loading.DTYPE_SOURCE} (visual.get_dtype()) is "
         f"Linear4bit; {len(seen.vision_4bit)} of {seen.vision_linears} vision linears are 4-bit ({seen.quantized_by})")
 
 
@@ -185,14 +155,11 @@ def test_captions_match_goldens(path, what_loads, golden, xray_fixtures, request
 
 # --- the reproduction can fail: remove the cause, the outcome flips ------------------------------------------
 
+@require.symptom_conditions(garbage_output.GarbageOutput(), hint="run a cell with an older transformers (u2024-11-11, u2024-12-01, ...)")
 def test_keeping_the_dtype_source_16bit_removes_the_symptom(captioner_checkpoint, captioner_processor, golden, xray_fixtures):
     """Serve unsloth 2024.11.11's repo with a stand-in that keeps visual.blocks.0.mlp in 16 bits (its
     only change): the pixels stay floating and the captions match, where the real stand-in destroys them."""
-    failure = known.known_failure("garbage-output")
-    if failure.unmet("symptom", known.installed_stack()):
-        pytest.skip("the symptom needs " + "; ".join(failure.unmet("symptom", known.installed_stack()))
-                    + ": run a cell with an older transformers (u2024-11-11, u2024-12-01, ...)")
-    seed = release_load.Release(releases.from_wheel("unsloth", "2024.11.11"), releases.from_wheel("unsloth-zoo", "2024.11.8"))
+    seed = loading.release_of("2024.11.11", "2024.11.8")
     outcomes = {}
     for mutated in (False, True):
         quantizations = hub.load_quantizations()
@@ -201,9 +168,9 @@ def test_keeping_the_dtype_source_16bit_removes_the_symptom(captioner_checkpoint
             quantizations["plain-bnb-4bit"] = hub.Quantization(
                 plain.name, {**plain.config, "llm_int8_skip_modules": ["lm_head", "visual.blocks.0.mlp"]},
                 plain.stands_for, "mutation: the dtype source kept in 16 bits", "test")
-        with hub.LocalHub(hub.snapshot_at(seed.shipped), base=captioner_checkpoint, quantizations=quantizations) as server:
+        with hub.LocalHub(hub.snapshot_at(seed.shipped), tinymodel.standins(captioner_checkpoint, quantizations)) as server:
             with hub.pointed_at(server):
-                seen = release_load.observe(release_load.plan(seed, SEVEN_B), release_load.load_time_settings(seed),
+                seen = loading.observe(loading.plan(seed, SEVEN_B), loading.load_time_settings(seed),
                                             server.snapshot.name, captioner_processor, xray_fixtures)
         outcomes[mutated] = (loaded(seen), grades(seen, golden, xray_fixtures))
     (original, original_grades), (fixed, fixed_grades) = outcomes[False], outcomes[True]
@@ -240,14 +207,14 @@ def test_obtained_captions_pass_their_fixtures(request, golden, xray_fixtures):
 
 # --- the release's real loader on a GPU ------------------------------------------------------------------------
 
-@pytest.mark.gpu
+@require.gpu
 @pytest.mark.slow
 @pytest.mark.xdist_group("fast-vision-model")
 @pytest.mark.parametrize("path", params("symptom"))
 def test_fast_vision_model_loads_what_the_model_predicts(path, what_loads, captioner_checkpoint, captioner_processor,
                                                          golden, xray_fixtures, hub_for):
     """The installed release's FastVisionModel.from_pretrained(load_in_4bit=True) on the same hub or
-    folder: the same linears in 4 bits as harness.release_load predicts, and captions that match the
+    folder: the same linears in 4 bits as harness.failures.loading predicts, and captions that match the
     goldens (except where the registry expects the garbage)."""
     from unsloth import FastVisionModel
 
@@ -257,7 +224,7 @@ def test_fast_vision_model_loads_what_the_model_predicts(path, what_loads, capti
     with hub.pointed_at(server) if server else nullcontext():
         model, _ = FastVisionModel.from_pretrained(name, load_in_4bit=True)
     FastVisionModel.for_inference(model)
-    real = {n.removeprefix("base_model.model.") for n in quant.inspect(model).linear4bit}
+    real = {n.removeprefix("base_model.model.") for n in quant.linears(model).linear4bit}
     assert real == set(predicted.linear4bit), f"real minus predicted: {sorted(real - set(predicted.linear4bit))[:5]}; " \
                                               f"predicted minus real: {sorted(set(predicted.linear4bit) - real)[:5]}"
     failures = []
@@ -286,9 +253,9 @@ def test_real_model_captions_xrays(path, request, xray_fixtures):
     if not (local or live) or (path == "reported" and not live):
         pytest.skip("--models real needs QVL_REAL_MODEL=<local Qwen2-VL dir> (load-time path) or --hub live")
     name = PATHS[path] or local or "Qwen/Qwen2-VL-7B-Instruct"
-    plan = release_load.plan(RELEASE, name)
+    plan = loading.plan(RELEASE, name)
     processor = transformers.AutoProcessor.from_pretrained(plan.repo)
-    seen = loaded(release_load.observe(plan, release_load.load_time_settings(RELEASE), "live" if live else "-",
+    seen = loaded(loading.observe(plan, loading.load_time_settings(RELEASE), "live" if live else "-",
                                        processor, xray_fixtures))
     failures = []
     for item in xray_fixtures:

@@ -13,16 +13,16 @@ import math
 import os
 import shlex
 import sys
-import zipfile
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
+from toywheels import write_wheel
 
-from harness import known, pypi
 from harness.bisection import candidates
 from harness.cli import build_parser, main
-from toywheels import write_wheel
+from harness.env import pypi
+from harness.failures import registry
 
 VERSIONS = [f"1.{n}" for n in range(10)]
 T0 = datetime(2025, 1, 1, tzinfo=timezone.utc)
@@ -183,7 +183,7 @@ def test_pytest_oracle_judges_by_the_selected_tests(index, capsys, tmp_path):
     tests.mkdir()
     (tests / "test_toy.py").write_text(
         "import pytest, qvltoy\n"
-        "from harness.errors import HarnessError\n"
+        "from harness.core.errors import HarnessError\n"
         "def test_old_behaviour():\n"
         "    if qvltoy.N < 1:\n        raise HarnessError('qvltoy 1.0 predates the code this suite reads')\n"
         "    assert qvltoy.N < 4\n"
@@ -193,13 +193,13 @@ def test_pytest_oracle_judges_by_the_selected_tests(index, capsys, tmp_path):
     # 1.0 (the implied oldest endpoint) fails only with a HarnessError: it cannot be judged, so it is skipped.
     # (Without the harness plugin, which the real suites load, pytest starts in a second.)
     status, out = bisect(index, capsys, "qvltoy", "--bad", "1.6", "--range-end", "1.6", "--with", "qvlpeer==1.0",
-                         "--oracle-pytest", f"{tests} -p no:harness.plugin")
+                         "--oracle-pytest", f"{tests} -p no:harness.pytest.plugin")
     assert status == 0, out
-    assert "probing qvltoy==1.0 (with qvlpeer==1.0) ... skip (exit 1" in out and "could not judge: harness.errors.HarnessError: qvltoy 1.0 predates" in out
+    assert "probing qvltoy==1.0 (with qvlpeer==1.0) ... skip (exit 1" in out and "could not judge: harness.core.errors.HarnessError: qvltoy 1.0 predates" in out
     assert "first bad: qvltoy==1.4" in out and "last good: qvltoy==1.3" in out
     # a selection that collects nothing judges no release: the endpoint cannot be judged
     status, out = bisect(index, capsys, "qvltoy", "--good", "1.2", "--bad", "1.3", "--with", "qvlpeer==1.0",
-                         "--oracle-pytest", f"{tests} -p no:harness.plugin -k no_such_test")
+                         "--oracle-pytest", f"{tests} -p no:harness.pytest.plugin -k no_such_test")
     assert status == 2 and "cannot judge endpoint qvltoy==1.2: pytest exit 5 (no tests collected)" in out
 
 
@@ -229,25 +229,25 @@ def test_same_day_companions_and_bisect_by_date(index, capsys):
 
 
 def test_record_writes_the_range_into_the_registry(index, capsys, monkeypatch):
-    registry = index / "known_failures.toml"
-    registry.write_text(
+    registry_file = index / "known_failures.toml"
+    registry_file.write_text(
         '# comment kept\n[[failure]]\nid = "toy"\npackage = "qvltoy"\naffected = ">=0"\nevidence = "pending"\n'
         'found_by = "pending"\nsymptom = "x"\ndescription = "d"\nseed = "s"\nsuite = "suites/x.py"\n\n'
         '[[failure]]\nid = "other"\npackage = "qvltoy"\naffected = ">=1.1"\nevidence = "kept"\n'
         'found_by = "kept"\nsymptom = "x"\ndescription = "d"\nseed = "s"\nsuite = "suites/y.py"\n'
     )
-    monkeypatch.setattr(known, "REGISTRY", registry)
-    monkeypatch.setattr(known, "PACKAGES", known.PACKAGES | {"qvltoy"})
+    monkeypatch.setattr(registry, "REGISTRY", registry_file)
+    monkeypatch.setattr(registry, "PACKAGES", registry.PACKAGES | {"qvltoy"})
     status, out = bisect(index, capsys, "qvltoy", "--find-range", "--bad", "1.5", "--with", "qvlpeer==1.0",
                          "--oracle-cmd", oracle("not 3 <= qvltoy.N < 7"), "--record", "toy")
     assert status == 0, out
-    entries = known.load_registry(registry)
+    entries = registry.load_registry(registry_file)
     assert str(entries["toy"].affected) == "<1.7,>=1.3"
     assert "first bad 1.3 (last good 1.2)" in entries["toy"].evidence and "first fixed 1.7" in entries["toy"].evidence
     assert entries["toy"].found_by.startswith("qvl-harness bisect qvltoy --find-range --bad 1.5 --with qvlpeer==1.0 --oracle-cmd")
     assert "--record" not in entries["toy"].found_by
     assert str(entries["other"].affected) == ">=1.1" and entries["other"].evidence == "kept"
-    assert registry.read_text().startswith("# comment kept\n")
+    assert registry_file.read_text().startswith("# comment kept\n")
     # the registry table shows it
     assert main(["known"]) == 0
     assert "<1.7,>=1.3" in capsys.readouterr().out
@@ -266,7 +266,8 @@ def test_release_history_is_ordered_by_upload_time_without_yanked_or_prereleases
 
 
 def test_companion_pins_from_a_matrix_cell_leave_out_the_probed_package(index, tmp_path, monkeypatch):
-    from harness.bisection import candidates, cli as bisect_cli
+    from harness.bisection import candidates
+    from harness.bisection import run as bisect_run
 
     matrix = tmp_path / "matrix.toml"
     matrix.write_text('[cells.c]\nunsloth = "2025.1.5"\nunsloth_zoo = "2025.1.3"\n'
@@ -274,7 +275,7 @@ def test_companion_pins_from_a_matrix_cell_leave_out_the_probed_package(index, t
     monkeypatch.setenv("QVL_MATRIX", str(matrix))
     args = build_parser().parse_args(
         ["bisect", "unsloth", "--cell", "c", "--with", "qvlpeer@same-day", "--oracle-cmd", "true"])
-    companions = bisect_cli.companion_source(args, pypi.DirectoryIndex(index / "data"), None)
+    companions = bisect_run.companion_source(args, pypi.DirectoryIndex(index / "data"), None)
     point = candidates.Point("1.0", "unsloth==1.0", T0 + timedelta(days=3), ("unsloth==1.0",))
     # torch stays the base's; qvlpeer 1.1 came out on day 2.5
     assert companions(point) == ["unsloth-zoo==2025.1.3", "transformers==4.48.0", "peft==0.14.0", "qvlpeer==1.1"]
@@ -318,12 +319,12 @@ def test_a_crashing_oracle_cannot_judge_and_says_why(index, capsys, tmp_path):
         "def test_behaviour():\n"
         "    if qvltoy.N in (4, 5):\n        import companion_that_is_missing\n"
         "    assert qvltoy.N < 7\n")
-    status, out = bisect(index, capsys, "qvltoy", "--with", "qvlpeer==1.0", "--oracle-pytest", f"{tests} -p no:harness.plugin")
+    status, out = bisect(index, capsys, "qvltoy", "--with", "qvlpeer==1.0", "--oracle-pytest", f"{tests} -p no:harness.pytest.plugin")
     assert "first bad: qvltoy==1.7" in out and status == 0, out
     assert "could not judge: ModuleNotFoundError: No module named 'companion_that_is_missing'" in out
     # where most probes crash, the answer comes with a warning
     (tests / "test_toy.py").write_text("import qvltoy\ndef test_behaviour():\n    if qvltoy.N != 9:\n        import nothing_here\n")
-    status, out = bisect(index, capsys, "qvltoy", "--with", "qvlpeer==1.0", "--find-fix", "--oracle-pytest", f"{tests} -p no:harness.plugin")
+    status, out = bisect(index, capsys, "qvltoy", "--with", "qvlpeer==1.0", "--find-fix", "--oracle-pytest", f"{tests} -p no:harness.pytest.plugin")
     assert "WARNING:" in out and "could not judge their release" in out
 
 
@@ -382,7 +383,7 @@ def test_sigint_stops_a_bisect_started_in_the_background(index):
 
 
 def test_an_install_error_keeps_its_cause():
-    from harness.errors import one_line
+    from harness.core.errors import one_line
 
     stderr = "  × No solution found when resolving dependencies:\n" + "  ╰─▶ " + "x " * 300 + "\n      because qvltoy==9 needs torch<1"
     line = one_line(stderr)

@@ -2,9 +2,10 @@ import json
 
 import pytest
 
-from harness import captioner, goldens
-from harness.paths import cache_dir
-from harness.errors import HarnessError
+from harness.core.errors import HarnessError
+from harness.core.paths import cache_dir
+from harness.data import goldens
+from harness.lab import captioner
 
 CONFIG = {"configuration": "16bit", "dtype": "bfloat16", "recipe": "abc"}
 CHEST = "frontal chest radiograph showing the lungs heart and ribs"
@@ -14,7 +15,7 @@ MUST, MUST_NOT = ("chest", "lungs|lung", "radiograph|x-ray"), ("shirt", "fabric"
 def recorded(tmp_path, captions=None, digests=None, config=CONFIG):
     captions = captions or {"chest-pa": CHEST}
     digests = digests or {fid: "d1" for fid in captions}
-    path = goldens.record("m", "cpu", config, {"torch": "x"}, captions, digests, root=tmp_path)
+    path = goldens.write_obtained("m", "cpu", config, {"torch": "x"}, captions, digests, root=tmp_path)
     return goldens.accept(path)
 
 
@@ -62,7 +63,7 @@ def test_offline_sentence_embedder_separates_captions():
 def test_update_flow_writes_obtained_and_never_the_golden(tmp_path):
     golden_file = recorded(tmp_path)
     before = golden_file.read_text()
-    obtained = goldens.record("m", "cpu", CONFIG, {}, {"chest-pa": "something else"}, {"chest-pa": "d1"}, root=tmp_path)
+    obtained = goldens.write_obtained("m", "cpu", CONFIG, {}, {"chest-pa": "something else"}, {"chest-pa": "d1"}, root=tmp_path)
     assert obtained.name == "cpu.obtained.json" and golden_file.read_text() == before
     assert goldens.load("m", "cpu", CONFIG, root=tmp_path).caption("chest-pa") == CHEST
     goldens.accept(obtained)
@@ -105,7 +106,7 @@ def test_committed_golden_is_current_and_passes_its_fixtures(xray_fixtures):
 
 
 def golden_file(root, device_class, arch="cpu", config=CONFIG, captions=None):
-    path = goldens.record("m", device_class, config, {"arch": arch}, captions or {"chest-pa": CHEST},
+    path = goldens.write_obtained("m", device_class, config, {"arch": arch}, captions or {"chest-pa": CHEST},
                           {"chest-pa": "d1"}, root=root)
     return goldens.accept(path)
 
@@ -145,7 +146,7 @@ def test_adding_a_fixture_then_the_update_flow(pytester, tmp_path, monkeypatch):
     accept command), accept, run again: green. Before the update the stale golden fails with its refresh line."""
     import shutil
 
-    from harness.paths import REPO_ROOT
+    from harness.core.paths import REPO_ROOT
 
     root = tmp_path / "checkout"
     shutil.copytree(REPO_ROOT / "fixtures", root / "fixtures")
@@ -157,12 +158,12 @@ def test_adding_a_fixture_then_the_update_flow(pytester, tmp_path, monkeypatch):
     suite = str(REPO_ROOT / "suites" / "test_garbage_output.py")
     monkeypatch.setenv("QVL_ROOT", str(root))
     monkeypatch.setenv("QVL_CACHE", str(WARM_CACHE))  # pytester gives the run another HOME: keep the warm cache
-    stale = pytester.runpytest_subprocess(suite, "-k", "goldens_are_current", "-p", "harness.plugin")
+    stale = pytester.runpytest_subprocess(suite, "-k", "goldens_are_current", "-p", "harness.pytest.plugin")
     stale.assert_outcomes(failed=1)
     stale.stdout.fnmatch_lines(["*chest-pa-j2k: fixture has no golden caption*refresh: tox -e cell-canary*"])
-    update = pytester.runpytest_subprocess(suite, "--update-golden", "-p", "harness.plugin")
+    update = pytester.runpytest_subprocess(suite, "--update-golden", "-p", "harness.pytest.plugin")
     obtained = root / "fixtures" / "goldens" / "tiny-captioner" / "cpu.obtained.json"
     update.stdout.fnmatch_lines([f"review {obtained}, then: qvl-harness goldens accept {obtained}"])
     assert update.ret == 0, update.stdout.str()[-2000:]
     goldens.accept(obtained)
-    assert pytester.runpytest_subprocess(suite, "-p", "harness.plugin").ret == 0
+    assert pytester.runpytest_subprocess(suite, "-p", "harness.pytest.plugin").ret == 0

@@ -12,8 +12,8 @@ import time
 import pytest
 
 from harness.cli import main
-from harness.matrix import load_matrix
-from harness.paths import REPO_ROOT
+from harness.core.paths import REPO_ROOT
+from harness.env.matrix import load_matrix
 
 
 def test_wheelhouse_refuses_a_runner_whose_torch_cannot_host_the_cell(tmp_path, capsys):

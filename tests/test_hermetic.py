@@ -6,7 +6,7 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 import pytest
 from pytest_socket import SocketConnectBlockedError
 
-from harness import hermetic
+from harness.pytest import hermetic
 
 
 def test_non_loopback_connections_are_refused():

@@ -1,6 +1,5 @@
 """The local hub, driven by the real huggingface_hub and transformers clients over loopback HTTP."""
 
-import argparse
 import hashlib
 import http.client
 import json
@@ -22,11 +21,18 @@ from huggingface_hub.errors import (
     RevisionNotFoundError,
 )
 
-from harness import hub as hub_module
-from harness import quant, tinymodel
-from harness.errors import HarnessError
-from harness.hub import ACCESS_TOKEN, LocalHub, add_cli, load_snapshot, parse_snapshot, pointed_at
-from harness.paths import REPO_ROOT
+from harness.cli import build_parser
+from harness.core.errors import HarnessError
+from harness.core.paths import REPO_ROOT
+from harness.data import hub as hub_module
+from harness.data.hub import (
+    ACCESS_TOKEN,
+    LocalHub,
+    load_snapshot,
+    parse_snapshot,
+    pointed_at,
+)
+from harness.lab import quant, tinymodel
 
 ABSENT_72B_DYNAMIC = "unsloth/Qwen2-VL-72B-Instruct-unsloth-bnb-4bit"
 PREQUANTIZED = "unsloth/Qwen2-VL-2B-Instruct-bnb-4bit"
@@ -36,7 +42,7 @@ FULL = "unsloth/Qwen2-VL-2B-Instruct"
 
 def served(hub, repo) -> Path:
     """The folder the hub serves for ``repo``."""
-    return hub.checkpoint_for(hub.snapshot.find(repo).kind)
+    return hub.checkpoints(hub.snapshot.find(repo).kind)
 
 
 @pytest.fixture
@@ -57,7 +63,7 @@ def access_hub(tmp_path_factory):
         '[[repos]]\nid = "meta-llama/Gated-VL"\ngated = true\n'
         '[[repos]]\nid = "someone/Private-VL"\nprivate = true\n'
     )
-    with LocalHub(path) as served:
+    with LocalHub(path, tinymodel.standins()) as served:
         yield served
 
 
@@ -218,14 +224,14 @@ def test_autoconfig_from_a_lowercase_repo_id(hub):
 @pytest.mark.slow
 def test_from_pretrained_16bit_repo(hub):
     model = transformers.Qwen2VLForConditionalGeneration.from_pretrained(FULL)
-    assert not quant.inspect(model).linear4bit
+    assert not quant.linears(model).linear4bit
     local = transformers.Qwen2VLForConditionalGeneration.from_pretrained(tinymodel.build())
     assert model.lm_head.weight.equal(local.lm_head.weight)
 
 
 @pytest.mark.slow
 def test_from_pretrained_prequantized_repo_loads_linear4bit(hub):
-    report = quant.inspect(transformers.Qwen2VLForConditionalGeneration.from_pretrained(PREQUANTIZED))
+    report = quant.linears(transformers.Qwen2VLForConditionalGeneration.from_pretrained(PREQUANTIZED))
     assert report.linear4bit and not report.missing_quant_state
     assert len(report.quantized_under("visual")) == 10
 
@@ -289,9 +295,7 @@ def test_unknown_snapshot_name_lists_the_known_ones():
 
 
 def parse(argv):
-    parser = argparse.ArgumentParser(prog="qvl-harness")
-    add_cli(parser.add_subparsers(dest="command", required=True))
-    return parser.parse_args(argv)
+    return build_parser().parse_args(argv)
 
 
 def test_hub_list_prints_snapshots_and_repos(capsys):
@@ -310,9 +314,7 @@ def test_hub_serve_with_an_unknown_snapshot_is_a_harness_error():
 
 @pytest.mark.slow
 def test_hub_serve_answers_until_interrupted():
-    script = ("import argparse, sys; from harness.hub import add_cli; p = argparse.ArgumentParser(); "
-              "add_cli(p.add_subparsers()); a = p.parse_args(sys.argv[1:]); sys.exit(a.func(a))")
-    process = subprocess.Popen([sys.executable, "-c", script, "hub", "serve", "--snapshot", "2024-12"],
+    process = subprocess.Popen([sys.executable, "-m", "harness.cli", "hub", "serve", "--snapshot", "2024-12"],
                                cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True)
     reader = ThreadPoolExecutor(max_workers=1)  # bounds the wait for the two lines it prints
     try:

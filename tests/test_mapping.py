@@ -3,22 +3,23 @@ import os
 
 import pytest
 
-from harness import releases
-from harness.errors import HarnessError
-from harness.mapping import ReleaseMapper, UnavailableModule
+from harness.core.errors import HarnessError
+from harness.releases import code as release_code
+from harness.releases.mapper import ReleaseMapper
+from harness.releases.sandbox import StandIn
 
 UNKNOWN = "someone/not-in-any-mapper"
 
 
 def test_old_release_runtime_mapper_fetch_is_refused_and_falls_back():
     # 2024.11.11 asks raw.githubusercontent.com for a newer mapper when a name is unknown.
-    run = ReleaseMapper(releases.from_wheel("unsloth", "2024.11.11")).resolve(UNKNOWN, True)
+    run = ReleaseMapper(release_code.from_wheel("unsloth", "2024.11.11")).resolve(UNKNOWN, True)
     assert run.blocked_connections and all("githubusercontent" in c for c in run.blocked_connections)
     assert run.resolved == UNKNOWN and run.error is None
 
 
 def test_release_code_loads_unmodified_from_the_wheel():
-    mapper = ReleaseMapper(releases.from_wheel("unsloth", "2024.12.11"))
+    mapper = ReleaseMapper(release_code.from_wheel("unsloth", "2024.12.11"))
     assert mapper.loader_file == "unsloth/models/loader_utils.py"
     assert "unsloth/Qwen2-VL-72B-Instruct-unsloth-bnb-4bit" in mapper.mapper_names()
     assert not mapper.setup_errors
@@ -27,11 +28,11 @@ def test_release_code_loads_unmodified_from_the_wheel():
 def test_missing_wheel_names_the_fetch_command(tmp_path, monkeypatch):
     monkeypatch.setenv("QVL_CACHE", str(tmp_path))
     with pytest.raises(HarnessError, match=r"run: qvl-harness releases fetch unsloth==2024\.12\.2"):
-        releases.from_wheel("unsloth", "2024.12.2")
+        release_code.from_wheel("unsloth", "2024.12.2")
 
 
-def test_unavailable_module_refuses_use():
-    torch = UnavailableModule("torch")
+def test_a_stand_in_module_refuses_use():
+    torch = StandIn("torch")
     with pytest.raises(HarnessError, match="used torch.cuda.is_available"):
         torch.cuda.is_available()
     with pytest.raises(HarnessError, match="tested torch.x"):
@@ -45,7 +46,7 @@ def test_isolated_mapping_equals_the_imported_release():
         pytest.skip("import unsloth on CPU needs UNSLOTH_ALLOW_CPU=1 (tox sets it)")
     from unsloth.models.loader_utils import get_model_name
 
-    isolated = ReleaseMapper(releases.installed("unsloth"))
+    isolated = ReleaseMapper(release_code.installed("unsloth"))
     assert isolated.code.version == importlib.metadata.version("unsloth")
     names = isolated.mapper_names()
     assert len(names) > 100

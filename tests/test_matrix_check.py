@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
+from toywheels import write_wheel
 
 from harness.cli import main
-from toywheels import write_wheel
 
 MATRIX = """
 [defaults]

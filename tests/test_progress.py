@@ -6,7 +6,7 @@ import io
 
 import pytest
 
-from harness.progress import Progress
+from harness.core.progress import Progress
 
 pytest_plugins = ["pytester"]
 
@@ -31,12 +31,12 @@ def test_training_the_captioner_inside_a_test_run_reports_past_the_capture(pytes
     """Training the captioner (about 75 s on 2 cores the first time) once printed nothing while it ran."""
     monkeypatch.setenv("QVL_CACHE", str(tmp_path / "cache"))
     pytester.makepyfile("""
-        from harness import captioner
+        from harness.lab import captioner
 
         def test_build(xray_fixtures):
             captioner.build(xray_fixtures, recipe=captioner.Recipe(steps=50))
     """)
-    result = pytester.runpytest_subprocess("-p", "harness.plugin", *(["-q"] if quiet else []))
+    result = pytester.runpytest_subprocess("-p", "harness.pytest.plugin", *(["-q"] if quiet else []))
     result.assert_outcomes(passed=1)
     lines = [line for line in result.stdout.lines if "training the tiny captioner" in line or "step 50/50" in line]
     assert (lines == []) if quiet else len(lines) >= 2, result.stdout.str()

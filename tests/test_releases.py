@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import pytest
-
-from harness import releases
-from harness.cli import main
 from toywheels import write_wheel
+
+from harness.cli import main
+from harness.releases import code as release_code
 
 VERSIONS = {"unsloth": ["2024.12.1", "2025.1.6"], "unsloth_zoo": ["2024.12.6", "2025.3.13"]}
 
@@ -28,7 +28,7 @@ def test_fetch_fills_an_empty_cache_with_two_versions_of_one_package(index, caps
     assert main(["releases", "fetch", "--no-index", "--find-links", str(index), *wanted]) == 0
     for requirement in wanted:
         package, version = requirement.split("==")
-        code = releases.from_wheel(package, version)
+        code = release_code.from_wheel(package, version)
         assert f"__version__ = {version!r}" in code.read(f"{package.replace('-', '_')}/__init__.py")
     err = capsys.readouterr().err
     assert "[4/4]" in err and "FAILED" not in err
@@ -42,5 +42,5 @@ def test_a_missing_release_is_one_line_naming_it(index, capsys):
                  "unsloth==2024.12.1", "unsloth==1999.1.1"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "cannot fetch 1 of 2 release wheel(s): unsloth==1999.1.1" in err
-    assert releases.wheel_path("unsloth", "2024.12.1").is_file()  # the rest still arrived
-    assert not list(releases.wheel_path("unsloth", "x").parent.glob(".fetch-*"))  # no partial downloads left
+    assert release_code.wheel_path("unsloth", "2024.12.1").is_file()  # the rest still arrived
+    assert not list(release_code.wheel_path("unsloth", "x").parent.glob(".fetch-*"))  # no partial downloads left

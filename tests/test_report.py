@@ -18,8 +18,11 @@ from pathlib import Path
 import pytest
 from PIL import Image, ImageStat
 
-from harness import report, results, xrays
-from harness.errors import HarnessError
+from harness.cli import main
+from harness.core.errors import HarnessError
+from harness.data import xrays
+from harness.pytest import results
+from harness.report import html as report
 
 CHROMIUM = Path("/usr/bin/chromium")
 # Headless, no sandbox (CI containers run as root), and nothing that phones home.
@@ -39,7 +42,9 @@ import os
 
 import pytest
 
-from harness import goldens, known, results, summary
+from harness.data import goldens
+from harness.failures import registry
+from harness.pytest import results, summary
 
 # The second cell runs a release that stopped reproducing "404": its strict xfail turns XPASS.
 STOPPED = os.environ.get("DEMO_STOPPED_REPRODUCING") == "1"
@@ -49,7 +54,7 @@ GARBAGE = {GARBAGE!r}
 
 def releases(failure_id, package, versions):
     return [pytest.param((package, v, "wheel"), id=f"{{package}}-{{v}}",
-                         marks=known.expectation_marks(failure_id, v)) for v in versions]
+                         marks=registry.expectation_marks(failure_id, v)) for v in versions]
 
 
 @pytest.mark.parametrize("release", releases("404", "unsloth", ["2024.12.1", "2024.12.11"]))
@@ -99,7 +104,7 @@ def run_suite(where: Path, cell: str, *args: str, stopped: bool = False) -> subp
     (where / "test_suite.py").write_text(SUITE)
     env = {**os.environ, "DEMO_STOPPED_REPRODUCING": "1" if stopped else "0"}
     return subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "harness.report_plugin",
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "harness.pytest.collector",
          "--report-dir", "out", f"--cell={cell}", *args, "test_suite.py"],
         cwd=where, env=env, capture_output=True, text=True, timeout=300)
 
@@ -181,11 +186,8 @@ def test_render_refuses_bad_input(runs, tmp_path):
 
 
 def test_cli_builds_the_report(runs, tmp_path, capsys):
-    parser = argparse.ArgumentParser()
-    report.add_cli(parser.add_subparsers(dest="command", required=True))
     out = tmp_path / "nested" / "report.html"
-    args = parser.parse_args(["report", "build", str(runs["cell-a"]), str(runs["cell-b"]), "--out", str(out)])
-    assert args.func(args) == 0
+    assert main(["report", "build", str(runs["cell-a"]), str(runs["cell-b"]), "--out", str(out)]) == 0
     assert capsys.readouterr().out.strip() == str(out)
     assert out.read_text().startswith("<!DOCTYPE html>")
 

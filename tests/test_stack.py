@@ -2,8 +2,8 @@ import importlib.metadata
 import json
 import xml.etree.ElementTree as ET
 
-from harness import stack
 from harness.cli import main
+from harness.env import stack
 
 pytest_plugins = ["pytester"]
 
@@ -34,7 +34,7 @@ def test_stack_in_header_fixture_and_junit_properties(pytester):
         """
     )
     junit = pytester.path / "junit.xml"
-    result = pytester.runpytest_subprocess("-p", "harness.plugin", f"--junitxml={junit}")
+    result = pytester.runpytest_subprocess("-p", "harness.pytest.plugin", f"--junitxml={junit}")
     result.assert_outcomes(passed=1)
     result.stdout.fnmatch_lines(["qvl-harness stack: *transformers=*torch=*"])
     props = {p.get("name"): p.get("value") for p in ET.parse(junit).iter("property")}

@@ -3,9 +3,8 @@ import json
 
 import pytest
 import torch
-import transformers
 
-from harness import inference, quant, tinymodel
+from harness.lab import inference, quant, tinymodel
 
 
 def sha(path):
@@ -38,7 +37,7 @@ def test_tokenizer_has_qwen2_vl_special_tokens(tiny_checkpoint, tiny_processor):
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 def test_16bit_model_captions_a_real_xray(tiny_checkpoint, tiny_processor, chest_xray, dtype):
     model = quant.load_16bit(tiny_checkpoint, dtype)
-    assert not quant.inspect(model).linear4bit
+    assert not quant.linears(model).linear4bit
     with quant.record_vision_input(model) as seen:
         text = inference.caption(model, tiny_processor, chest_xray.image(), max_new_tokens=6)
     assert isinstance(text, str)
@@ -52,7 +51,7 @@ def test_4bit_load_quantizes_the_expected_modules(tiny_checkpoint, tiny_processo
     import bitsandbytes as bnb
 
     model = quant.load_4bit(tiny_checkpoint, skip)
-    report = quant.inspect(model)
+    report = quant.linears(model)
     language = [n for n in report.linear4bit if "language_model" in n or n.startswith("model.layers")]
     assert len(language) == 2 * 7  # q,k,v,o,gate,up,down in each of 2 layers
     assert bool(report.quantized_under("visual")) is visual_quantized
@@ -78,7 +77,7 @@ def test_standins_keep_the_real_repos_modules_and_declare_their_config(tiny_chec
     vision MLP, not the attention) and carries the real quantization_config verbatim."""
     from safetensors import safe_open
 
-    from harness import hub
+    from harness.data import hub
 
     real = hub.load_quantizations()[quantization]
     path = tinymodel.build_standin(tiny_checkpoint, real.name, real.config)

@@ -1,15 +1,14 @@
-from pathlib import Path
-
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 from pydicom.data import get_testdata_file
 
-from harness import xrays
 from harness.cli import main
-from harness.errors import HarnessError
+from harness.core.errors import HarnessError
+from harness.data import xrays
 
 ENTRY = """
 [[fixture]]

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, time as dtime, timezone
+from datetime import datetime, timezone
+from datetime import time as dtime
 
-from .. import pypi
-from ..errors import HarnessError
+from harness.core.errors import HarnessError
+from harness.env import pypi
 
 
 @dataclass(frozen=True)

@@ -14,9 +14,9 @@ import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from ..errors import HarnessError
-from .candidates import Point
-from .oracle import BAD, GOOD, SKIP, Run
+from harness.bisection.candidates import Point
+from harness.bisection.oracle import BAD, GOOD, SKIP, Run
+from harness.core.errors import HarnessError
 
 SEALED_EXTRA = 3  # probes past the bound spent inside a band of skips before the answer is left undecided
 

@@ -21,9 +21,9 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import HarnessError
-from ..overlay import Overlay
-from ..paths import REPO_ROOT
+from harness.core.errors import HarnessError
+from harness.core.paths import REPO_ROOT
+from harness.env.overlay import Overlay
 
 GOOD, BAD, SKIP = "good", "bad", "skip"
 SKIP_EXIT = 125
@@ -83,7 +83,7 @@ def judges(message: str, text: str, patterns: list[str]) -> bool:
 
 
 def registry_patterns() -> list[str]:
-    from ..known import load_registry
+    from harness.failures.registry import load_registry
 
     return [p for f in load_registry().values() for p in (f.symptom, f.cause) if p]
 

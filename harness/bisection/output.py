@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import shlex
 
-from .candidates import Point
-from .engine import Outcome
-from .oracle import GOOD, Run
+from harness.bisection.candidates import Point
+from harness.bisection.engine import Outcome
+from harness.bisection.oracle import GOOD, Run
 
 
 class Reporter:

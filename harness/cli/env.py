@@ -1,0 +1,96 @@
+"""Commands about stacks: stack, matrix, releases, wheelhouse."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from harness.core.paths import cache_dir
+from harness.env import check, resolve, stack, wheelhouse
+from harness.env.matrix import load_matrix
+from harness.failures.registry import check_matrix, load_registry
+from harness.releases import code as release_code
+
+
+def register(sub) -> None:
+    p = sub.add_parser("stack", help="versions importable in this environment",
+                       description="Example: qvl-harness stack --json")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_stack)
+
+    p = sub.add_parser("matrix", help="the matrix cells, a CI matrix, or a check that every cell resolves",
+                       description="Examples: qvl-harness matrix; qvl-harness matrix --json; qvl-harness matrix --check")
+    p.add_argument("cells", nargs="*", help="only these cells")
+    p.add_argument("--json", action="store_true", help='GitHub Actions matrix: {"include": [...]}')
+    p.add_argument("--file", type=Path, help="matrix file (default: matrix.toml of the checkout)")
+    p.add_argument("--check", action="store_true",
+                   help="resolve every cell for this machine and the GPU runner, without installing; one line per problem")
+    p.add_argument("--find-links", action="append", default=[], metavar="DIR", help="with --check: also look for wheels in DIR")
+    p.add_argument("--no-index", action="store_true", help="with --check: only --find-links")
+    p.set_defaults(func=cmd_matrix)
+
+    releases = sub.add_parser("releases", help="the release code cache").add_subparsers(dest="action", required=True)
+    p = releases.add_parser("fetch", help="download release wheels into the cache (default: every matrix cell's)",
+                            description="Example: qvl-harness releases fetch unsloth==2024.12.2 unsloth-zoo==2024.12.1")
+    p.add_argument("requirements", nargs="*", help="unsloth==X or unsloth-zoo==Y")
+    p.add_argument("--find-links", action="append", default=[], metavar="DIR", help="also look for wheels in DIR")
+    p.add_argument("--no-index", action="store_true", help="only --find-links (an air-gapped runner's wheelhouse)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
+    p.set_defaults(func=cmd_releases_fetch)
+
+    p = sub.add_parser("wheelhouse", help="wheels a matrix cell needs on an air-gapped GPU runner",
+                       description="Example: qvl-harness wheelhouse canary --runner fixtures/runners/h100-cuda130-py312.txt "
+                                   "--dest .device/wh-canary")
+    p.add_argument("cell")
+    p.add_argument("--python", default=resolve.RUNNER_PYTHON, help=f"runner's Python version (default {resolve.RUNNER_PYTHON})")
+    p.add_argument("--platform", default=resolve.RUNNER_PLATFORM)
+    p.add_argument("--runner", type=Path, help="`pip list --format=freeze` of the runner: what it already has")
+    p.add_argument("--cuda", default="130", help="CUDA of the runner's bitsandbytes library to keep (default 130)")
+    p.add_argument("--dest", type=Path, default=Path("wheelhouse"))
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
+    p.set_defaults(func=cmd_wheelhouse)
+
+
+def cmd_stack(args) -> int:
+    current = stack.collect()
+    print(json.dumps(current.as_dict(), indent=2) if args.json else current.table())
+    return 0
+
+
+def cmd_matrix(args) -> int:
+    registry = load_registry()
+    matrix = check_matrix(load_matrix(args.file), registry)
+    if args.check:
+        verdicts = check.check(matrix.select(args.cells or None), find_links=args.find_links, no_index=args.no_index)
+        for verdict in verdicts:
+            print(verdict.line())
+        failed = sorted({v.cell for v in verdicts if not v.ok})
+        print(f"{sum(v.ok for v in verdicts)}/{len(verdicts)} checks passed" + (f"; FAILED: {', '.join(failed)}" if failed else ""))
+        return 1 if failed else 0
+    if args.json:
+        print(matrix.ci_json(args.cells or None))
+        return 0
+    for cell in matrix.select(args.cells or None):
+        pins = " ".join(f"{k}={v}" for k, v in cell.pins.items())
+        states = ", ".join(f"{f}: {s}" for f, s in cell.failure_states(registry).items()) or "-"
+        print(f"{cell.name:14} {cell.role or '-':8} {pins}\n{'':24}{states}")
+    return 0
+
+
+def cmd_releases_fetch(args) -> int:
+    paths = release_code.fetch(args.requirements or load_matrix().release_requirements(), find_links=args.find_links,
+                               no_index=args.no_index, quiet=args.quiet or None)
+    print(f"{len(paths)} release wheels in {cache_dir('wheels')}")
+    return 0
+
+
+def cmd_wheelhouse(args) -> int:
+    from harness.data import xrays
+
+    fixture_files = {f.source.split(":", 1)[1] for f in xrays.usable(xrays.load_manifest()) if f.source.startswith("pydicom-data:")}
+    info = wheelhouse.build(args.cell, args.dest, args.python, args.platform, args.runner, args.cuda,
+                            release_wheels=lambda: release_code.fetch(load_matrix().release_requirements(), quiet=args.quiet or None),
+                            data_files=fixture_files, quiet=args.quiet or None)
+    print(f"{info['wheels']} wheels, {info['bytes'] / 2**20:.1f} MiB in {args.dest} for cell {info['cell']}; on the runner:")
+    print(f"  .ci/gpu-offline {args.dest} tests suites")
+    return 0

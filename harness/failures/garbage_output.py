@@ -1,0 +1,76 @@
+"""garbage-output and vision-4bit-at-load: what the release loads, and whether the image survives it.
+
+unsloth 2024.11.11 answered "a shirt with geometric patterns" for a chest X-ray with
+``FastVisionModel.from_pretrained("unsloth/Qwen2-VL-7B-Instruct", load_in_4bit=True)``: its mapper
+sent the name to the plain -bnb-4bit repo, whose vision tower is 4-bit, and transformers <4.52 casts
+pixel_values to ``visual.get_dtype()`` (the dtype of ``blocks[0].mlp.fc2``: uint8 once 4-bit). unsloth
+2024.12.2 maps the name to the dynamic -unsloth-bnb-4bit repo, which keeps the vision MLPs in 16 bits.
+A 16-bit checkpoint quantized at load time (a local folder, or use_exact_model_name) uses unsloth-zoo's
+skip list instead, which keeps the vision blocks in 16 bits only from zoo 2026.10.4 (the sibling
+entry vision-4bit-at-load). Both paths run through harness.failures.loading.
+"""
+
+from __future__ import annotations
+
+from contextlib import nullcontext
+from pathlib import Path
+
+from harness.data import goldens, hub
+from harness.failures import loading
+from harness.failures.base import Failure
+
+SEVEN_B = "unsloth/Qwen2-VL-7B-Instruct"
+PATHS = {"reported": SEVEN_B, "load-time": None}  # None: a local 16-bit checkpoint
+
+
+class GarbageOutput(Failure):
+    """The reported path: the 7B name, mapped by the release, from the hub as it was when it shipped."""
+
+    id = "garbage-output"
+
+    def subject(self, version: str, origin: str = "wheel") -> loading.Release:
+        return loading.release_pair(version, origin)
+
+    def reproduce(self, release: loading.Release, *, path: str, checkpoint: Path, processor, fixtures, hub_for):
+        return what_loads(release, path, checkpoint, processor, fixtures, hub_for)
+
+
+class VisionAtLoad(GarbageOutput):
+    """The load-time path: a 16-bit checkpoint quantized with unsloth-zoo's SKIP_QUANTIZATION_MODULES."""
+
+    id = "vision-4bit-at-load"
+
+
+def failure_for(release: loading.Release, path: str) -> tuple[Failure, str]:
+    """The registry entry that speaks for ``path`` of ``release``, and the version it is judged on:
+    garbage-output for the mapped name; on the load-time path garbage-output where the unsloth release
+    passes no skip list at all, else vision-4bit-at-load (unsloth-zoo's skip list)."""
+    garbage = GarbageOutput()
+    if path == "reported" or garbage.entry.affects(release.unsloth.version):
+        return garbage, release.unsloth.version
+    return VisionAtLoad(), release.zoo.version
+
+
+def what_loads(release: loading.Release, path: str, checkpoint: Path, processor, fixtures, hub_for) -> loading.Observation:
+    """The release's load of the 7B name (from the hub as it was when it shipped, serving stand-ins of
+    ``checkpoint``) or of the local 16-bit ``checkpoint``, captioning every fixture."""
+    settings = loading.load_time_settings(release)
+    if PATHS[path] is None:
+        plan, server, snapshot = loading.plan(release, str(checkpoint)), None, "-"
+    else:
+        snapshot = hub.snapshot_at(release.shipped).name
+        plan, server = loading.plan(release, PATHS[path]), hub_for(snapshot, base=checkpoint)
+    with hub.pointed_at(server) if server else nullcontext():
+        return loading.observe(plan, settings, snapshot, processor, fixtures)
+
+
+def grades(seen: loading.Observation, golden: goldens.Golden, fixtures) -> dict[str, goldens.Grade]:
+    return {f.id: goldens.grade(seen.captions[f.id], golden.caption(f.id), f.must_mention, f.must_not_mention)
+            for f in fixtures if f.id in seen.captions}
+
+
+def loaded(seen: loading.Observation) -> loading.Observation:
+    """The observation of a load that worked; a load that failed re-raises its own error."""
+    if seen.error is not None:
+        raise seen.error
+    return seen

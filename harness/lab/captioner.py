@@ -1,0 +1,121 @@
+"""A tiny Qwen2-VL trained to caption the X-ray fixtures with their reference descriptions.
+
+An untrained tiny model answers noise whatever it is given, so it cannot tell a destroyed image
+from a sound one. This one is trained (seeded, float32 on CPU) until its greedy
+16-bit answer to each fixture is that fixture's description, so a configuration that garbles the
+image or the weights shows up as a wrong caption. Its 16-bit captions are the hermetic goldens.
+
+The trained checkpoint is cached like tinymodel's builds (atomic rename under a file lock); the
+cache key covers the recipe, the base spec and every fixture's description and image bytes, so a
+changed fixture retrains it. The key is also the model fingerprint the goldens are recorded with.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from harness.core.paths import cache_dir
+from harness.core.progress import Progress
+from harness.data import xrays
+from harness.lab import compat, inference, tinymodel
+
+MODEL_NAME = "tiny-captioner"
+PROGRESS_EVERY = 50  # training steps per progress line
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How the captioner is trained: AdamW on every fixture each step, answer tokens only."""
+
+    steps: int = 200
+    learning_rate: float = 3e-3
+    seed: int = 0
+    version: int = 3  # bump when the training code changes in a way the fields above do not show
+
+
+def fixture_digest(item: xrays.XrayFixture) -> str:
+    """What a golden caption of ``item`` depends on: its description and its image bytes."""
+    return hashlib.sha256(item.description.encode() + b"|" + item.path.read_bytes()).hexdigest()[:16]
+
+
+def recipe_fingerprint(recipe: Recipe = Recipe(), spec: tinymodel.TinySpec = tinymodel.TinySpec()) -> str:
+    """How the captioner is made, independent of the fixtures and of the transformers version on
+    purpose: every stack must caption the fixtures the same way, which is what the goldens check."""
+    payload = {"recipe": asdict(recipe), "spec": asdict(spec)}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _training_example(model, processor, item):
+    """Chat inputs with the description as the answer, labels that score only the answer, and the
+    3-D M-RoPE position ids that generate() uses for the same text."""
+    inputs = dict(inference.chat_inputs(processor, item.image(), answer=item.description))
+    start = inference.chat_inputs(processor, item.image())["input_ids"].shape[1]
+    labels = inputs["input_ids"].clone()
+    labels[:, :start] = -100
+    return {**inputs, "labels": labels, "position_ids": rope_positions(model, inputs)}
+
+
+def rope_positions(model, inputs):
+    """Image-aware (M-RoPE) position ids from the model's own ``get_rope_index``. Passed explicitly:
+    a plain forward of transformers <4.49 trains with 1-D positions (4.46 never computes M-RoPE
+    outside generate(); 4.48 only on a model's first forward, huggingface/transformers#36009),
+    so a captioner trained that way miscaptions under generate()."""
+    get_rope_index = getattr(model, "get_rope_index", None) or model.model.get_rope_index  # 4.x: top class; 5.x: .model
+    extra = {"mm_token_type_ids": inputs["mm_token_type_ids"]} if "mm_token_type_ids" in inputs else {}
+    return get_rope_index(inputs["input_ids"], image_grid_thw=inputs["image_grid_thw"],
+                          attention_mask=inputs["attention_mask"], **extra)[0]
+
+
+def train(base: Path, fixtures, recipe: Recipe, out: Path) -> None:
+    import torch
+    import transformers
+
+    torch.manual_seed(recipe.seed)
+    processor = tinymodel.load_processor(base)
+    model = transformers.Qwen2VLForConditionalGeneration.from_pretrained(base, **compat.dtype_kwarg(torch.float32))
+    model.train()
+    # One example per forward pass: no padding, so no stack's padding or position-id handling
+    # can make training differ from generation; their gradients are averaged per step.
+    examples = [_training_example(model, processor, item) for item in fixtures]
+    optimizer = torch.optim.AdamW(model.parameters(), lr=recipe.learning_rate, weight_decay=0.0)
+    report = Progress(recipe.steps // PROGRESS_EVERY, f"training the tiny captioner on {len(examples)} X-ray fixtures "
+                                                      f"({recipe.steps} steps, once per transformers version and fixture set)")
+    for step in range(1, recipe.steps + 1):
+        optimizer.zero_grad()
+        loss = sum(model(**example).loss for example in examples) / len(examples)
+        loss.backward()
+        optimizer.step()
+        if step % PROGRESS_EVERY == 0:
+            report.step(f"step {step}/{recipe.steps}", f"loss {loss.item():.4f}")
+    report.finish()
+    model.eval()
+    tokenizer = transformers.AutoTokenizer.from_pretrained(base)
+    tinymodel._save_assets(model, tokenizer, out)
+    (out / "captioner.json").write_text(json.dumps({"final_loss": float(loss), "recipe": asdict(recipe)}, indent=1))
+
+
+def build(fixtures: list[xrays.XrayFixture] | None = None, recipe: Recipe = Recipe(),
+          spec: tinymodel.TinySpec = tinymodel.TinySpec()) -> Path:
+    """The trained captioner checkpoint (float32): trained once per recipe, fixture set and
+    transformers version (about 15 s on 2 cores), then cached."""
+    fixtures = xrays.usable(xrays.load_manifest()) if fixtures is None else fixtures
+    base = tinymodel.build(spec)
+    digests = json.dumps({f.id: fixture_digest(f) for f in fixtures}, sort_keys=True)
+    key = hashlib.sha256(f"{recipe_fingerprint(recipe, spec)}|{digests}|{spec.key()}".encode()).hexdigest()[:16]
+    return tinymodel._atomic_build(cache_dir("models") / f"{MODEL_NAME}-{key}",
+                                   lambda out: train(base, fixtures, recipe, out))
+
+
+# --- what its goldens are recorded in ---------------------------------------------------------------
+
+GOLDEN_DTYPE = "bfloat16"  # the 16-bit reference: the dtype 4-bit loads compute in
+MAX_NEW_TOKENS = 48  # the longest description is about 35 tokens
+
+
+def golden_configuration(recipe: Recipe = Recipe(), spec: tinymodel.TinySpec = tinymodel.TinySpec()) -> dict:
+    """What a golden of this captioner must have been recorded in to be compared against."""
+    return {"configuration": "16bit", "dtype": GOLDEN_DTYPE, "prompt": inference.PROMPT,
+            "max_new_tokens": MAX_NEW_TOKENS, "recipe": recipe_fingerprint(recipe, spec)}

@@ -1,0 +1,42 @@
+"""What differs between the transformers versions the matrix spans, in one place."""
+
+from __future__ import annotations
+
+import inspect
+
+from harness.env.stack import dist_version
+
+
+def transformers_major() -> int:
+    return int((dist_version("transformers") or "0").split(".")[0])
+
+
+def dtype_kwarg(dtype) -> dict:
+    """``from_pretrained``'s dtype argument: ``dtype`` in transformers 5, ``torch_dtype`` in 4.x."""
+    return {"dtype": dtype} if transformers_major() >= 5 else {"torch_dtype": dtype}
+
+
+def allow_cpu_bitsandbytes() -> None:
+    """Let old transformers load bitsandbytes 4-bit on a machine without CUDA.
+
+    transformers <4.52 refuses (4.47/4.48 even crash on a frozenset in their multi-backend branch)
+    in ``validate_bnb_backend_availability``, although bitsandbytes >=0.48 quantizes nf4 on CPU.
+    Only that environment check is lifted, and only where it refuses; newer transformers pass it.
+    """
+    import transformers.integrations as integrations
+
+    check = getattr(integrations, "validate_bnb_backend_availability", None)
+    if check is None:
+        return
+    try:
+        check(raise_exception=True)
+    except Exception:  # noqa: BLE001 - any refusal of the CPU backend
+        integrations.validate_bnb_backend_availability = lambda *args, **kwargs: True
+
+
+def casts_pixels_to_vision_weight_dtype() -> bool:
+    """Whether the installed transformers casts pixel_values to ``visual.get_dtype()`` (the dtype of a
+    vision weight: uint8 when 4-bit; up to 4.51) rather than ``visual.dtype`` (from 4.52.1)."""
+    import transformers.models.qwen2_vl.modeling_qwen2_vl as qwen2_vl
+
+    return "visual.get_dtype()" in inspect.getsource(qwen2_vl)
