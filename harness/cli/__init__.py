@@ -7,6 +7,7 @@ import argparse
 import sys
 
 from harness.cli import data, env, failures, report
+from harness.core import progress
 from harness.core.errors import HarnessError
 
 GROUPS = (env, data, failures, report)
@@ -25,7 +26,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     args.argv = argv
     try:
-        return args.func(args)
+        with progress.on_stderr():
+            return args.func(args)
     except HarnessError as exc:
         print(f"qvl-harness: error: {exc}", file=sys.stderr)
         return 2

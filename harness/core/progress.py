@@ -10,6 +10,7 @@ import os
 import sys
 import threading
 import time
+from contextlib import contextmanager
 
 _SINK = None  # where lines go inside pytest (the plugin writes them past output capture)
 
@@ -18,6 +19,17 @@ def set_sink(write) -> None:
     """Send progress lines to ``write(text)`` instead of stderr (None: back to stderr)."""
     global _SINK
     _SINK = write
+
+
+@contextmanager
+def on_stderr():
+    """Progress on stderr while this lasts (a command run inside a test writes where a command does)."""
+    global _SINK
+    saved, _SINK = _SINK, None
+    try:
+        yield
+    finally:
+        _SINK = saved
 
 
 def quiet_by_default() -> bool:
