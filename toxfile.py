@@ -1,6 +1,7 @@
 """tox plugin: environments come from matrix.toml, so there is one list of stacks to keep.
 
-`py` runs the harness's own tests on the canary cell's stack, `cell-NAME` the suites on cell NAME's
+`py` runs the harness's own tests on the control cell's stack (pinned, so an upstream release cannot
+turn the harness's own CI red; the canary's suites catch that), `cell-NAME` the suites on cell NAME's
 (all labelled `cpu`: `tox -m cpu` runs them), `gpu` both on $QVL_CELL's (default canary). The cpu envs install the cell's companions
 with uv and then unsloth/unsloth-zoo with --no-deps, so the code under test never drags another
 torch in. The gpu env uses pip in a venv that sees the runner's packages: pip keeps a runner torch
@@ -74,7 +75,7 @@ def _refuse_gpu_env_without_gpu(state) -> None:
 def tox_add_env_config(env_conf, state):
     name = env_conf.name
     if name == "py":
-        cell_name = "canary"
+        cell_name = "control"
     elif name.startswith("cell-"):
         cell_name = name[len("cell-"):]
     elif name == "gpu":

@@ -21,6 +21,7 @@ from toywheels import write_wheel
 
 from harness.bisection import candidates
 from harness.cli import build_parser, main
+from harness.core.errors import HarnessError
 from harness.env import pypi
 from harness.failures import registry
 
@@ -388,3 +389,20 @@ def test_an_install_error_keeps_its_cause():
     stderr = "  × No solution found when resolving dependencies:\n" + "  ╰─▶ " + "x " * 300 + "\n      because qvltoy==9 needs torch<1"
     line = one_line(stderr)
     assert line.startswith("No solution found") and line.endswith("because qvltoy==9 needs torch<1") and len(line) <= 300
+
+
+def test_steps_between_two_stacks_merge_uploads_and_keep_co_releases_together():
+    def history(package: str, uploads: dict[str, float]) -> list[pypi.Release]:
+        return [pypi.Release(package, v, T0 + timedelta(hours=h)) for v, h in uploads.items()]
+
+    histories = {"unsloth": history("unsloth", {"1.0": 0, "1.1": 10, "1.2": 30, "1.3": 50}),
+                 "unsloth-zoo": history("unsloth-zoo", {"1.0": 0, "1.1": 10.5, "1.2": 40}),
+                 "peft": history("peft", {"1.0": 0, "2.0": 20})}
+    before = {"unsloth": "1.0", "unsloth-zoo": "1.0", "peft": "1.0"}
+    after = {"unsloth": "1.2", "unsloth-zoo": "1.2", "peft": "1.0"}
+    points = candidates.between_stacks(before, after, histories, timedelta(hours=1))
+    assert [p.key for p in points] == ["previous", "unsloth==1.1 + unsloth-zoo==1.1", "unsloth==1.2", "unsloth-zoo==1.2"]
+    assert points[0].pins == ("unsloth==1.0", "unsloth-zoo==1.0")  # peft did not move: the base has it
+    assert points[2].pins == ("unsloth==1.2", "unsloth-zoo==1.1") and points[-1].pins == ("unsloth==1.2", "unsloth-zoo==1.2")
+    with pytest.raises(HarnessError, match="unsloth went back from 1.2 to 1.0: a downgrade is not bisected"):
+        candidates.between_stacks(after, before, histories, timedelta(hours=1))

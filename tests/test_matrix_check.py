@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from toywheels import write_wheel
+from toywheels import toy_index
 
 from harness.cli import main
 
@@ -43,19 +43,11 @@ gpu = { torch = "==1.0.0", packages = ["xformers==0.2"] }
 @pytest.fixture
 def index(tmp_path, monkeypatch):
     """Wheels for the toy stack: transformers 2.0 needs qvlpeer>=1.1; unsloth 1.0 ships a torch 1.0.0 extra."""
-    wheels = tmp_path / "wheels"
-    wheels.mkdir()
-    write_wheel(wheels, "unsloth", "1.0", requires=['torch>=1.0', 'xformers==0.1; extra == "cu121onlytorch100"'])
-    for name, version, requires in [("unsloth_zoo", "1.0", []), ("torch", "1.0.0", []), ("bitsandbytes", "1.0", ["torch"]),
-                                    ("transformers", "1.0", []), ("transformers", "2.0", ["qvlpeer>=1.1"]),
-                                    ("qvlpeer", "1.0", []), ("qvlpeer", "1.1", []), ("xformers", "0.1", ["torch==1.0.0"]),
-                                    ("xformers", "0.2", ["torch==1.0.0"])]:
-        write_wheel(wheels, name, version, requires=requires)
-    matrix = tmp_path / "matrix.toml"
-    matrix.write_text(MATRIX)
-    monkeypatch.setenv("QVL_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setenv("UV_CACHE_DIR", str(tmp_path / "uv-cache"))
-    return wheels, matrix
+    return toy_index(tmp_path, monkeypatch, [
+        ("unsloth", "1.0", ['torch>=1.0', 'xformers==0.1; extra == "cu121onlytorch100"']), ("unsloth_zoo", "1.0", []),
+        ("torch", "1.0.0", []), ("bitsandbytes", "1.0", ["torch"]), ("transformers", "1.0", []),
+        ("transformers", "2.0", ["qvlpeer>=1.1"]), ("qvlpeer", "1.0", []), ("qvlpeer", "1.1", []),
+        ("xformers", "0.1", ["torch==1.0.0"]), ("xformers", "0.2", ["torch==1.0.0"])], MATRIX)
 
 
 def check(index, capsys, *cells):

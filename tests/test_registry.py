@@ -36,7 +36,9 @@ def entry(**fields) -> str:
     (entry(package="unslot"), "unknown package 'unslot'"),
     (entry() + 'requires = { unslot = ">=1" }\n', "requires: unknown package 'unslot'"),
     (entry() + 'symptom_requires = { transformers = "4.52" }\n', "symptom_requires.transformers '4.52' is not a version specifier"),
-    (entry() + 'cause = "(unclosed"\n', "cause is not a regular expression"),
+    (entry() + 'cause = "(unclosed"\n', "cause '(unclosed' is not a regular expression"),
+    (entry() + 'reported_as = ["ok", "[x"]\n', "reported_as '[x' is not a regular expression"),
+    (entry() + 'reported_as = "one string"\n', "reported_as must be a list of non-empty strings"),
     (entry().replace('seed = "s"\n', ""), "missing ['seed']"),
     (entry() + 'typo = 1\n', "unknown key(s) ['typo']"),
 ])

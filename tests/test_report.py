@@ -181,7 +181,7 @@ def test_render_refuses_bad_input(runs, tmp_path):
         report.render([runs["cell-a"], runs["cell-a"]], tmp_path / "r.html")
     broken = tmp_path / "results-x.json"
     broken.write_text('{"cell": "x"}')
-    with pytest.raises(HarnessError, match="expected format 1 with exactly the keys"):
+    with pytest.raises(HarnessError, match="expected format 2 with exactly the keys"):
         report.render([broken], tmp_path / "r.html")
 
 
@@ -297,7 +297,11 @@ def test_chromium_dom_matrix_states(dom):
               if "data-state" in td.attrs}
     assert states == EXPECTED_STATES
     [unexpected] = matrix.find_all("td", data_cell="cell-b", data_failure="404")
-    assert "XPASS(strict)" in unexpected.all_text() and "unexpected" in unexpected.attrs["class"]
+    assert "unexpected" in unexpected.attrs["class"] and unexpected.all_text().split() == ["✖", "unexpected", "1"]
+    [link] = unexpected.find_all("a")
+    [details] = matrix.find_all("details", data_cell="cell-b", data_failure="404")
+    assert link.attrs["href"] == "#" + details.attrs["id"] and "XPASS(strict)" in details.all_text()
+    assert "open" not in details.attrs  # folded
     [stacks] = dom.find_all("section", id="stacks")
     assert importlib.metadata.version("torch") in stacks.all_text()
 
@@ -316,3 +320,71 @@ def test_chromium_screenshot_renders_the_report(rendered, tmp_path):
     # The X-ray thumbnails: a block of many grey levels near the page's left edge.
     greys = {c for c in shot.crop((20, 0, 260, WINDOW[1])).getdata() if c[0] == c[1] == c[2]}
     assert len(greys) > 100, "no X-ray thumbnail rendered"
+
+
+# --- the compact matrix at 7 and at 30 cells --------------------------------------------------------
+
+STATE_COLOURS = {"unexpected": (0xFF, 0xCE, 0xCB), "reproduced": (0xFF, 0xF1, 0xB8), "fixed": (0xC8, 0xF0, 0xD2),
+                 "passed": (0xDD, 0xF4, 0xFF), "not run": (0xEA, 0xEE, 0xF2)}
+
+
+def synthetic_run(cell: str, states: dict[str, str], unexpected: int = 0) -> dict:
+    """A results document of ``cell`` with one known-failure record per failure in ``states``, plus
+    ``unexpected`` failing tests of the first failure (an incomplete wheelhouse fails them all)."""
+    run = results.empty(cell, {"packages": {"unsloth": "2026.10.1", "unsloth-zoo": "2026.10.7", "transformers": "5.17.0"}},
+                        "2026-11-23T02:17:00+00:00", False)
+    for failure, state in states.items():
+        if state != "not run":
+            run["known_failures"].append({"id": failure, "package": "unsloth", "version": "2026.10.1", "origin": "installed",
+                                          "param": "", "outcome": "passed", "state": state, "message": "", "test": f"t::{failure}"})
+    first = next(iter(states))
+    run["known_failures"] += [{"id": first, "package": "unsloth", "version": "2026.10.1", "origin": "installed", "param": str(i),
+                               "outcome": "error", "state": "unexpected", "test": f"suites/test_x.py::test_{i}",
+                               "message": "HarnessError: unsloth==2026.10.1 is not in the release cache"} for i in range(unexpected)]
+    return run
+
+
+def matrix_bands(png: Path) -> tuple[list[tuple[int, int]], int]:
+    """(top, height) of each horizontal band of the screenshot holding state colours (a table row, or the
+    legend), and the rightmost column holding one."""
+    shot = Image.open(png).convert("RGB")
+    colours = set(STATE_COLOURS.values())
+    width, height = shot.size
+    pixels = shot.load()
+    rows = [sum(pixels[x, y] in colours for x in range(0, width, 2)) >= 10 for y in range(height)]
+    right = max(x for x in range(width) for y in range(0, height, 4) if pixels[x, y] in colours)
+    bands, start = [], None
+    for y, coloured in enumerate([*rows, False]):
+        if coloured and start is None:
+            start = y
+        elif not coloured and start is not None:
+            bands.append((start, y - start))
+            start = None
+    return bands, right
+
+
+@pytest.mark.parametrize("cells", [7, 30])
+def test_chromium_matrix_stays_a_grid_of_short_verdicts(cells, tmp_path):
+    """Every cell is one row of one-line verdicts however many tests failed in it (cell 2 has 84),
+    the details stay folded, and the grid is readable at a glance at 7 cells and at 30."""
+    if not CHROMIUM.is_file():
+        pytest.skip(f"{CHROMIUM} is absent: install Debian's chromium (apt-get install -y chromium)")
+    failures = ["404", "garbage-output", "vision-4bit-at-load", "dtype-grad"]
+    cycle = ["reproduced", "fixed", "passed", "not run"]
+    paths = []
+    for i in range(cells):
+        states = {f: cycle[(i + j) % len(cycle)] for j, f in enumerate(failures)}
+        path = tmp_path / f"results-cell-{i:02d}.json"
+        path.write_text(json.dumps(synthetic_run(f"cell-{i:02d}", states, unexpected=84 if i == 2 else 0)))
+        paths.append(path)
+    html_file = report.render(paths, tmp_path / "report.html")
+    png = tmp_path / f"matrix-{cells}.png"
+    window = (1280, 400 + 40 * cells)
+    chromium(f"--screenshot={png}", f"--window-size={window[0]},{window[1]}", html_file.as_uri(), profile=tmp_path / "profile")
+    bands, right = matrix_bands(png)
+    assert len(bands) == cells + 1, bands  # one band per cell row, one for the legend
+    assert right < window[0] - 20, f"the matrix is wider than the window (reaches x={right})"
+    heights = [h for _, h in bands[:-1]]
+    assert max(heights) <= 40 and max(heights) - min(heights) <= 2, heights  # cell-02's 84 failures did not grow its row
+    assert bands[-2][0] + bands[-2][1] - bands[0][0] <= 42 * cells  # the whole grid within ~40px per cell
+

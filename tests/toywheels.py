@@ -30,3 +30,17 @@ def write_wheel(directory: Path, name: str, version: str, body: str = "", files:
         for member, text in members.items():
             wheel.writestr(member, text)
     return path
+
+
+def toy_index(tmp_path, monkeypatch, wheels: list[tuple[str, str, list[str]]], matrix_text: str):
+    """A folder of toy wheels (name, version, requires) and a matrix.toml next to it, with the harness and uv
+    caches inside ``tmp_path``: what `qvl-harness matrix --check/--resolve-canary --no-index` resolve against."""
+    folder = tmp_path / "wheels"
+    folder.mkdir()
+    for name, version, requires in wheels:
+        write_wheel(folder, name, version, requires=requires)
+    matrix = tmp_path / "matrix.toml"
+    matrix.write_text(matrix_text)
+    monkeypatch.setenv("QVL_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("UV_CACHE_DIR", str(tmp_path / "uv-cache"))
+    return folder, matrix

@@ -100,9 +100,11 @@ class Bisection:
         self.judged_old: Point | None = None
         self.judged_new: Point | None = None
 
-    def judge(self, i: int, times: int, step: str) -> str:
-        point = self.points[i]
+    def judge(self, point: Point, times: int, step: str) -> str:
+        """The verdict on ``point`` (any point, searched or not) after ``times`` agreeing runs."""
         runs = self.runs.setdefault(point.key, [])
+        if len(runs) >= times or (runs and runs[-1].verdict == SKIP):
+            return runs[0].verdict  # judged earlier in this session (and shown then)
         if not runs:
             logged = self.log.runs(point.key)[:times]
             runs.extend(logged)
@@ -140,7 +142,7 @@ class Bisection:
             i = lo if older_side else hi
             expected, implied = (old, lo_implied) if older_side else (new, hi_implied)
             outcome.probed.add(self.points[i].key)
-            verdict = self.judge(i, 2, step((2 if older_side else 1) + math.ceil(math.log2(max(hi - lo, 1)))))
+            verdict = self.judge(self.points[i], 2, step((2 if older_side else 1) + math.ceil(math.log2(max(hi - lo, 1)))))
             point = self.points[i]
             if verdict == SKIP:
                 if not implied:
@@ -165,7 +167,7 @@ class Bisection:
                 break  # only gaps between skipped releases are left: say which candidates remain, do not walk the band
             remaining = len([j for j in range(lo + 1, hi) if j not in skipped])
             outcome.probed.add(self.points[choice].key)
-            verdict = self.judge(choice, 1, step(math.ceil(math.log2(remaining + 1))))
+            verdict = self.judge(self.points[choice], 1, step(math.ceil(math.log2(remaining + 1))))
             if verdict == SKIP:
                 skipped.add(choice)
             elif verdict == old:

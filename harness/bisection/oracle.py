@@ -1,7 +1,8 @@
 """One probe's verdict: good, bad, or skip (the probe could not judge the release, with the reason).
 
 Like ``git bisect run``: exit 0 good, 1-127 bad, 125 skip, anything else aborts. A pytest oracle runs
-with ``--runxfail`` (no expectation may turn a failure into a pass) and is read from its junit XML:
+with ``--runxfail`` (no expectation may turn a failure into a pass; the nightly's triage keeps them)
+and is read from its junit XML:
 a test that fails with an assertion, or with a known failure's message (fixtures/known_failures.toml),
 says "bad"; a run whose failures are all something else (an ImportError from a companion pin, a
 crash in a fixture, a HarnessError because the suite cannot read this release) could not judge the
@@ -23,7 +24,6 @@ from pathlib import Path
 
 from harness.core.errors import HarnessError
 from harness.core.paths import REPO_ROOT
-from harness.env.overlay import Overlay
 
 GOOD, BAD, SKIP = "good", "bad", "skip"
 SKIP_EXIT = 125
@@ -91,26 +91,33 @@ def registry_patterns() -> list[str]:
 class Oracle:
     """A pytest selection (run from the checkout) or a shell command, run inside an overlay."""
 
-    def __init__(self, *, pytest_selection: str | None = None, command: str | None = None, timeout: float = 1800):
+    def __init__(self, *, pytest_selection: str | None = None, command: str | None = None, timeout: float = 1800,
+                 runxfail: bool = True, patterns: list[str] = (), rootdir: Path = REPO_ROOT):
+        """``runxfail=False`` keeps the registry's expectations (a known failure that reproduces is good);
+        ``patterns`` are more messages that make a failing test say "bad" (the nightly's own failure);
+        a pytest selection runs from ``rootdir`` (the checkout)."""
         if bool(pytest_selection) == bool(command):
             raise HarnessError("give exactly one oracle: --oracle-pytest SELECTION or --oracle-cmd COMMAND")
-        self.pytest_selection, self.command, self.timeout = pytest_selection, command, timeout
-        self.patterns = registry_patterns() if pytest_selection else []
+        self.pytest_selection, self.command, self.timeout, self.runxfail = pytest_selection, command, timeout, runxfail
+        self.rootdir = Path(rootdir)
+        self.patterns = [*patterns, *registry_patterns()] if pytest_selection else []
 
     def describe(self) -> str:
         return f"pytest {self.pytest_selection}" if self.pytest_selection else self.command
 
-    def run(self, overlay: Overlay, label: str) -> Run:
-        env = {**os.environ, "VIRTUAL_ENV": str(overlay.path), "PATH": f"{overlay.bin}{os.pathsep}{os.environ.get('PATH', '')}",
-               "QVL_PROBE_PYTHON": str(overlay.python), "QVL_PROBE": label}
+    def run(self, python: Path, label: str) -> Run:
+        """Judge the environment of ``python`` (an overlay's, or any venv's)."""
+        python = Path(python)
+        env = {**os.environ, "VIRTUAL_ENV": str(python.parent.parent), "PATH": f"{python.parent}{os.pathsep}{os.environ.get('PATH', '')}",
+               "QVL_PROBE_PYTHON": str(python), "QVL_PROBE": label}
         env.pop("PYTHONHOME", None)
         started = time.monotonic()
         with tempfile.TemporaryDirectory(prefix="qvl-oracle-") as tmp:
             junit = Path(tmp, "junit.xml")
             if self.pytest_selection:
-                cmd = [str(overlay.python), "-m", "pytest", *shlex.split(self.pytest_selection), "-q", "--tb=short",
-                       "-p", "no:cacheprovider", "--runxfail", f"--junitxml={junit}"]
-                code, output = self._execute(cmd, env, cwd=REPO_ROOT, shell=False)
+                cmd = [str(python), "-m", "pytest", *shlex.split(self.pytest_selection), "-q", "--tb=short",
+                       "-p", "no:cacheprovider", *["--runxfail"] * self.runxfail, f"--junitxml={junit}"]
+                code, output = self._execute(cmd, env, cwd=self.rootdir, shell=False)
             else:
                 code, output = self._execute(self.command, env, cwd=Path.cwd(), shell=True)
             tail = "\n".join(output.rstrip().splitlines()[-TAIL_LINES:])

@@ -61,7 +61,7 @@ def companion_source(args, index, exclude_newer):
     return companions
 
 
-def prober(oracle: Oracle, overlays: Overlays, companions):
+def prober(oracle: Oracle, overlays: Overlays, companions=lambda point: []):
     """Install a point (and its companions) into an overlay, fetch the release wheels the suites read, run the oracle."""
 
     def probe(point: Point) -> Run:
@@ -75,7 +75,7 @@ def prober(oracle: Oracle, overlays: Overlays, companions):
             return Run(None, SKIP, "", 0.0, str(exc))
         if overlay.error:
             return Run(None, SKIP, "", 0.0, overlay.error)
-        return oracle.run(overlay, point.label)
+        return oracle.run(overlay.python, point.label)
 
     return probe
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from harness.core.errors import HarnessError
 from harness.core.paths import cache_dir
-from harness.env import check, resolve, stack, wheelhouse
+from harness.env import canary, check, resolve, stack, wheelhouse
 from harness.env.matrix import load_matrix
 from harness.failures.registry import check_matrix, load_registry
 from harness.releases import code as release_code
@@ -19,14 +20,20 @@ def register(sub) -> None:
     p.set_defaults(func=cmd_stack)
 
     p = sub.add_parser("matrix", help="the matrix cells, a CI matrix, or a check that every cell resolves",
-                       description="Examples: qvl-harness matrix; qvl-harness matrix --json; qvl-harness matrix --check")
+                       description="Examples: qvl-harness matrix; qvl-harness matrix --json; qvl-harness matrix --check; "
+                                   "qvl-harness matrix --resolve-canary --write")
     p.add_argument("cells", nargs="*", help="only these cells")
     p.add_argument("--json", action="store_true", help='GitHub Actions matrix: {"include": [...]}')
     p.add_argument("--file", type=Path, help="matrix file (default: matrix.toml of the checkout)")
     p.add_argument("--check", action="store_true",
                    help="resolve every cell for this machine and the GPU runner, without installing; one line per problem")
-    p.add_argument("--find-links", action="append", default=[], metavar="DIR", help="with --check: also look for wheels in DIR")
-    p.add_argument("--no-index", action="store_true", help="with --check: only --find-links")
+    p.add_argument("--resolve-canary", action="store_true",
+                   help="the newest unsloth, unsloth-zoo, transformers, peft, bitsandbytes and trl that install together "
+                        "(uv, nothing installed), against the recorded canary")
+    p.add_argument("--write", action="store_true", help="with --resolve-canary: write the resolved pins into the canary cell")
+    p.add_argument("--find-links", action="append", default=[], metavar="DIR",
+                   help="with --check or --resolve-canary: also look for wheels in DIR")
+    p.add_argument("--no-index", action="store_true", help="with --check or --resolve-canary: only --find-links")
     p.set_defaults(func=cmd_matrix)
 
     releases = sub.add_parser("releases", help="the release code cache").add_subparsers(dest="action", required=True)
@@ -60,6 +67,10 @@ def cmd_stack(args) -> int:
 def cmd_matrix(args) -> int:
     registry = load_registry()
     matrix = check_matrix(load_matrix(args.file), registry)
+    if args.write and not args.resolve_canary:
+        raise HarnessError("--write goes with --resolve-canary")
+    if args.resolve_canary:
+        return _resolve_canary(matrix, args)
     if args.check:
         verdicts = check.check(matrix.select(args.cells or None), find_links=args.find_links, no_index=args.no_index)
         for verdict in verdicts:
@@ -74,6 +85,27 @@ def cmd_matrix(args) -> int:
         pins = " ".join(f"{k}={v}" for k, v in cell.pins.items())
         states = ", ".join(f"{f}: {s}" for f, s in cell.failure_states(registry).items()) or "-"
         print(f"{cell.name:14} {cell.role or '-':8} {pins}\n{'':24}{states}")
+    return 0
+
+
+def _resolve_canary(matrix, args) -> int:
+    resolved = canary.resolve_canary(matrix, find_links=tuple(args.find_links), no_index=args.no_index)
+    print(f"upstream stack resolved with torch=={resolved.cell.pins['torch']} (python {resolve.this_python()}, uv; nothing installed):")
+    recorded = resolved.cell.stack
+    for name, version in resolved.pins.items():
+        was = recorded.get(name)
+        print(f"  {name:14} {version:12} " + ("(as recorded)" if was == version else f"(recorded: {was or 'not pinned'})"))
+    changes = resolved.changes()
+    if not changes:
+        print(f"unchanged since the recorded canary (cell {resolved.cell.name} of {matrix.path.name})")
+        return 0
+    moved = ", ".join(f"{n} {old or '-'} -> {new}" for n, old, new in changes)
+    if args.write:
+        canary.write(matrix, resolved)
+        print(f"wrote {len(changes)} new pin(s) into [cells.{resolved.cell.name}] of {matrix.path}: {moved}; "
+              f"check it with: qvl-harness matrix --check {resolved.cell.name}")
+    else:
+        print(f"{len(changes)} change(s) since the recorded canary: {moved} (--write puts them into {matrix.path.name})")
     return 0
 
 

@@ -3,17 +3,28 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 from harness.bisection import run
-from harness.failures import registry
+from harness.core.errors import HarnessError
+from harness.env.matrix import load_matrix
+from harness.failures import match, registry
 
 
 def register(sub) -> None:
     p = sub.add_parser("known", help="the known-failure registry: ids, ranges, conditions, messages, evidence",
-                       description="Example: qvl-harness known")
+                       description="Examples: qvl-harness known; qvl-harness known match \"PASTED ERROR\" --stack "
+                                   "\"unsloth==2025.1.5 unsloth-zoo==2025.1.3 transformers==4.48.0\"")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_known)
+    actions = p.add_subparsers(dest="action")
+    m = actions.add_parser("match", help="which known failure a pasted error or symptom is, and whether a stack has it",
+                           description="Example: qvl-harness known match \"a shirt with geometric patterns\" --stack "
+                                       "\"unsloth==2024.11.11 unsloth-zoo==2024.11.8 transformers==4.46.3\". Exit 1 when nothing matches.")
+    m.add_argument("text", help="the error message, traceback or description ('-' reads it from stdin)")
+    m.add_argument("--stack", help='the user\'s versions: "unsloth==X unsloth-zoo==Y transformers==Z"')
+    m.set_defaults(func=cmd_match)
     _register_bisect(sub)
 
 
@@ -23,6 +34,24 @@ def cmd_known(args) -> int:
         print(json.dumps([registry.as_json(f) for f in failures], indent=2))
         return 0
     print("\n\n".join("\n".join(registry.describe(f)) for f in failures))
+    return 0
+
+
+def cmd_match(args) -> int:
+    text = sys.stdin.read() if args.text == "-" else args.text
+    if not text.strip():
+        raise HarnessError("known match: the text is empty; paste the error message or describe the symptom")
+    stack = match.parse_stack(args.stack) if args.stack else None
+    known = registry.load_registry()
+    found = match.match(text, known, stack)
+    if not found:
+        print(f"no known failure matches this text (the registry knows {', '.join(known)}); if it reproduces, "
+              "it is a new one: README, 'Adding a known failure'")
+        return 1
+    matrix = load_matrix()
+    print("\n".join(match.explain(found[0], matrix, stack)))
+    for other in found[1:]:
+        print(f"also matches {other.failure.id} ({other.matched!r}): {other.verdict}: {other.why}")
     return 0
 
 

@@ -13,7 +13,7 @@ def _checkout_root() -> Path:
     for folder in [Path.cwd(), *Path.cwd().parents]:
         if (folder / "matrix.toml").is_file() and (folder / "fixtures").is_dir():
             return folder
-    return Path(__file__).resolve().parent.parent
+    return Path(__file__).resolve().parents[2]  # harness/core/paths.py
 
 
 REPO_ROOT = _checkout_root()

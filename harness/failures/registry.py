@@ -27,7 +27,7 @@ from harness.core.paths import FIXTURES_DIR
 
 REGISTRY = FIXTURES_DIR / "known_failures.toml"
 REQUIRED = {"id", "package", "affected", "symptom", "seed", "description", "evidence", "found_by", "suite"}
-OPTIONAL = {"requires", "symptom_requires", "cause", "path", "workaround", "history"}
+OPTIONAL = {"requires", "symptom_requires", "cause", "path", "workaround", "history", "reported_as"}
 PACKAGES = packages.KNOWN
 SHOWS = ("cause", "symptom")
 
@@ -49,6 +49,7 @@ class KnownFailure:
     path: str = ""
     workaround: str = ""
     history: str = ""  # the projects' issues and commits the range was checked against
+    reported_as: tuple[str, ...] = ()  # regexes: how users describe it when no test message is pasted (known match)
 
     def affects(self, version: str) -> bool:
         """Whether ``package==version`` has the cause (pre-releases count)."""
@@ -100,15 +101,18 @@ def parse_registry(text: str, where: str = REGISTRY.name) -> dict[str, KnownFail
             raise HarnessError(f"{label}: duplicate id {entry['id']!r} (entry #{list(failures).index(entry['id']) + 1} has it)")
         if entry["package"] not in PACKAGES:
             raise HarnessError(f"{label}: unknown package {entry['package']!r}; known: {', '.join(sorted(PACKAGES))}")
-        for key in ("symptom", "cause"):
+        reported_as = schema.string_list(label, "reported_as", entry.get("reported_as", []))
+        for key, pattern in [("symptom", entry.get("symptom", "")), ("cause", entry.get("cause", "")),
+                             *(("reported_as", p) for p in reported_as)]:
             try:
-                re.compile(entry.get(key, ""))
+                re.compile(pattern)
             except re.error as exc:
-                raise HarnessError(f"{label}: {key} is not a regular expression: {exc}") from None
+                raise HarnessError(f"{label}: {key} {pattern!r} is not a regular expression: {exc}") from None
         failures[entry["id"]] = KnownFailure(
             **{**entry, "affected": schema.specifier(label, "affected", entry["affected"]),
                "requires": _specifiers(label, "requires", entry.get("requires", {})),
-               "symptom_requires": _specifiers(label, "symptom_requires", entry.get("symptom_requires", {}))})
+               "symptom_requires": _specifiers(label, "symptom_requires", entry.get("symptom_requires", {})),
+               "reported_as": reported_as})
     return failures
 
 
@@ -223,6 +227,7 @@ def describe(failure: KnownFailure) -> list[str]:
     if failure.path:
         lines.append(f"  path:       {failure.path}")
     lines += [f"  symptom:    /{failure.symptom}/"] + ([f"  cause:      /{failure.cause}/"] if failure.cause else [])
+    lines += [f"  reported:   /{p}/" for p in failure.reported_as]
     lines += [f"  seed:       {failure.seed}", f"  found by:   {failure.found_by}", f"  evidence:   {failure.evidence}"]
     if failure.history:
         lines.append(f"  history:    {failure.history}")

@@ -122,8 +122,13 @@ def _passed_state(failure: registry.KnownFailure | None, version: str | None, ma
 
 
 def _message(report: pytest.TestReport) -> str:
+    """The first line of a failure, or a skip's reason."""
+    if report.skipped and isinstance(report.longrepr, tuple):
+        return str(report.longrepr[2]).removeprefix("Skipped: ")[:300]
+    if hasattr(report, "wasxfail") and report.skipped:
+        return report.wasxfail[:300]
     crash = getattr(report.longrepr, "reprcrash", None)
-    text = crash.message if crash is not None else str(report.longrepr)
+    text = crash.message if crash is not None else str(report.longrepr or "")
     return text.strip().splitlines()[0][:300] if text.strip() else report.outcome
 
 
@@ -133,16 +138,29 @@ class Collector:
     def __init__(self, config: pytest.Config, report_dir: Path, cell: str) -> None:
         self.config, self.report_dir, self.path = config, report_dir, None
         created = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-        self.results = results.empty(cell, {}, created)
+        self.results = results.empty(cell, {}, created, bool(config.option.runxfail), str(config.rootpath))
+        self.tests: dict[str, dict] = {}
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        self._record_outcome(report)
         if report.when == "teardown":
             for kind, data in results.from_properties(report.user_properties):
                 results.add(self.results, kind, data)
 
+    def _record_outcome(self, report: pytest.TestReport) -> None:
+        """A test's outcome is its call's, unless setup did not pass or teardown failed (then those decide)."""
+        entry = self.tests.setdefault(report.nodeid, {"test": report.nodeid, "outcome": "passed", "message": "", "seconds": 0.0})
+        entry["seconds"] = round(entry["seconds"] + report.duration, 3)
+        decides = report.when == "call" or (report.when == "setup" and not report.passed) or (
+            report.when == "teardown" and report.failed)
+        if decides:
+            entry["outcome"] = _outcome(report)
+            entry["message"] = _message(report) if not report.passed else ""
+
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
         current = getattr(self.config, "stack", None) or stack.collect()
         self.results["stack"] = current.as_dict()
+        self.results["tests"] = sorted(self.tests.values(), key=lambda t: t["test"])
         self.path = results.write(self.results, self.report_dir)
 
     def pytest_terminal_summary(self, terminalreporter) -> None:

@@ -1,4 +1,4 @@
-"""What suites record during a run for the HTML report: captions against goldens and structural findings.
+"""What a run records for the reports: every test's outcome, captions against goldens, structural findings.
 
 A record is kept in ``config.stash`` until the test that made it reports; harness.pytest.collector
 then ships it on that test's report (``user_properties`` with a ``qvl.`` prefix, which pytest-xdist
@@ -17,7 +17,7 @@ from harness.core import atomic, schema
 from harness.core.errors import HarnessError
 from harness.data.goldens import LEVELS
 
-FORMAT = 1
+FORMAT = 2
 PREFIX = "qvl."
 # record kind -> its list in the results file
 SECTIONS = {"caption": "captions", "structure": "structure", "known_failure": "known_failures", "table": "tables"}
@@ -64,8 +64,12 @@ def from_properties(properties) -> list[tuple[str, dict]]:
     return records
 
 
-def empty(cell: str, stack: dict, created: str) -> dict:
-    return {"format": FORMAT, "cell": cell, "created": created, "stack": stack, **{section: [] for section in SECTIONS.values()}}
+def empty(cell: str, stack: dict, created: str, runxfail: bool, rootdir: str = "") -> dict:
+    """A results document: ``tests`` holds each test's final outcome (passed, failed, error, skipped,
+    xfailed, xpassed) with its message, test ids relative to ``rootdir``; ``triage`` is filled later
+    by `qvl-harness triage`."""
+    return {"format": FORMAT, "cell": cell, "created": created, "stack": stack, "runxfail": runxfail, "rootdir": rootdir,
+            "tests": [], "triage": {}, **{section: [] for section in SECTIONS.values()}}
 
 
 def add(results: dict, kind: str, data: dict) -> None:
@@ -80,5 +84,5 @@ def write(results: dict, report_dir: Path) -> Path:
 
 
 def read(path: Path) -> dict:
-    return schema.load_json(path, "results", {"format", "cell", "created", "stack"} | set(SECTIONS.values()), FORMAT,
-                            hint="written by pytest --report-dir")
+    return schema.load_json(path, "results", {"format", "cell", "created", "stack", "runxfail", "rootdir", "tests", "triage"}
+                            | set(SECTIONS.values()), FORMAT, hint="written by pytest --report-dir of this harness version")

@@ -1,0 +1,166 @@
+"""Run-to-run comparison and the triage's flake check on a small real suite run twice by real pytest.
+
+Night 1 and night 2 run the same environment (nothing to bisect), so every new failure that stays
+red must be reported as "no release to blame"; the flaky test fails once, then passes when re-run.
+The culprit search over real releases is tests/test_nightly.py's.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from harness.cli import main
+from harness.core.errors import HarnessError
+from harness.nightly import diff
+from harness.pytest import results
+from harness.report import markdown
+
+SUITE = '''
+import os
+from pathlib import Path
+
+NIGHT = os.environ["TOY_NIGHT"]
+
+
+def test_steady():
+    pass
+
+
+def test_flaky(tmp_path_factory):
+    # night 2 only: fails the first time it runs, passes afterwards (a counter beside the suite)
+    counter = Path(__file__).with_name(f"flaky-runs-{NIGHT}")
+    runs = int(counter.read_text()) if counter.exists() else 0
+    counter.write_text(str(runs + 1))
+    assert NIGHT == "1" or runs > 0, "first run of the night fails"
+
+
+def test_broken():
+    assert NIGHT == "1", "broke on night 2 for good"
+
+
+def test_fixme():
+    assert NIGHT == "2", "fixed on night 2"
+
+
+def test_always():
+    raise LookupError("still broken: 404 from the hub")
+
+
+if NIGHT == "1":
+    def test_old():
+        pass
+else:
+    def test_new():
+        assert False, "new and failing"
+
+    def test_added():
+        pass
+'''
+
+
+def run_night(where: Path, night: str) -> Path:
+    env = {**os.environ, "TOY_NIGHT": night}
+    out = where / f"night-{night}"
+    subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "harness.pytest.plugin",
+                    "--report-dir", str(out), "--cell", "toy", "test_toy.py"], cwd=where, env=env, capture_output=True,
+                   text=True, timeout=300)
+    return out
+
+
+@pytest.fixture(scope="module")
+def nights(tmp_path_factory):
+    where = tmp_path_factory.mktemp("toy")
+    (where / "test_toy.py").write_text(SUITE)
+    return run_night(where, "1"), run_night(where, "2")
+
+
+def test_every_test_outcome_is_recorded_with_its_message(nights):
+    second = results.read(nights[1] / "results-toy.json")
+    by_test = {t["test"]: t for t in second["tests"]}
+    assert by_test["test_toy.py::test_broken"]["outcome"] == "failed"
+    assert by_test["test_toy.py::test_broken"]["message"].startswith("AssertionError: broke on night 2 for good")
+    assert by_test["test_toy.py::test_always"]["message"] == "LookupError: still broken: 404 from the hub"
+    assert by_test["test_toy.py::test_steady"] == {**by_test["test_toy.py::test_steady"], "outcome": "passed", "message": ""}
+    assert second["rootdir"] == str(nights[1].parent) and second["runxfail"] is False
+
+
+def test_comparison_classifies_every_test(nights):
+    comparison = diff.compare(diff.load_runs(nights[0]), diff.load_runs(nights[1]))
+    kinds = {c.test.split("::")[1]: c.kind for c in comparison.changes}
+    assert kinds == {"test_flaky": "new failure", "test_broken": "new failure", "test_new": "new failure",
+                     "test_fixme": "fixed", "test_always": "still failing", "test_added": "new test", "test_old": "removed test"}
+    assert comparison.stack_changes == {"toy": []}
+    assert [c.kind for c in comparison.changes][:3] == ["new failure"] * 3  # the report leads with them
+
+
+@pytest.fixture(scope="module")
+def triaged(nights, tmp_path_factory):
+    current = tmp_path_factory.mktemp("current")
+    for file in nights[1].iterdir():
+        (current / file.name).write_text(file.read_text())
+    os.environ["TOY_NIGHT"] = "2"  # the re-runs run in night 2's environment
+    try:
+        status = main(["triage", "--previous", str(nights[0]), "--current", str(current), "--reruns", "2", "--cell", "toy"])
+    finally:
+        del os.environ["TOY_NIGHT"]
+    assert status == 0
+    return current
+
+
+def test_triage_reruns_new_failures_and_finds_the_flaky_one(triaged):
+    record = results.read(triaged / "results-toy.json")["triage"]
+    assert record["reruns"] == {"test_toy.py::test_broken": ["failed", "failed"], "test_toy.py::test_new": ["failed", "failed"],
+                                "test_toy.py::test_flaky": ["passed", "passed"]}
+    answers = {c["tests"][0]: (c["status"], c["note"]) for c in record["culprits"]}
+    assert answers["test_toy.py::test_new"] == ("new test", "no previous run of this test to compare with")
+    status, note = answers["test_toy.py::test_broken"]
+    assert status == "no release to blame" and "the checkout, the data or the runner did" in note
+    assert "test_toy.py::test_flaky" not in answers  # flaky: nothing to bisect
+
+
+def test_markdown_summary_after_triage(nights, triaged, capsys):
+    assert main(["report", "diff", str(nights[0]), str(triaged), "--markdown", str(triaged / "summary.md")]) == 1
+    text = capsys.readouterr().out
+    assert text == (triaged / "summary.md").read_text()
+    assert text.startswith("## qvl-harness: 2 new failures, 1 flaky, 1 fixed, 1 still failing")
+    new = text.split("### New failures")[1].split("###")[0]
+    assert "`test_toy.py::test_broken` | AssertionError: broke on night 2 for good" in new
+    assert "no release to blame" in new and "test_flaky" not in new
+    assert "| toy | `test_toy.py::test_flaky` | re-runs: passed, passed |" in text
+    assert "None: every cell ran the same stack as before." in text and "New tests: 1; removed tests: 1." in text
+
+
+def test_diff_json_and_a_quiet_night(nights, capsys):
+    assert main(["report", "diff", str(nights[0]), str(nights[0]), "--json"]) == 0
+    changes = json.loads(capsys.readouterr().out)
+    assert [(c["test"], c["kind"]) for c in changes] == [("test_toy.py::test_always", "still failing"),
+                                                         ("test_toy.py::test_fixme", "still failing")]
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda d: d / "nothing-here", "no such results file or folder"),
+    (lambda d: d, "no results-*.json in this folder"),
+    (lambda d: (d / "results-x.json").write_text("{}") and d / "results-x.json", "expected format 2"),
+])
+def test_bad_input_is_one_line(tmp_path, make, message, capsys):
+    path = make(tmp_path)
+    assert main(["report", "diff", str(path), str(path)]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+
+
+def test_triage_refuses_a_cell_it_has_no_results_for(nights, capsys):
+    assert main(["triage", "--previous", str(nights[0]), "--current", str(nights[1]), "--cell", "other"]) == 2
+    assert "has no results of cell 'other' (it has toy)" in capsys.readouterr().err
+
+
+def test_markdown_escapes_table_cells():
+    assert markdown.cell("a | b\nc") == "a \\| b c"
+    with pytest.raises(HarnessError):
+        diff.load_runs(Path("/nonexistent"))
