@@ -90,7 +90,7 @@ def test_mapper_integrity_sweep(release, hub_for, request):
 def installed_params() -> list:
     if INSTALLED is None:
         return [pytest.param(None, marks=pytest.mark.skip(reason="unsloth is not installed here: run a matrix cell"))]
-    return [pytest.param(name, id=name, marks=FAILURE.marks(INSTALLED.unsloth.version)) for name in NAMES_72B]
+    return [pytest.param(name, id=name, marks=FAILURE.marks_for(INSTALLED.unsloth)) for name in NAMES_72B]
 
 
 @pytest.mark.parametrize("name", installed_params())

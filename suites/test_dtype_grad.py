@@ -184,7 +184,7 @@ def test_fast_vision_model_lora_step_on_an_xray(request):
     zoo = FAILURE.subject("", origin="installed")
     # The trigger (uint8 pixels) exists only where transformers casts them to the 4-bit weights' dtype;
     # the registry adds its own condition, an unsloth that calls the hook.
-    marks = FAILURE.marks(zoo.version) if compat.casts_pixels_to_vision_weight_dtype() else \
+    marks = FAILURE.marks_for(zoo) if compat.casts_pixels_to_vision_weight_dtype() else \
         [pytest.mark.known_failure(FAILURE.id, version=zoo.version)]
     for mark in marks:
         request.applymarker(mark)

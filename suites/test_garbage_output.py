@@ -44,8 +44,8 @@ def params(shows: str) -> list:
     for path in PATHS:
         marks = []
         if RELEASE is not None:
-            failure, version = garbage_output.failure_for(RELEASE, path)
-            marks = failure.marks(version, shows=shows)
+            failure, code = garbage_output.failure_for(RELEASE, path)
+            marks = failure.marks_for(code, shows=shows)
         out.append(pytest.param(path, id=path, marks=marks))
     return out
 

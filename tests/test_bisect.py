@@ -406,3 +406,17 @@ def test_steps_between_two_stacks_merge_uploads_and_keep_co_releases_together():
     assert points[2].pins == ("unsloth==1.2", "unsloth-zoo==1.1") and points[-1].pins == ("unsloth==1.2", "unsloth-zoo==1.2")
     with pytest.raises(HarnessError, match="unsloth went back from 1.2 to 1.0: a downgrade is not bisected"):
         candidates.between_stacks(after, before, histories, timedelta(hours=1))
+
+
+def test_an_overlay_shadows_what_pythonpath_holds(index, capsys, monkeypatch):
+    """On an air-gapped runner the wheelhouse install is on PYTHONPATH; each probe must still see its own pins."""
+    import zipfile
+
+    site = index / "site"
+    with zipfile.ZipFile(index / "wheels" / "qvltoy-1.9-py3-none-any.whl") as wheel:
+        wheel.extractall(site)
+    with zipfile.ZipFile(index / "wheels" / "qvlpeer-1.2-py3-none-any.whl") as wheel:
+        wheel.extractall(site)
+    monkeypatch.setenv("PYTHONPATH", str(site))
+    status, out = bisect(index, capsys, "qvltoy", "--good", "1.0", "--bad", "1.9", "--oracle-cmd", oracle("qvltoy.N < 5"))
+    assert status == 0 and "first bad: qvltoy==1.5" in out, out

@@ -117,16 +117,15 @@ def test_a_truncated_dicom_is_called_truncated(tmp_path, monkeypatch, keep, reas
     assert "\n" not in str(caught.value)
 
 
-COMPRESSED = ["RG1_J2KR.dcm", "RG1_J2KI.dcm", "RG3_J2KR.dcm", "RG3_J2KI.dcm"]  # every compressed radiograph of pydicom-data
-
-
-@pytest.mark.parametrize("name", COMPRESSED)
+@pytest.mark.parametrize("name", xrays.COMPRESSED_RADIOGRAPHS)
 def test_every_compressed_radiograph_of_pydicom_data_decodes_through_pylibjpeg(name):
-    """The declared decoders (pylibjpeg with its plugins) read them; lossless ones give the uncompressed pixels."""
+    """The declared decoders (pylibjpeg with its plugins) read them; lossless ones give the uncompressed pixels,
+    lossy ones nearly (against the R original: the I one, 7 MB more to carry to a GPU runner, differs from it
+    by rounding only, correlation 0.9999)."""
     import pydicom
 
     compressed = pydicom.dcmread(xrays.resolve_source(f"pydicom-data:{name}"))
-    plain = pydicom.dcmread(xrays.resolve_source(f"pydicom-data:{name[:3]}_UNC{name[-5]}.dcm"))
+    plain = pydicom.dcmread(xrays.resolve_source(f"pydicom-data:{name[:3]}_UNCR.dcm"))
     compressed.pixel_array_options(decoding_plugin="pylibjpeg")
     pixels = compressed.pixel_array
     if name.endswith("R.dcm"):
@@ -140,6 +139,7 @@ def test_every_compressed_radiograph_of_pydicom_data_decodes_through_pylibjpeg(n
 @pytest.mark.parametrize("name", ["JPEG-LL.dcm", "emri_small_jpeg_ls_lossless.dcm"])
 def test_jpeg_lossless_and_jpeg_ls_decode_through_pylibjpeg(name):
     """The transfer syntaxes a JPEG-lossless radiograph would use (these two files are NM and MR)."""
+    assert name in xrays.DECODER_CHECKS  # so a wheelhouse carries it to the GPU runner
     import pydicom
 
     ds = pydicom.dcmread(xrays.resolve_source(f"pydicom-data:{name}"))

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from harness.core.errors import HarnessError
 from harness.core.paths import REPO_ROOT
+from harness.env import overlay
 
 GOOD, BAD, SKIP = "good", "bad", "skip"
 SKIP_EXIT = 125
@@ -111,6 +112,8 @@ class Oracle:
         env = {**os.environ, "VIRTUAL_ENV": str(python.parent.parent), "PATH": f"{python.parent}{os.pathsep}{os.environ.get('PATH', '')}",
                "QVL_PROBE_PYTHON": str(python), "QVL_PROBE": label}
         env.pop("PYTHONHOME", None)
+        if (python.parent.parent / overlay.MARKER).is_file():
+            env.pop("PYTHONPATH", None)  # the overlay's .pth has the base's entries, after its own pins
         started = time.monotonic()
         with tempfile.TemporaryDirectory(prefix="qvl-oracle-") as tmp:
             junit = Path(tmp, "junit.xml")

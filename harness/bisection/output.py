@@ -4,6 +4,7 @@ the skipped candidates with their reasons, and a command that continues or re-ch
 from __future__ import annotations
 
 import shlex
+from datetime import timezone
 
 from harness.bisection.candidates import Point
 from harness.bisection.engine import Outcome
@@ -44,8 +45,9 @@ class Reporter:
                 self.out(f"  {point.label}: {runs[point.key][-1].reason if point.key in runs else 'not tried (between releases that could not be judged)'}")
         else:
             last_name = "last good" if outcome.old == GOOD else "last bad"
-            self.out(f"{outcome.new_name}: {outcome.first_new.label} (uploaded {outcome.first_new.uploaded:%Y-%m-%d %H:%M} UTC)")
-            self.out(f"{last_name}: {outcome.last_old.label} (uploaded {outcome.last_old.uploaded:%Y-%m-%d %H:%M} UTC)")
+            when = "committed" if " @ " in outcome.first_new.label else "uploaded"
+            for name, point in ((outcome.new_name, outcome.first_new), (last_name, outcome.last_old)):
+                self.out(f"{name}: {point.label} ({when} {point.uploaded.astimezone(timezone.utc):%Y-%m-%d %H:%M} UTC)")
             if by_date:
                 self.out(f"pins of the {outcome.new_name}: {' '.join(outcome.first_new.pins)}")
             self.out("evidence:")
@@ -81,7 +83,7 @@ def continuation(args, good: str | None, bad: str | None, mode: str, start: str 
     for flag in ("by_date", "pre", "no_index", "offline"):
         if getattr(args, flag):
             cmd.append("--" + flag.replace("_", "-"))
-    for flag in ("exclude_newer", "oracle_pytest", "oracle_cmd", "cell", "release_data"):
+    for flag in ("exclude_newer", "oracle_pytest", "oracle_cmd", "cell", "release_data", "commits"):
         if getattr(args, flag):
             cmd += ["--" + flag.replace("_", "-"), str(getattr(args, flag))]
     if args.oracle_timeout != 1800:

@@ -19,6 +19,7 @@ from harness.bisection.candidates import (
     stack_points,
     version_points,
 )
+from harness.bisection.commits import answer, endpoint, points_between
 from harness.bisection.engine import Bisection, ProbeLog
 from harness.bisection.oracle import BAD, GOOD, SKIP, Oracle, Run
 from harness.bisection.output import Reporter, continuation
@@ -28,6 +29,7 @@ from harness.env import pypi
 from harness.env.matrix import load_matrix
 from harness.env.overlay import Base, Overlays
 from harness.releases import code as release_code
+from harness.releases.git import Repo
 
 # Companion pins a matrix cell contributes; torch and bitsandbytes always come from the base.
 CELL_COMPANIONS = ("unsloth", "unsloth-zoo", "transformers", "peft", "trl")
@@ -107,6 +109,15 @@ def run_cli(args) -> int:
         first = index_of(every, args.range_start, False, history, yanked) if args.range_start else 0
         last = index_of(every, args.range_end, False, history, yanked) if args.range_end else len(every) - 1
         points, total = every[first:last + 1], len(every)
+    repo = None
+    if args.commits:
+        if args.by_date or args.find_range:
+            raise HarnessError("--commits continues a search over one package's releases: not with --by-date or --find-range")
+        repo = Repo(args.commits)
+        old_end, new_end = (args.bad, args.good) if args.find_fix else (args.good, args.bad)
+        if old_end and new_end and not {old_end, new_end} <= {r.version for r in history}:
+            # two commits (or a commit and a release) named: search the commits between them directly
+            return _commit_searches(args, repo, history, [("first-fixed" if args.find_fix else "first-bad", old_end, new_end)])
     if len(points) < 2:
         raise HarnessError("fewer than two candidates in range: nothing to bisect")
 
@@ -171,6 +182,60 @@ def run_cli(args) -> int:
           + f"; {time.monotonic() - started:.0f}s")
     if args.record and status == 0:
         _record(args, oracle, outcomes)
+    if repo is not None:
+        adjacent = [(mode, o.last_old.key, o.first_new.key) for mode, o in outcomes
+                    if o.first_new and o.last_old and not o.ambiguous]
+        if adjacent:
+            print("continuing below the releases, over the commits between them:")
+            status = max(status, _commit_searches(args, repo, history, adjacent))
+    return status
+
+
+def _commit_searches(args, repo: Repo, history, pairs: list[tuple[str, str, str]]) -> int:
+    """Per (mode, old end, new end): the commits between them in ``repo``, searched with the bisect's oracle."""
+    package = args.packages[0]
+    releases = {r.version for r in history}
+    oracle = Oracle(pytest_selection=args.oracle_pytest, command=args.oracle_cmd, timeout=args.oracle_timeout)
+    base = Base.of(args.base_python)
+    overlays = Overlays(base, find_links=args.find_links, no_index=args.no_index, offline=args.offline,
+                        import_check=args.import_check)
+    index = pypi.DirectoryIndex(args.release_data) if args.release_data else pypi.PyPIIndex(offline=args.offline)
+    companions = companion_source(args, index, pypi.parse_date(args.exclude_newer) if args.exclude_newer else None)
+    status = 0
+    for mode, old_end, new_end in pairs:
+        (old, old_how), (new, new_how) = (endpoint(repo, package, v, releases) for v in (old_end, new_end))
+        points = points_between(repo, package, old, new)
+        config = {"packages": args.packages, "commits": str(repo.path), "oracle": oracle.describe(),
+                  "with": args.companions, "cell": args.cell, "base": base.python, "import_check": args.import_check}
+        log = ProbeLog(cache_dir("bisect") / f"{canonicalize_name(package)}-commits-{_digest(config)}.jsonl", config, args.resume)
+        reporter = Reporter(companions)
+        bisection = Bisection(points, prober(oracle, overlays, companions), log, reporter)
+        reporter.header([package], points, len(points), False, oracle.describe(), f"{base.python} (python {base.version})", log)
+        print(f"{old_how}\n{new_how}\nclone: {repo.location}")
+        started = time.monotonic()
+        old_state = GOOD if mode == "first-bad" else BAD
+        reporter.search(f"{mode.replace('-', ' ')} commit", points[0], points[-1], len(points))
+        try:
+            outcome = bisection.search(0, len(points) - 1, old_state, lo_implied=False, hi_implied=False)
+        except KeyboardInterrupt:
+            good, bad = _judged_endpoints(bisection, mode)
+            ends = (old, new) if mode == "first-bad" else (new, old)
+            reporter.command("\ninterrupted; continue with", continuation(args, good or ends[0].sha[:12], bad or ends[1].sha[:12],
+                                                                          mode, None, None))
+            return 130
+        print()
+        reporter.outcome(package, outcome, bisection.runs, False)
+        for line in answer(repo, outcome):
+            print(line)
+        if outcome.first_new and outcome.last_old:
+            good, bad = ((outcome.last_old.key, outcome.first_new.key) if outcome.old == GOOD
+                         else (outcome.first_new.key, outcome.last_old.key))
+            reporter.command("to re-check this answer", continuation(args, good, bad, mode, None, None))
+        reporter.skipped(bisection.skips(), len(outcome.probed))
+        print(f"environments: {overlays.installed} installed, {overlays.reused} reused; oracle runs: {bisection.oracle_runs}"
+              + (f" (+{bisection.reused_runs} from the log)" if bisection.reused_runs else "")
+              + f"; {time.monotonic() - started:.0f}s")
+        status = max(status, 1 if outcome.ambiguous or not outcome.first_new else 0)
     return status
 
 

@@ -120,6 +120,7 @@ def cmd_wheelhouse(args) -> int:
     from harness.data import xrays
 
     fixture_files = {f.source.split(":", 1)[1] for f in xrays.usable(xrays.load_manifest()) if f.source.startswith("pydicom-data:")}
+    fixture_files |= set(xrays.DECODER_CHECKS)
     info = wheelhouse.build(args.cell, args.dest, args.python, args.platform, args.runner, args.cuda,
                             release_wheels=lambda: release_code.fetch(load_matrix().release_requirements(), quiet=args.quiet or None),
                             data_files=fixture_files, quiet=args.quiet or None)

@@ -65,8 +65,8 @@ def _register_bisect(sub) -> None:
                     "'suites/test_garbage_output.py::test_captions_match_goldens[reported]'",
     )
     p.add_argument("packages", nargs="+", metavar="PACKAGE", help="the package whose releases are bisected (several with --by-date)")
-    p.add_argument("--good", metavar="VERSION", help="a good release (a date with --by-date)")
-    p.add_argument("--bad", metavar="VERSION", help="a bad release (a date with --by-date)")
+    p.add_argument("--good", metavar="VERSION", help="a good release (a date with --by-date, a commit with --commits)")
+    p.add_argument("--bad", metavar="VERSION", help="a bad release (a date with --by-date, a commit with --commits)")
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--find-fix", action="store_true", help="the older endpoint is bad: find the first good release after it")
     mode.add_argument("--find-range", action="store_true",
@@ -91,6 +91,8 @@ def _register_bisect(sub) -> None:
     p.add_argument("--no-index", action="store_true", help="install only from --find-links")
     p.add_argument("--offline", action="store_true", help="no network: cached release data, cached or local wheels")
     p.add_argument("--release-data", type=Path, metavar="DIR", help="read <DIR>/<package>.json (PyPI JSON format) instead of PyPI")
+    p.add_argument("--commits", metavar="REPO", help="a local clone (or bundle) of the package: when the release search ends "
+                   "with two adjacent releases, go on over the commits between them; or name two commits with --good/--bad")
     p.add_argument("--resume", action="store_true", help="answer from the probes logged by earlier runs of the same bisect")
     p.add_argument("--record", metavar="FAILURE_ID", help="write the found range and evidence into fixtures/known_failures.toml")
     p.set_defaults(func=run.run_cli)

@@ -30,6 +30,10 @@ MIN_SIDE = 64  # pixels; smaller images carry no anatomy worth captioning
 MAX_SIDE = 512  # cached images are downscaled to this
 DECODER_VERSION = 1  # bump when windowing changes, so cached images are rebuilt
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
+# pydicom-data files the harness's own decoder tests read beside the fixtures (a wheelhouse carries them too):
+# every compressed radiograph of pydicom-data with its uncompressed original, JPEG lossless and JPEG-LS.
+COMPRESSED_RADIOGRAPHS = ("RG1_J2KR.dcm", "RG1_J2KI.dcm", "RG3_J2KR.dcm", "RG3_J2KI.dcm")
+DECODER_CHECKS = (*COMPRESSED_RADIOGRAPHS, "RG1_UNCR.dcm", "RG3_UNCR.dcm", "JPEG-LL.dcm", "emri_small_jpeg_ls_lossless.dcm")
 
 
 @dataclass(frozen=True)

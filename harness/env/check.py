@@ -38,9 +38,12 @@ def _attempt(cell: Cell, check: str, run) -> Verdict:
 
 
 def releases_exist(cell: Cell, index: dict) -> str:
-    resolve.compile_pins(cell.code_under_test(), python=resolve.this_python(), platform=resolve.RUNNER_PLATFORM,
-                         no_deps=True, **index)
-    return " ".join(cell.code_under_test())
+    """The releases are on the index; a commit was found in its clone when the matrix loaded."""
+    if cell.releases():
+        resolve.compile_pins(cell.releases(), python=resolve.this_python(), platform=resolve.RUNNER_PLATFORM,
+                             no_deps=True, **index)
+    commits = [f"{name} @ {s.commit.short} ({s.version}) of {s.location}" for name, s in cell.sources.items()]
+    return " ".join(cell.releases() + commits)
 
 
 def resolves(requirements: list[str], python: str, platform: str, index: dict) -> str:
@@ -49,9 +52,11 @@ def resolves(requirements: list[str], python: str, platform: str, index: dict) -
 
 
 def gpu_needs_match_release(cell: Cell, index: dict) -> str:
-    """The cell's gpu declaration is one the unsloth release ships an extra for."""
-    release_code.fetch([f"unsloth=={cell.pins['unsloth']}"], quiet=True, **index)
-    code = release_code.from_wheel("unsloth", cell.pins["unsloth"])
+    """The cell's gpu declaration is one the unsloth release ships an extra for (for a commit: the release
+    its __version__ names)."""
+    version = cell.sources["unsloth"].version if "unsloth" in cell.sources else cell.pins["unsloth"]
+    release_code.fetch([f"unsloth=={version}"], quiet=True, **index)
+    code = release_code.from_wheel("unsloth", version)
     base = next((r.specifier for r in release_code.requires(code) if r.name == "torch" and not r.marker), None)
     extras = [e for e in release_code.gpu_extras(code) if cell.gpu.admits(e.torch)]
     wanted = {canonicalize_name(p.split("==")[0]): p.split("==")[1] for p in cell.gpu.packages}

@@ -13,6 +13,7 @@ from packaging.version import Version
 from harness.core import packages, schema
 from harness.core.errors import HarnessError
 from harness.core.paths import MATRIX_FILE
+from harness.releases.git import Commit, Repo
 
 ROLES = ("canary", "control")
 PINNED = ("unsloth", "unsloth_zoo", "transformers", "peft", "bitsandbytes", "trl", "torch")
@@ -38,6 +39,21 @@ class GpuNeeds:
 
 
 @dataclass(frozen=True)
+class GitSource:
+    """unsloth or unsloth-zoo pinned to a commit: ``{ git = "CLONE, BUNDLE or URL", rev = "SHA, TAG or BRANCH" }``."""
+
+    location: str
+    repo: Repo
+    commit: Commit
+    version: str  # the __version__ the commit sets
+
+    @property
+    def pin(self) -> str:
+        """The stack's version of it: the version it sets, with the commit as a PEP 440 local label."""
+        return f"{self.version}+g{self.commit.short}"
+
+
+@dataclass(frozen=True)
 class Cell:
     name: str
     pins: dict[str, str]
@@ -46,14 +62,20 @@ class Cell:
     failures: tuple[str, ...] = ()
     note: str = ""
     gpu: GpuNeeds = GpuNeeds(SpecifierSet())
+    sources: dict[str, GitSource] = field(default_factory=dict)  # distribution name -> its commit
 
     @property
     def tox_env(self) -> str:
         return f"cell-{self.name}"
 
     def code_under_test(self) -> list[str]:
-        """Requirements for unsloth and unsloth-zoo, to install with --no-deps."""
-        return [f"{p}=={self.pins[packages.matrix_key(p)]}" for p in packages.CODE_UNDER_TEST]
+        """Requirements for unsloth and unsloth-zoo, to install with --no-deps (a commit as a git direct reference)."""
+        return [self.sources[p].repo.requirement(p, self.sources[p].commit.sha) if p in self.sources
+                else f"{p}=={self.pins[packages.matrix_key(p)]}" for p in packages.CODE_UNDER_TEST]
+
+    def releases(self) -> list[str]:
+        """The code under test that is a PyPI release (``package==version``): what the release cache holds."""
+        return [req for req in self.code_under_test() if "==" in req]
 
     def companions(self, torch: str | None = None) -> list[str]:
         """Requirements resolved normally: the pinned companions, torch and the runtime deps.
@@ -74,7 +96,7 @@ class Cell:
         """Per listed known failure, what this stack shows of it, from the registry: "reproduces" (the
         symptom), "cause only" (the cause without the conditions for the symptom), "fixed" (past the
         range), "before" (older than the range), "unaffected" (in range, but its requirements unmet)."""
-        return {fid: failure_state(registry[fid], self.stack) for fid in self.failures}
+        return {fid: failure_state(registry[fid], self.stack, self.sources) for fid in self.failures}
 
     def gpu_requirements(self) -> list[str]:
         """The companions on a GPU runner: torch as the releases need it (a runner torch that fits
@@ -93,8 +115,9 @@ class Cell:
         }
 
 
-def failure_state(failure, stack: dict[str, str]) -> str:
-    version = Version(stack[failure.package])
+def failure_state(failure, stack: dict[str, str], sources: dict[str, GitSource] | None = None) -> str:
+    source = (sources or {}).get(failure.package)
+    version = Version(failure.placed(stack[failure.package], source.repo, source.commit.sha) if source else stack[failure.package])
     if failure.affects(str(version)):
         if failure.unmet("cause", stack):
             return "unaffected"
@@ -119,7 +142,7 @@ class Matrix:
 
     def release_requirements(self) -> list[str]:
         """unsloth and unsloth-zoo releases of every cell, each once: what the cross-release suites read."""
-        return list(dict.fromkeys(req for cell in self.cells.values() for req in cell.code_under_test()))
+        return list(dict.fromkeys(req for cell in self.cells.values() for req in cell.releases()))
 
     def select(self, names: list[str] | None) -> list[Cell]:
         return [self.cell(n) for n in names] if names else list(self.cells.values())
@@ -134,6 +157,22 @@ def _gpu(where: str, value: object) -> GpuNeeds:
         raise HarnessError(f"{where}: gpu must be a table like {{ torch = \"==2.5.0\", packages = [\"xformers==0.0.28.post2\"] }}")
     return GpuNeeds(schema.specifier(where, "gpu.torch", value["torch"], empty_ok=True),
                     schema.string_list(where, "gpu.packages", value.get("packages", [])))
+
+
+def _git_source(where: str, key: str, value: dict) -> GitSource:
+    if set(value) != {"git", "rev"} or not all(isinstance(v, str) and v for v in value.values()):
+        raise HarnessError(f"{where}: {key} must be a version string or a commit like "
+                           f"{{ git = \"fixtures/git/unsloth-2025-01.bundle\", rev = \"a72a9d9\" }}, got {value!r}")
+    try:
+        repo = Repo(value["git"])
+        commit = repo.commit(value["rev"])
+    except HarnessError as exc:
+        raise HarnessError(f"{where}: {key}: {exc}") from None
+    package = packages.from_matrix_key(key)
+    version = repo.version_at(commit.sha, package)
+    if version is None:
+        raise HarnessError(f"{where}: {key}: commit {commit.short} of {value['git']} sets no __version__ of {package}")
+    return GitSource(value["git"], repo, commit, version)
 
 
 def parse_matrix(text: str, path: Path = MATRIX_FILE) -> Matrix:
@@ -153,10 +192,13 @@ def parse_matrix(text: str, path: Path = MATRIX_FILE) -> Matrix:
         role = raw.get("role", "")
         if role and role not in ROLES:
             raise HarnessError(f"{where}: role must be one of {list(ROLES)} (or left out), got {role!r}")
-        pins = {}
+        pins, sources = {}, {}
         for key in PINNED:
             value = raw.get(key, defaults.get(key) if key in ("torch", "bitsandbytes") else None)
-            if value is not None:
+            if isinstance(value, dict) and key in ("unsloth", "unsloth_zoo"):
+                sources[packages.from_matrix_key(key)] = source = _git_source(where, key, value)
+                pins[key] = source.pin
+            elif value is not None:
                 pins[key] = schema.version(where, key, value)
         cells[name] = Cell(
             name=name,
@@ -166,6 +208,7 @@ def parse_matrix(text: str, path: Path = MATRIX_FILE) -> Matrix:
             failures=schema.string_list(where, "failures", raw.get("failures", [])),
             note=str(raw.get("note", "")),
             gpu=_gpu(where, raw["gpu"]) if "gpu" in raw else GpuNeeds(SpecifierSet()),
+            sources=sources,
         )
     return Matrix(path=path, cells=cells)
 

@@ -39,11 +39,15 @@ from packaging.version import Version
 pins, modules = json.loads(sys.argv[1]), json.loads(sys.argv[2])
 for name, wanted in pins.items():
     try:
-        found = md.version(name)
+        dist = md.distribution(name)
     except md.PackageNotFoundError:
         sys.exit(f"{name} is not visible in the overlay")
-    if Version(found) != Version(wanted):
-        sys.exit(f"the overlay sees {name} {found}, not {wanted}")
+    if wanted.startswith("git+"):  # a commit: pip and uv record it in direct_url.json (PEP 610)
+        commit = json.loads(dist.read_text("direct_url.json") or "{}").get("vcs_info", {}).get("commit_id")
+        if commit != wanted.rpartition("@")[2]:
+            sys.exit(f"the overlay sees {name} at commit {commit}, not {wanted}")
+    elif Version(dist.version) != Version(wanted):
+        sys.exit(f"the overlay sees {name} {dist.version}, not {wanted}")
 for module in modules:
     try:
         importlib.import_module(module)
@@ -67,7 +71,10 @@ class Base:
         except (OSError, subprocess.CalledProcessError) as exc:
             raise HarnessError(f"base python {python!r} does not run: {exc}") from None
         info = json.loads(out)
-        return cls(python=str(Path(python).absolute()), version=info["version"], site=tuple(info["site"]))
+        # PYTHONPATH (how an air-gapped runner's wheelhouse install is found) belongs to the base too, but an
+        # overlay's own packages must come first: it joins the site dirs and is left out of the overlay's env.
+        extra = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+        return cls(python=str(Path(python).absolute()), version=info["version"], site=tuple(dict.fromkeys(extra + info["site"])))
 
 
 @dataclass(frozen=True)
@@ -85,19 +92,38 @@ class Overlay:
         return self.path / "bin"
 
 
+GIT_COMMIT = re.compile(r"git\+\S+@[0-9a-f]{40}")
+EXACT = "an overlay takes exact pins like unsloth-zoo==2025.1.4 or a commit, unsloth @ git+file:///CLONE@SHA40"
+
+
+def python_env() -> dict[str, str]:
+    """The environment for an overlay's python: without PYTHONPATH, which would shadow the overlay's pins
+    (the base's PYTHONPATH entries are in the overlay's .pth, after its own site-packages)."""
+    return {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
+
+
 def parse_pins(requirements: list[str]) -> dict[str, str]:
-    """``name==version`` requirements as {name: version}; anything else is a clear error."""
+    """``name==version`` or ``name @ git+URL@SHA`` requirements as {name: version or URL}; else a clear error."""
     pins = {}
     for text in requirements:
         try:
             req = Requirement(text)
+            if req.url:
+                if not GIT_COMMIT.fullmatch(req.url):
+                    raise ValueError
+                pins[req.name] = req.url
+                continue
             (spec,) = req.specifier
         except (InvalidRequirement, ValueError):
-            raise HarnessError(f"{text!r}: an overlay takes exact pins like unsloth-zoo==2025.1.4") from None
+            raise HarnessError(f"{text!r}: {EXACT}") from None
         if spec.operator != "==":
-            raise HarnessError(f"{text!r}: an overlay takes exact pins like unsloth-zoo==2025.1.4")
+            raise HarnessError(f"{text!r}: {EXACT}")
         pins[req.name] = spec.version
     return pins
+
+
+def requirement(name: str, pin: str) -> str:
+    return f"{name} @ {pin}" if pin.startswith("git+") else f"{name}=={pin}"
 
 
 class Overlays:
@@ -120,6 +146,7 @@ class Overlays:
     def path_for(self, pins: dict[str, str]) -> Path:
         key = json.dumps([sorted(pins.items()), self.base.python, self.base.site, self.import_check])
         first, version = next(iter(pins.items()))
+        version = f"g{version[-40:-33]}" if version.startswith("git+") else version
         slug = re.sub(r"[^A-Za-z0-9_.-]", "_", f"{first}-{version}")
         return cache_dir("venvs") / f"{slug}-{hashlib.sha256(key.encode()).hexdigest()[:10]}"
 
@@ -152,17 +179,17 @@ class Overlays:
         if made.returncode != 0:
             raise HarnessError(f"uv venv failed for {path.name}: {one_line(made.stderr)}")
         site = subprocess.run([str(path / "bin" / "python"), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                              capture_output=True, text=True, check=True).stdout.strip()
+                              capture_output=True, text=True, check=True, env=python_env()).stdout.strip()
         # Lines of a .pth starting with "import" run at start-up; addsitedir also runs the base's own .pth files.
         lines = [f"import site; site.addsitedir({d!r})" for d in self.base.site]
         Path(site, "zz_qvl_base.pth").write_text("\n".join(lines) + "\n")
-        reqs = [f"{n}=={v}" for n, v in pins.items()]
+        reqs = [requirement(n, v) for n, v in pins.items()]
         install = subprocess.run([self.uv, "pip", "install", "--quiet", "--no-deps", "--python", str(path / "bin" / "python"),
                                   *self.index_args, *reqs], capture_output=True, text=True, env=env)
         if install.returncode != 0:
             return f"install failed: {one_line(install.stderr)}"
         check = subprocess.run([str(path / "bin" / "python"), "-c", _VERIFY, json.dumps(pins), json.dumps(self.import_check)],
-                               capture_output=True, text=True)
+                               capture_output=True, text=True, env=python_env())
         if check.returncode != 0:
             return one_line(check.stderr)
         return None

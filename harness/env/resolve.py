@@ -63,12 +63,13 @@ def conflict(stderr: str) -> str:
 
 
 def compile_pins(requirements: list[str], *, python: str, platform: str, constraints: dict[str, str] | None = None,
-                 preferences: dict[str, str] | None = None, no_deps: bool = False,
+                 preferences: dict[str, str] | None = None, no_deps: bool = False, only_binary: bool = False,
                  find_links: tuple[str, ...] = (), no_index: bool = False) -> dict[str, str]:
     """``{canonical name: version}`` of everything ``requirements`` install on that Python and platform.
 
     ``constraints`` are hard pins; ``preferences`` are versions uv keeps wherever the requirements
-    allow (it prefers what its output file already lists).
+    allow (it prefers what its output file already lists). ``only_binary``: versions with a wheel for
+    that platform only (an air-gapped runner cannot build an sdist).
     """
     with tempfile.TemporaryDirectory(prefix="qvl-resolve-") as tmp:
         reqs, cons, out = Path(tmp, "in.txt"), Path(tmp, "constraints.txt"), Path(tmp, "out.txt")
@@ -77,7 +78,8 @@ def compile_pins(requirements: list[str], *, python: str, platform: str, constra
         out.write_text("".join(f"{n}=={v}\n" for n, v in (preferences or {}).items()))
         cmd = [uv_binary(), "pip", "compile", str(reqs), "--constraint", str(cons), "--output-file", str(out),
                "--python-version", python, "--python-platform", uv_platform(platform),
-               "--no-header", "--no-annotate", "--quiet", *(["--no-deps"] if no_deps else [])]
+               "--no-header", "--no-annotate", "--quiet", *(["--no-deps"] if no_deps else []),
+               *(["--only-binary", ":all:"] if only_binary else [])]
         for folder in [*find_links, *([LOCAL_WHEELS] if LOCAL_WHEELS.is_dir() else [])]:
             cmd += ["--find-links", str(folder)]
         if no_index:

@@ -9,15 +9,19 @@ import warnings
 from dataclasses import asdict, dataclass, field
 
 from harness.core import packages
+from harness.releases import code as release_code
 
 PACKAGES = packages.STACK
 
 
 def dist_version(name: str) -> str | None:
+    """The installed version; a commit installed from git shows as VERSION+gSHORT (a PEP 440 local label)."""
     try:
-        return importlib.metadata.version(name)
+        version = importlib.metadata.version(name)
     except importlib.metadata.PackageNotFoundError:
         return None
+    commit = release_code.installed_commit(name)
+    return f"{version}+g{commit[1][:7]}" if commit else version
 
 
 @dataclass(frozen=True)

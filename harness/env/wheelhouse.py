@@ -66,7 +66,8 @@ def resolve_for_runner(requirements: list[str], python: str, platform: str, runn
     wherever the cell allows."""
     fixed = {n: v for n, v in runner.items() if RUNNER_FIXED.match(n)}
     try:
-        return resolve.compile_pins(requirements, python=python, platform=platform, constraints=fixed, preferences=runner)
+        return resolve.compile_pins(requirements, python=python, platform=platform, constraints=fixed, preferences=runner,
+                                    only_binary=True)
     except resolve.ResolutionError as exc:
         raise HarnessError(f"cannot resolve the cell's packages for the runner: {exc}") from None
 
@@ -117,6 +118,9 @@ def build(cell_name: str, dest: Path, python: str, platform: str, runner_freeze:
     runner = read_freeze(runner_freeze) if runner_freeze else {}
     refuse_unfit_runner(cell, runner)
     report = Progress(4, f"building the wheelhouse of cell {cell.name}", quiet=quiet)
+    if cell.sources:
+        raise HarnessError(f"cell {cell_name} pins {' and '.join(cell.sources)} to a commit; a wheelhouse carries releases "
+                           f"(run that cell on a GPU runner with the network: QVL_CELL={cell_name} tox -e gpu)")
     pins = resolve_for_runner(cell.gpu_requirements() + harness_requirements(), python, platform, runner)
     missing = sorted(f"{n}=={v}" for n, v in pins.items() if runner.get(n) != v)
     if any(r.startswith("torch==") for r in missing):

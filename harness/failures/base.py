@@ -11,12 +11,17 @@ entry, one module like missing_repo.py, and one suite file.
 from __future__ import annotations
 
 import functools
-import importlib.metadata
+from pathlib import Path
 from typing import ClassVar
+from urllib.parse import unquote, urlparse
 
+from packaging.version import Version
+
+from harness.core.errors import HarnessError
 from harness.env.matrix import load_matrix
 from harness.failures import registry
 from harness.releases import code as release_code
+from harness.releases.git import Repo
 
 
 class Failure:
@@ -32,9 +37,7 @@ class Failure:
 
     def subject(self, version: str, origin: str = "wheel"):
         """The release code a reproduction runs; the default is the failure package's own release."""
-        if origin == "installed":
-            return release_code.installed(self.package)
-        return release_code.from_wheel(self.package, version)
+        return release_code.of(self.package, version, origin)
 
     def reproduce(self, subject, **context):
         raise NotImplementedError
@@ -42,24 +45,41 @@ class Failure:
     def marks(self, version: str, *, shows: str = "symptom", stack: dict | None = None) -> list:
         return registry.expectation_marks(self.id, version, shows=shows, stack=stack)
 
+    def marks_for(self, code: release_code.ReleaseCode, *, shows: str = "symptom", stack: dict | None = None) -> list:
+        """The expectation for ``code``: a release's, or a commit's as the registry places it."""
+        return registry.expectation_marks(self.id, code.version, shows=shows, stack=stack, commit=commit_at(code))
+
     def params(self, *, shows: str = "cause", stack: dict | None = None) -> list:
         """pytest params ``(package, version, origin)`` for each matrix release of the failure's package and
         the installed one (id ``installed-VERSION``: what `qvl-harness bisect` selects with ``-k installed``),
         each marked with the registry's expectation."""
         import pytest
 
-        versions = sorted({cell.stack[self.package] for cell in load_matrix().cells.values()})
-        params = [pytest.param((self.package, v, "wheel"), id=f"{self.package}-{v}", marks=self.marks(v, shows=shows, stack=stack))
-                  for v in versions]
+        cells = load_matrix().cells.values()
+        releases = {(cell.stack[self.package], "wheel", None) for cell in cells if self.package not in cell.sources}
+        commits = {(cell.stack[self.package], f"git:{s.repo.path}@{s.commit.sha}", (s.repo, s.commit.sha))
+                   for cell in cells for name, s in cell.sources.items() if name == self.package}
+        params = [pytest.param((self.package, v, origin), id=f"{self.package}-{v}",
+                               marks=registry.expectation_marks(self.id, v, shows=shows, stack=stack, commit=commit))
+                  for v, origin, commit in sorted(releases | commits, key=lambda p: Version(p[0]))]
         try:
-            installed = importlib.metadata.version(self.package)
-        except importlib.metadata.PackageNotFoundError:
+            installed = release_code.installed(self.package).version
+        except HarnessError:
             return params
         return params + [pytest.param((self.package, installed, "installed"), id=f"installed-{installed}",
-                                      marks=self.marks(installed, shows=shows, stack=stack))]
+                                      marks=self.marks_for(release_code.installed(self.package), shows=shows, stack=stack))]
+
+
+def commit_at(code: release_code.ReleaseCode) -> tuple[Repo, str] | None:
+    """(clone, commit id) of code that is a commit whose clone is on this machine (the registry's commits are
+    placed in it); None for a release, or a commit installed from a remote URL (its version decides)."""
+    commit = code.commit()
+    if commit is None:
+        return None
+    clone = Path(unquote(urlparse(commit[0]).path)) if commit[0].startswith("file:") else Path(commit[0])
+    return (Repo(clone), commit[1]) if clone.exists() else None
 
 
 def subject_of(param):
     """The release code of a ``(package, version, origin)`` param."""
-    package, version, origin = param
-    return release_code.installed(package) if origin == "installed" else release_code.from_wheel(package, version)
+    return release_code.of(*param)

@@ -18,6 +18,7 @@ from pathlib import Path
 from harness.data import goldens, hub
 from harness.failures import loading
 from harness.failures.base import Failure
+from harness.releases.code import ReleaseCode
 
 SEVEN_B = "unsloth/Qwen2-VL-7B-Instruct"
 PATHS = {"reported": SEVEN_B, "load-time": None}  # None: a local 16-bit checkpoint
@@ -41,14 +42,14 @@ class VisionAtLoad(GarbageOutput):
     id = "vision-4bit-at-load"
 
 
-def failure_for(release: loading.Release, path: str) -> tuple[Failure, str]:
-    """The registry entry that speaks for ``path`` of ``release``, and the version it is judged on:
+def failure_for(release: loading.Release, path: str) -> tuple[Failure, ReleaseCode]:
+    """The registry entry that speaks for ``path`` of ``release``, and the code it is judged on:
     garbage-output for the mapped name; on the load-time path garbage-output where the unsloth release
     passes no skip list at all, else vision-4bit-at-load (unsloth-zoo's skip list)."""
     garbage = GarbageOutput()
     if path == "reported" or garbage.entry.affects(release.unsloth.version):
-        return garbage, release.unsloth.version
-    return VisionAtLoad(), release.zoo.version
+        return garbage, release.unsloth
+    return VisionAtLoad(), release.zoo
 
 
 def what_loads(release: loading.Release, path: str, checkpoint: Path, processor, fixtures, hub_for) -> loading.Observation:

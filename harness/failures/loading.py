@@ -32,6 +32,7 @@ from harness.env.matrix import load_matrix
 from harness.lab import compat, inference, quant
 from harness.releases import code as release_code
 from harness.releases.code import ReleaseCode
+from harness.releases.git import Repo
 from harness.releases.mapper import ReleaseMapper
 
 VISION_LOADER = "unsloth/models/vision.py"
@@ -58,7 +59,11 @@ class Release:
 
     @property
     def shipped(self) -> datetime.date:
-        """The day the unsloth wheel was built (its METADATA's date: PyPI's upload day for every release checked)."""
+        """The day the unsloth wheel was built (its METADATA's date: PyPI's upload day for every release checked),
+        or a commit's day."""
+        commit = self.unsloth.commit()
+        if commit is not None:
+            return Repo(commit[0]).commit(commit[1]).date.date()
         if self.unsloth.origin == "installed":
             raise HarnessError("the ship date is read from a release wheel, not an installed distribution")
         with zipfile.ZipFile(self.unsloth.origin) as wheel:
@@ -354,7 +359,8 @@ def installed_release() -> Release | None:
         versions = [importlib.metadata.version(p) for p in ("unsloth", "unsloth-zoo")]
     except importlib.metadata.PackageNotFoundError:
         return None
-    return Release(release_code.from_wheel("unsloth", versions[0]), release_code.from_wheel("unsloth-zoo", versions[1]))
+    return Release(*(release_code.installed(p) if release_code.installed_commit(p) else release_code.from_wheel(p, v)
+                     for p, v in zip(("unsloth", "unsloth-zoo"), versions)))
 
 
 def release_pair(unsloth: str, origin: str = "wheel") -> Release:
@@ -364,10 +370,18 @@ def release_pair(unsloth: str, origin: str = "wheel") -> Release:
         if found is None:
             raise HarnessError("unsloth and unsloth-zoo are not both installed here")
         return found
-    zoo = next((c.pins["unsloth_zoo"] for c in load_matrix().cells.values() if c.pins["unsloth"] == unsloth), None)
-    if zoo is None:
+    cell = next((c for c in load_matrix().cells.values() if c.pins["unsloth"] == unsloth), None)
+    if cell is None:
         raise HarnessError(f"unsloth {unsloth} is in no matrix cell: name its unsloth-zoo with release_of()")
-    return release_of(unsloth, zoo)
+    return Release(*(cell_code(cell, package) for package in ("unsloth", "unsloth-zoo")))
+
+
+def cell_code(cell, package: str) -> ReleaseCode:
+    """A matrix cell's release of ``package``, or its commit read from the clone."""
+    source = cell.sources.get(package)
+    if source is None:
+        return release_code.from_wheel(package, cell.stack[package])
+    return release_code.from_commit(package, source.repo.path, source.commit.sha, source.version)
 
 
 def release_of(unsloth: str, zoo: str) -> Release:

@@ -27,7 +27,8 @@ from harness.core.paths import FIXTURES_DIR
 
 REGISTRY = FIXTURES_DIR / "known_failures.toml"
 REQUIRED = {"id", "package", "affected", "symptom", "seed", "description", "evidence", "found_by", "suite"}
-OPTIONAL = {"requires", "symptom_requires", "cause", "path", "workaround", "history", "reported_as"}
+OPTIONAL = {"requires", "symptom_requires", "cause", "path", "workaround", "history", "reported_as", "commits"}
+COMMIT_KEYS = {"introduced", "fixed", "found_by"}
 PACKAGES = packages.KNOWN
 SHOWS = ("cause", "symptom")
 
@@ -50,6 +51,18 @@ class KnownFailure:
     workaround: str = ""
     history: str = ""  # the projects' issues and commits the range was checked against
     reported_as: tuple[str, ...] = ()  # regexes: how users describe it when no test message is pasted (known match)
+    commits: dict[str, str] = field(default_factory=dict)  # the commits that brought the cause in and took it out
+
+    def placed(self, version: str, repo, sha: str) -> str:
+        """The version a commit stands for here: the release its __version__ names, unless the commits the
+        registry records say it already has the fix (or the cause), which a commit between releases can."""
+        fixed, introduced = self.commits.get("fixed"), self.commits.get("introduced")
+        lower = [s.version for s in self.affected if s.operator == ">="]
+        if fixed and self.first_fixed and repo.is_ancestor(fixed, sha):
+            return max(version, self.first_fixed, key=Version)
+        if introduced and lower and repo.is_ancestor(introduced, sha) and Version(version) < Version(lower[0]):
+            return lower[0]
+        return version
 
     def affects(self, version: str) -> bool:
         """Whether ``package==version`` has the cause (pre-releases count)."""
@@ -102,6 +115,10 @@ def parse_registry(text: str, where: str = REGISTRY.name) -> dict[str, KnownFail
         if entry["package"] not in PACKAGES:
             raise HarnessError(f"{label}: unknown package {entry['package']!r}; known: {', '.join(sorted(PACKAGES))}")
         reported_as = schema.string_list(label, "reported_as", entry.get("reported_as", []))
+        commits = schema.keys(f"{label} commits", entry.get("commits", {}), set(), COMMIT_KEYS)
+        for key in ("introduced", "fixed"):
+            if key in commits and not re.fullmatch(r"[0-9a-f]{40}", str(commits[key])):
+                raise HarnessError(f"{label}: commits.{key} must be a full 40-character commit id, got {commits[key]!r}")
         for key, pattern in [("symptom", entry.get("symptom", "")), ("cause", entry.get("cause", "")),
                              *(("reported_as", p) for p in reported_as)]:
             try:
@@ -112,7 +129,7 @@ def parse_registry(text: str, where: str = REGISTRY.name) -> dict[str, KnownFail
             **{**entry, "affected": schema.specifier(label, "affected", entry["affected"]),
                "requires": _specifiers(label, "requires", entry.get("requires", {})),
                "symptom_requires": _specifiers(label, "symptom_requires", entry.get("symptom_requires", {})),
-               "reported_as": reported_as})
+               "reported_as": reported_as, "commits": dict(commits)})
     return failures
 
 
@@ -139,19 +156,22 @@ def installed_stack() -> dict[str, str | None]:
     return {package: dist_version(package) for package in PACKAGES}
 
 
-def expectation_marks(failure_id: str, version: str, *, shows: str = "symptom", stack: dict | None = None) -> list:
+def expectation_marks(failure_id: str, version: str, *, shows: str = "symptom", stack: dict | None = None,
+                      commit: tuple | None = None) -> list:
     """pytest marks for a test of ``failure_id``'s cause or symptom against ``package==version``.
 
     ``stack`` (package -> version) is what the conditions are judged on: the installed versions,
     overridden by what the test itself stands for (a test that calls unsloth-zoo's hook the way
-    unsloth >= 2025.1.1 does passes {"unsloth": "2025.1.1"}).
+    unsloth >= 2025.1.1 does passes {"unsloth": "2025.1.1"}). ``commit`` = (repo, sha) when the code is a
+    commit rather than a release: where it stands is then ``KnownFailure.placed``.
     """
     import pytest
 
     if shows not in SHOWS:
         raise HarnessError(f"shows must be one of {SHOWS}, not {shows!r}")
     failure = known_failure(failure_id)
-    expected = failure.expected(version, shows, {**installed_stack(), **(stack or {})})
+    standing = failure.placed(version, *commit) if commit else version
+    expected = failure.expected(standing, shows, {**installed_stack(), **(stack or {})})
     return [pytest.mark.known_failure(failure_id, version=version, shows=shows, expected=expected)]
 
 
@@ -229,6 +249,8 @@ def describe(failure: KnownFailure) -> list[str]:
     lines += [f"  symptom:    /{failure.symptom}/"] + ([f"  cause:      /{failure.cause}/"] if failure.cause else [])
     lines += [f"  reported:   /{p}/" for p in failure.reported_as]
     lines += [f"  seed:       {failure.seed}", f"  found by:   {failure.found_by}", f"  evidence:   {failure.evidence}"]
+    if failure.commits:
+        lines.append("  commits:    " + ", ".join(f"{k} {v[:7] if k != 'found_by' else v}" for k, v in failure.commits.items()))
     if failure.history:
         lines.append(f"  history:    {failure.history}")
     if failure.workaround:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import ast
 import email
 import importlib.metadata
+import json
 import re
 import subprocess
 import sys
@@ -37,20 +38,31 @@ class ReleaseCode:
 
     package: str
     version: str
-    origin: str  # "installed" or the wheel's path
+    origin: str  # "installed", the wheel's path, or "git:CLONE@SHA" (a commit, read from its clone)
 
     def _wheel(self) -> zipfile.ZipFile:
         return zipfile.ZipFile(self.origin)
 
+    def _git(self, *args: str) -> subprocess.CompletedProcess:
+        clone, _, sha = self.origin.removeprefix("git:").rpartition("@")
+        return subprocess.run(["git", "-C", clone, *args[:-1], f"{sha}:{args[-1]}"], capture_output=True, text=True)
+
     def has(self, relpath: str) -> bool:
         if self.origin == "installed":
             return _installed_root(self.package).joinpath(relpath).is_file()
+        if self.origin.startswith("git:"):
+            return self._git("cat-file", "-e", relpath).returncode == 0
         return relpath in self._wheel().namelist()
 
     def read(self, relpath: str) -> str:
         try:
             if self.origin == "installed":
                 return _installed_root(self.package).joinpath(relpath).read_text()
+            if self.origin.startswith("git:"):
+                shown = self._git("show", relpath)
+                if shown.returncode:
+                    raise KeyError(relpath)
+                return shown.stdout
             return self._wheel().read(relpath).decode()
         except (OSError, KeyError):
             raise HarnessError(f"{self.label} has no file {relpath}") from None
@@ -62,8 +74,17 @@ class ReleaseCode:
             warnings.simplefilter("ignore", DeprecationWarning)
             return ast.parse(self.read(relpath), filename=f"{self.label}:{relpath}")
 
+    def commit(self) -> tuple[str, str] | None:
+        """(clone, commit id) when this code is a commit rather than a release."""
+        if self.origin.startswith("git:"):
+            clone, _, sha = self.origin.removeprefix("git:").rpartition("@")
+            return clone, sha
+        return installed_commit(self.package) if self.origin == "installed" else None
+
     @property
     def label(self) -> str:
+        if self.origin.startswith("git:"):
+            return f"{self.package} @ {self.origin.rpartition('@')[2][:7]} ({self.version.partition('+')[0]})"
         return f"{self.package}=={self.version}" + (" (installed)" if self.origin == "installed" else "")
 
 
@@ -77,11 +98,39 @@ def installed(package: str) -> ReleaseCode:
         version = importlib.metadata.version(package)
     except importlib.metadata.PackageNotFoundError:
         raise HarnessError(f"{package} is not installed in this environment") from None
-    return ReleaseCode(package, version, "installed")
+    commit = installed_commit(package)
+    return ReleaseCode(package, f"{version}+g{commit[1][:7]}" if commit else version, "installed")
+
+
+def installed_commit(package: str) -> tuple[str, str] | None:
+    """(clone URL, commit id) when ``package`` was installed from git (pip and uv record it, PEP 610)."""
+    try:
+        text = importlib.metadata.distribution(package).read_text("direct_url.json")
+    except importlib.metadata.PackageNotFoundError:
+        return None
+    info = json.loads(text or "{}")
+    commit = info.get("vcs_info", {}).get("commit_id")
+    return (info["url"], commit) if commit and info.get("vcs_info", {}).get("vcs") == "git" else None
+
+
+def from_commit(package: str, clone: Path, sha: str, version: str) -> ReleaseCode:
+    """The code of commit ``sha`` of a local clone, read file by file as from a wheel."""
+    return ReleaseCode(package, f"{version}+g{sha[:7]}", f"git:{clone}@{sha}")
+
+
+def of(package: str, version: str, origin: str = "wheel") -> ReleaseCode:
+    """The code of a release: the installed one, a wheel from the cache, or a commit read from its clone."""
+    if origin == "installed":
+        return installed(package)
+    if origin.startswith("git:"):
+        clone, _, sha = origin.removeprefix("git:").rpartition("@")
+        return from_commit(package, Path(clone), sha, version.partition("+")[0])
+    return from_wheel(package, version)
 
 
 def is_code_under_test(requirement: str) -> bool:
-    return requirement.split("==")[0] in packages.CODE_UNDER_TEST
+    """A release of unsloth or unsloth-zoo (``package==version``; a commit is read from its clone)."""
+    return "==" in requirement and requirement.split("==")[0] in packages.CODE_UNDER_TEST
 
 
 def wheel_path(package: str, version: str) -> Path:
