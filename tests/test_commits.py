@@ -179,7 +179,7 @@ def test_registry_commits_place_a_commit_between_releases(toy):
 def test_an_installed_commit_shows_in_the_stack_with_its_id(toy, tmp_path):
     """pip/uv record a git install's commit (PEP 610); the stack shows VERSION+gSHORT and the suites read it."""
     root, shas = toy
-    from harness.env.overlay import Base, Overlays
+    from harness.env.overlay import Base, Overlays, python_env
 
     overlay = Overlays(Base.of(sys.executable), offline=True).get([Repo(root / "repo").requirement("unsloth", shas[2])])
     assert overlay.error is None
@@ -187,6 +187,16 @@ def test_an_installed_commit_shows_in_the_stack_with_its_id(toy, tmp_path):
              "print(dist_version('unsloth'), code.installed('unsloth').label, code.installed_commit('unsloth')[1])")
     import subprocess
 
-    out = subprocess.run([str(overlay.python), "-c", probe], capture_output=True, text=True, check=True).stdout.split()
+    out = subprocess.run([str(overlay.python), "-c", probe], capture_output=True, text=True, check=True,
+                         env=python_env()).stdout.split()
     assert out == [f"1.0+g{shas[2][:7]}", "unsloth==1.0+g" + shas[2][:7], "(installed)", shas[2]]
     assert release_code.is_code_under_test("unsloth==1.0") and not release_code.is_code_under_test(f"unsloth @ git+x@{shas[2]}")
+
+
+def test_releases_place_prints_a_line_per_release_and_fails_on_one_it_cannot_place(toy, capsys):
+    root, shas = toy
+    status = main(["releases", "place", "unsloth==1.0", "unsloth==0.9", "--repo", str(root / "repo")])
+    out = capsys.readouterr().out.splitlines()
+    assert status == 1 and len(out) == 2
+    assert out[0].startswith(f'unsloth==1.0             {shas[0][:7]} 2025-01-01 "Release 1.0": the commit that sets')
+    assert out[1].startswith("unsloth==0.9             cannot be placed: no tag names it")

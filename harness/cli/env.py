@@ -11,6 +11,7 @@ from harness.env import canary, check, resolve, stack, wheelhouse
 from harness.env.matrix import load_matrix
 from harness.failures.registry import check_matrix, load_registry
 from harness.releases import code as release_code
+from harness.releases.git import VERSION_FILES, Repo
 
 
 def register(sub) -> None:
@@ -44,6 +45,11 @@ def register(sub) -> None:
     p.add_argument("--no-index", action="store_true", help="only --find-links (an air-gapped runner's wheelhouse)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
     p.set_defaults(func=cmd_releases_fetch)
+    p = releases.add_parser("place", help="the commit each release was made from, in a local clone",
+                            description="Example: qvl-harness releases place unsloth==2024.12.1 unsloth==2024.12.2 --repo CLONE")
+    p.add_argument("requirements", nargs="+", metavar="PACKAGE==VERSION")
+    p.add_argument("--repo", required=True, help="a local clone (or bundle, or tarball of a bare repository) of the package")
+    p.set_defaults(func=cmd_releases_place)
 
     p = sub.add_parser("wheelhouse", help="wheels a matrix cell needs on an air-gapped GPU runner",
                        description="Example: qvl-harness wheelhouse canary --runner fixtures/runners/h100-cuda130-py312.txt "
@@ -114,6 +120,22 @@ def cmd_releases_fetch(args) -> int:
                                no_index=args.no_index, quiet=args.quiet or None)
     print(f"{len(paths)} release wheels in {cache_dir('wheels')}")
     return 0
+
+
+def cmd_releases_place(args) -> int:
+    """One line per release: its commit (tag, or the commit that sets its version; the cached wheel decides
+    between candidates), or why it cannot be placed. Exit 1 when one cannot."""
+    repo, unplaced = Repo(args.repo), 0
+    for requirement in args.requirements:
+        package, _, version = requirement.partition("==")
+        if package not in VERSION_FILES or not version:
+            raise HarnessError(f"{requirement!r}: expected unsloth==VERSION or unsloth-zoo==VERSION")
+        wheel = release_code.wheel_path(package, version)
+        placed = repo.place(package, version, wheel if wheel.is_file() else None)
+        unplaced += placed.commit is None
+        where = placed.commit.describe() if placed.commit else "cannot be placed"
+        print(f"{requirement:24} {where}: {placed.how}")
+    return 1 if unplaced else 0
 
 
 def cmd_wheelhouse(args) -> int:
