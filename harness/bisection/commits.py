@@ -20,7 +20,8 @@ def commit_point(repo: Repo, package: str, commit: Commit) -> Point:
 def endpoint(repo: Repo, package: str, value: str, releases: set[str]) -> tuple[Commit, str]:
     """The commit of ``value`` (a release, placed on its commit, or a ref) and how it was found."""
     if value not in releases:
-        return repo.commit(value), f"{value} is commit {repo.commit(value).describe()}"
+        commit = repo.commit(value)
+        return commit, f"{value} is commit {commit.describe()}"
     wheel = release_code.wheel_path(package, value)
     placed = repo.place(package, value, wheel if wheel.is_file() else None)
     if placed.commit is None:

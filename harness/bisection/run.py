@@ -117,7 +117,8 @@ def run_cli(args) -> int:
         old_end, new_end = (args.bad, args.good) if args.find_fix else (args.good, args.bad)
         if old_end and new_end and not {old_end, new_end} <= {r.version for r in history}:
             # two commits (or a commit and a release) named: search the commits between them directly
-            return _commit_searches(args, repo, history, [("first-fixed" if args.find_fix else "first-bad", old_end, new_end)])
+            return _commit_searches(args, repo, history, [("first-fixed" if args.find_fix else "first-bad", old_end, new_end)],
+                                    _probe_kit(args, index, exclude_newer))
     if len(points) < 2:
         raise HarnessError("fewer than two candidates in range: nothing to bisect")
 
@@ -139,10 +140,8 @@ def run_cli(args) -> int:
             other = "use --find-fix to find when it was fixed" if mode == "first-bad" else "drop --find-fix to find when it broke"
             raise HarnessError(f"{older} {points[lo].key} must be older than {newer} {points[hi].key}; {other}")
 
-    oracle = Oracle(pytest_selection=args.oracle_pytest, command=args.oracle_cmd, timeout=args.oracle_timeout)
-    base = Base.of(args.base_python)
-    overlays = Overlays(base, find_links=args.find_links, no_index=args.no_index, offline=args.offline, import_check=args.import_check)
-    companions = companion_source(args, index, exclude_newer)
+    kit = _probe_kit(args, index, exclude_newer)
+    oracle, base, overlays, companions = kit
     config = {"packages": args.packages, "by_date": args.by_date, "oracle": oracle.describe(), "with": args.companions,
               "cell": args.cell, "base": base.python, "import_check": args.import_check}
     session = canonicalize_name("-".join(args.packages)) + "-" + _digest(config)
@@ -187,20 +186,24 @@ def run_cli(args) -> int:
                     if o.first_new and o.last_old and not o.ambiguous]
         if adjacent:
             print("continuing below the releases, over the commits between them:")
-            status = max(status, _commit_searches(args, repo, history, adjacent))
+            status = max(status, _commit_searches(args, repo, history, adjacent, kit))
     return status
 
 
-def _commit_searches(args, repo: Repo, history, pairs: list[tuple[str, str, str]]) -> int:
+def _probe_kit(args, index, exclude_newer) -> tuple:
+    """What every probe of this bisect shares, releases and commits alike: the oracle, the base and its
+    overlays, the companions."""
+    oracle = Oracle(pytest_selection=args.oracle_pytest, command=args.oracle_cmd, timeout=args.oracle_timeout)
+    base = Base.of(args.base_python)
+    overlays = Overlays(base, find_links=args.find_links, no_index=args.no_index, offline=args.offline, import_check=args.import_check)
+    return oracle, base, overlays, companion_source(args, index, exclude_newer)
+
+
+def _commit_searches(args, repo: Repo, history, pairs: list[tuple[str, str, str]], kit: tuple) -> int:
     """Per (mode, old end, new end): the commits between them in ``repo``, searched with the bisect's oracle."""
     package = args.packages[0]
     releases = {r.version for r in history}
-    oracle = Oracle(pytest_selection=args.oracle_pytest, command=args.oracle_cmd, timeout=args.oracle_timeout)
-    base = Base.of(args.base_python)
-    overlays = Overlays(base, find_links=args.find_links, no_index=args.no_index, offline=args.offline,
-                        import_check=args.import_check)
-    index = pypi.DirectoryIndex(args.release_data) if args.release_data else pypi.PyPIIndex(offline=args.offline)
-    companions = companion_source(args, index, pypi.parse_date(args.exclude_newer) if args.exclude_newer else None)
+    oracle, base, overlays, companions = kit
     status = 0
     for mode, old_end, new_end in pairs:
         (old, old_how), (new, new_how) = (endpoint(repo, package, v, releases) for v in (old_end, new_end))

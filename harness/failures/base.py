@@ -11,9 +11,7 @@ entry, one module like missing_repo.py, and one suite file.
 from __future__ import annotations
 
 import functools
-from pathlib import Path
 from typing import ClassVar
-from urllib.parse import unquote, urlparse
 
 from packaging.version import Version
 
@@ -21,7 +19,7 @@ from harness.core.errors import HarnessError
 from harness.env.matrix import load_matrix
 from harness.failures import registry
 from harness.releases import code as release_code
-from harness.releases.git import Repo
+from harness.releases.git import Repo, local_path
 
 
 class Failure:
@@ -74,10 +72,8 @@ def commit_at(code: release_code.ReleaseCode) -> tuple[Repo, str] | None:
     """(clone, commit id) of code that is a commit whose clone is on this machine (the registry's commits are
     placed in it); None for a release, or a commit installed from a remote URL (its version decides)."""
     commit = code.commit()
-    if commit is None:
-        return None
-    clone = Path(unquote(urlparse(commit[0]).path)) if commit[0].startswith("file:") else Path(commit[0])
-    return (Repo(clone), commit[1]) if clone.exists() else None
+    clone = local_path(commit[0]) if commit else None
+    return (Repo(clone), commit[1]) if clone is not None and clone.exists() else None
 
 
 def subject_of(param):

@@ -44,7 +44,7 @@ class ReleaseCode:
         return zipfile.ZipFile(self.origin)
 
     def _git(self, *args: str) -> subprocess.CompletedProcess:
-        clone, _, sha = self.origin.removeprefix("git:").rpartition("@")
+        clone, sha = self.commit()
         return subprocess.run(["git", "-C", clone, *args[:-1], f"{sha}:{args[-1]}"], capture_output=True, text=True)
 
     def has(self, relpath: str) -> bool:
@@ -123,8 +123,7 @@ def of(package: str, version: str, origin: str = "wheel") -> ReleaseCode:
     if origin == "installed":
         return installed(package)
     if origin.startswith("git:"):
-        clone, _, sha = origin.removeprefix("git:").rpartition("@")
-        return from_commit(package, Path(clone), sha, version.partition("+")[0])
+        return ReleaseCode(package, version, origin)
     return from_wheel(package, version)
 
 

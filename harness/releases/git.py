@@ -80,11 +80,15 @@ class Repo:
 
     def commit(self, ref: str) -> Commit:
         """The commit ``ref`` names (a sha, short sha, tag or branch); one clear line when it names none."""
-        out = self.git("log", "-1", "--format=%H%x00%cI%x00%s", f"{ref}^{{commit}}", "--", check=False)
-        if not out:
+        found = self._log("-1", f"{ref}^{{commit}}")
+        if not found:
             raise HarnessError(f"{ref!r} is not a commit of {self.location} (git log finds no such tag, branch or commit id)")
-        sha, date, subject = out.rstrip("\n").split("\x00", 2)
-        return Commit(sha, subject, datetime.fromisoformat(date))
+        return found[0]
+
+    def _log(self, *revisions: str) -> list[Commit]:
+        out = self.git("log", "--format=%H%x00%cI%x00%s", *revisions, "--", check=False)
+        return [Commit(sha, subject, datetime.fromisoformat(date))
+                for sha, date, subject in (line.split("\x00", 2) for line in out.splitlines())]
 
     def is_ancestor(self, older: str, newer: str) -> bool | None:
         """Whether ``older`` is in ``newer``'s history; None when this clone lacks one of them."""
@@ -104,7 +108,7 @@ class Repo:
         shas = self.git("rev-list", "--first-parent", "--ancestry-path", "--reverse", f"{first.sha}..{last.sha}").split()
         if not shas:  # old and new on one first-parent line is the usual case; else fall back to the whole path
             shas = self.git("rev-list", "--ancestry-path", "--reverse", "--topo-order", f"{first.sha}..{last.sha}").split()
-        return [self.commit(sha) for sha in shas]
+        return self._log("--no-walk=unsorted", *shas) if shas else []
 
     def version_at(self, sha: str, package: str) -> str | None:
         for relpath in VERSION_FILES[package]:
@@ -157,13 +161,19 @@ class Repo:
         return f"{package} @ git+{self.url}@{sha}"
 
 
+def local_path(location: str) -> Path | None:
+    """The path a location names on this machine (a path or a file:// URL, relative to the checkout), or None
+    for a remote URL."""
+    parsed = urlparse(location)
+    if parsed.scheme in ("http", "https", "ssh", "git"):
+        return None
+    path = Path(unquote(parsed.path) if parsed.scheme == "file" else location)
+    return path if path.is_absolute() else REPO_ROOT / path
+
+
 def _local_clone(location: str) -> Path:
     """A local repository for ``location``: the clone itself, or a clone of a bundle or URL in the cache."""
-    parsed = urlparse(location)
-    remote = parsed.scheme in ("http", "https", "ssh", "git")
-    path = None if remote else Path(unquote(parsed.path) if parsed.scheme == "file" else location)
-    if path is not None and not path.is_absolute():
-        path = REPO_ROOT / path
+    path = local_path(location)
     if path is not None and path.is_dir():
         if subprocess.run(["git", "-C", str(path), "rev-parse", "--git-dir"], capture_output=True).returncode != 0:
             raise HarnessError(f"{location} is not a git repository")
@@ -172,7 +182,7 @@ def _local_clone(location: str) -> Path:
         raise HarnessError(f"{location}: no such git repository or bundle")
     source = str(path) if path is not None else location
     key = hashlib.sha256(source.encode()).hexdigest()[:10]
-    clone = cache_dir("git") / f"{Path(parsed.path).stem or 'repo'}-{key}.git"
+    clone = cache_dir("git") / f"{Path(urlparse(location).path).stem or 'repo'}-{key}.git"
     stamp = path.stat().st_mtime_ns if path is not None else 0
     marker = clone / "qvl-source"
     with FileLock(f"{clone}.lock"):
