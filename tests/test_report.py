@@ -102,7 +102,11 @@ EXPECTED_STATES = {
 
 def run_suite(where: Path, cell: str, *args: str, stopped: bool = False) -> subprocess.CompletedProcess:
     (where / "test_suite.py").write_text(SUITE)
-    env = {**os.environ, "DEMO_STOPPED_REPRODUCING": "1" if stopped else "0"}
+    # the cell: a matrix of its own, pinning transformers as installed here (the plugin checks the cell's pins)
+    matrix = where / "matrix.toml"
+    matrix.write_text(f'[cells.{cell}]\nunsloth = "2025.1.5"\nunsloth_zoo = "2025.1.3"\n'
+                      f'transformers = "{importlib.metadata.version("transformers")}"\n')
+    env = {**os.environ, "DEMO_STOPPED_REPRODUCING": "1" if stopped else "0", "QVL_MATRIX": str(matrix)}
     return subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "harness.pytest.collector",
          "--report-dir", "out", f"--cell={cell}", *args, "test_suite.py"],

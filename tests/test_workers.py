@@ -1,0 +1,70 @@
+"""`-n auto` on a GPU runner: a few workers per GPU, each pinned to one GPU, none oversubscribing the cores."""
+
+from __future__ import annotations
+
+import os
+import types
+
+import pytest
+
+from harness.pytest import plugin, workers
+
+
+def fake_config(require_gpu: bool):
+    return types.SimpleNamespace(getoption=lambda name: require_gpu if name == "--require-gpu" else None)
+
+
+@pytest.fixture
+def faked_devices(monkeypatch):
+    """torch reports `count` CUDA devices on a 16-core machine; the environment is restored afterwards."""
+    import torch
+
+    def fake(count: int, cores: int = 16) -> None:
+        monkeypatch.setattr(torch.cuda, "device_count", lambda: count)
+        monkeypatch.setattr(os, "cpu_count", lambda: cores)
+        monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+        for name in (workers.GPUS_VAR, workers.THREADS_VAR):
+            monkeypatch.delenv(name, raising=False)
+
+    return fake
+
+
+@pytest.mark.parametrize(("gpus", "expected_workers", "threads"), [(1, 4, 4), (2, 8, 2), (8, 16, 1)])
+def test_auto_starts_a_few_workers_per_gpu_within_the_cores(faked_devices, gpus, expected_workers, threads):
+    faked_devices(gpus)
+    assert plugin.pytest_xdist_auto_num_workers(fake_config(require_gpu=True)) == expected_workers
+    assert os.environ[workers.GPUS_VAR] == ",".join(str(i) for i in range(gpus))
+    assert os.environ[workers.THREADS_VAR] == str(threads)
+
+
+def test_a_cpu_run_leaves_the_count_to_xdist(faked_devices):
+    faked_devices(2)
+    assert plugin.pytest_xdist_auto_num_workers(fake_config(require_gpu=False)) is None
+    assert workers.GPUS_VAR not in os.environ
+
+
+def test_the_hook_answers_before_xdists_own():
+    assert plugin.pytest_xdist_auto_num_workers.pytest_impl["tryfirst"] is True
+
+
+def test_each_worker_holds_one_gpu_in_turn_and_its_share_of_the_threads():
+    environ = {workers.GPUS_VAR: "3,5", workers.THREADS_VAR: "2"}
+    held = {}
+    for worker in ("gw0", "gw1", "gw2", "gw3"):
+        env = {**environ, "PYTEST_XDIST_WORKER": worker}
+        workers.settle_worker(env)
+        held[worker] = (env["CUDA_VISIBLE_DEVICES"], env["OMP_NUM_THREADS"])
+    assert held == {"gw0": ("3", "2"), "gw1": ("5", "2"), "gw2": ("3", "2"), "gw3": ("5", "2")}
+
+
+def test_the_controller_is_not_pinned():
+    env = {workers.GPUS_VAR: "0,1", workers.THREADS_VAR: "8"}
+    workers.settle_worker(env)
+    assert "CUDA_VISIBLE_DEVICES" not in env and "OMP_NUM_THREADS" not in env
+
+
+def test_xdist_asks_the_hook_and_gets_the_plan(faked_devices, pytestconfig):
+    """The call xdist makes for `-n auto` (a firstresult hook): the harness's answer comes before xdist's own."""
+    assert pytestconfig.pluginmanager.hasplugin("xdist")
+    faked_devices(1)
+    assert pytestconfig.hook.pytest_xdist_auto_num_workers(config=fake_config(require_gpu=True)) == 4
