@@ -8,8 +8,11 @@ import sys
 import time
 from pathlib import Path
 
+from harness.cli.args import checkpoint_dir, output_dir, port
+from harness.core.cellenv import needs_stack
 from harness.core.paths import cache_dir
-from harness.data import goldens, hub, xrays
+from harness.core.errors import HarnessError
+from harness.data import goldens, hub, hub_history, xrays
 from harness.lab import captioner, tinymodel
 
 
@@ -29,12 +32,26 @@ def register(sub) -> None:
     hubs = sub.add_parser("hub", help="the local Hugging Face hub").add_subparsers(dest="action", required=True)
     p = hubs.add_parser("serve", help="serve a hub snapshot on 127.0.0.1 until Ctrl-C",
                         description="Example: qvl-harness hub serve --snapshot 2024-12 (then export the HF_ENDPOINT it prints)")
-    p.add_argument("--snapshot", required=True, help="snapshot name (fixtures/hub/NAME.toml) or path to a .toml")
-    p.add_argument("--port", type=int, default=0, help="port (default: a free one)")
+    p.add_argument("--snapshot", required=True, help="snapshot name (fixtures/hub/history.toml [snapshots]) or path to a .toml")
+    p.add_argument("--port", type=port, default=0, help="port (default: a free one)")
     p.add_argument("--base", type=Path, help="serve stand-ins of this 16-bit checkpoint (default: the tiny Qwen2-VL)")
     p.set_defaults(func=cmd_hub_serve)
     p = hubs.add_parser("list", help="the snapshots and their repos", description="Example: qvl-harness hub list")
     p.set_defaults(func=cmd_hub_list)
+    p = hubs.add_parser("history", help="a repo's record in the hub history, or fold a night's observations into it",
+                        description="Example: qvl-harness hub history unsloth/Qwen2-VL-72B-Instruct-unsloth-bnb-4bit; "
+                                    "qvl-harness hub history --merge reports/hub-observations-canary.json")
+    p.add_argument("repo", nargs="?", help="OWNER/NAME")
+    p.add_argument("--merge", type=Path, metavar="FILE", help="a pytest --hub live observations file")
+    p.set_defaults(func=cmd_hub_history)
+    p = hubs.add_parser("unknown", help="the mapped repos the hub history has no record of, most-mapped first",
+                        description="Example: qvl-harness hub unknown --release 2024.12.2")
+    p.add_argument("--release", metavar="VERSION", help="only the repos this matrix release's mapper names")
+    p.set_defaults(func=cmd_hub_unknown)
+    p = hubs.add_parser("sweep", help="every target a matrix release maps, with its state the day it shipped",
+                        description="Example: qvl-harness hub sweep --release 2024.12.2")
+    p.add_argument("--release", metavar="VERSION", required=True, help="a matrix cell's unsloth version")
+    p.set_defaults(func=cmd_hub_sweep)
 
     golden = sub.add_parser("goldens", help="golden captions").add_subparsers(dest="action", required=True)
     p = golden.add_parser("accept", help="promote a reviewed *.obtained.json to the golden beside it",
@@ -69,7 +86,8 @@ def cmd_fixtures_list(args) -> int:
 
 def cmd_fixtures_show(args) -> int:
     item = xrays.fixture(args.id, args.manifest or xrays.MANIFEST)
-    out = xrays.write_preview(item, args.out_dir or cache_dir("previews"))
+    out_dir = output_dir(args.out_dir, "--out-dir") if args.out_dir else cache_dir("previews")
+    out = xrays.write_preview(item, out_dir)
     print(f"id: {item.id}\nsource: {item.source} ({item.path})\nmodality: {item.modality} "
           f"({xrays.XRAY_MODALITIES[item.modality]})\nbody part: {item.body_part}\nview: {item.view}\n"
           f"description: {item.description}\nmust mention: {', '.join(item.must_mention)}\n"
@@ -78,9 +96,11 @@ def cmd_fixtures_show(args) -> int:
 
 
 def cmd_hub_serve(args) -> int:
+    base = checkpoint_dir(args.base, "--base") if args.base else None
+    needs_stack("hub serve", args.argv)  # it builds the checkpoints it serves
     # A process started in the background inherits SIGINT ignored; Ctrl-C must still stop the server.
     signal.signal(signal.SIGINT, signal.default_int_handler)
-    with hub.LocalHub(args.snapshot, tinymodel.standins(args.base), port=args.port) as server:
+    with hub.LocalHub(args.snapshot, tinymodel.standins(base), port=args.port) as server:
         print(f"serving hub snapshot {server.snapshot.name} ({len(server.snapshot.repos)} repos) at {server.url}")
         print(f"export HF_ENDPOINT={server.url}", flush=True)
         try:
@@ -101,6 +121,62 @@ def cmd_hub_list(args) -> int:
         for repo in snapshot.repos:
             flags = " ".join(f for f in ("gated", "private") if getattr(repo, f))
             print(f"  {repo.id:50} {repo.kind:20} {flags}".rstrip())
+    return 0
+
+
+def cmd_hub_history(args) -> int:
+    if (args.repo is None) == (args.merge is None):
+        raise HarnessError("hub history: name a REPO to show, or --merge FILE to fold in, not both")
+    if args.merge is not None:
+        added = hub_history.merge_file(args.merge)
+        print(f"{added} observation(s) of {args.merge} folded into {hub_history.HISTORY_FILE} (commit it)")
+        return 0
+    record = hub_history.load().record(args.repo)
+    if record is None:
+        print(f"{args.repo}: unknown (no observation in {hub_history.HISTORY_FILE.name}; look it up)")
+        return 0
+    print(record[0])
+    for seen in record[1]:
+        print(f"  {seen.state:8} {seen.date}  {seen.source}")
+    return 0
+
+
+def _releases(version: str | None):
+    from harness.failures import hub_sweep
+
+    releases = hub_sweep.covered_releases()
+    chosen = [r for r in releases if version in (None, r.unsloth.version)]
+    if not chosen:
+        raise HarnessError(f"--release {version}: no matrix cell has it; "
+                           f"known: {', '.join(dict.fromkeys(r.unsloth.version for r in releases))}")
+    return chosen
+
+
+def cmd_hub_unknown(args) -> int:
+    from harness.failures import hub_sweep
+
+    history = hub_history.load()
+    mapped = hub_sweep.mapped_repos(_releases(args.release))
+    unknown = sorted((entry for key, entry in mapped.items() if history.record(key) is None),
+                     key=lambda e: (-len(e[1]), -len(e[2]), e[0].lower()))
+    print(f"{len(unknown)} of {len(mapped)} mapped repos have no record in {hub_history.HISTORY_FILE.name} "
+          "(releases naming it, names mapping to it):")
+    for repo, releases, names in unknown:
+        print(f"  {len(releases):3} {len(names):3}  {repo}")
+    return 0
+
+
+def cmd_hub_sweep(args) -> int:
+    from harness.failures import hub_sweep
+
+    for release in _releases(args.release):
+        found = hub_sweep.sweep(release)
+        counts = found.counts()
+        print(f"{found.release} against the hub history on {found.day}: {counts['present']} present, "
+              f"{counts['absent'] + counts['error']} absent, {counts['unknown']} unknown targets")
+        for row in sorted(found.targets().values(), key=lambda r: (r.state, r.target.lower())):
+            print(f"  {row.state:8} {row.target}" + (f"  [{row.claimed_by or 'NEW'}] {row.evidence}" if row.state in
+                                                    ("absent", "error") else ""))
     return 0
 
 

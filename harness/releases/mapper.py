@@ -5,7 +5,10 @@ plain Python: `unsloth/models/mapper.py` (dicts, no imports) and `get_model_name
 `loader_utils.py` (from 2024.11.8) or `loader.py` (before). The sandbox executes mapper.py, then the
 top-level statements of the loader file that `get_model_name` depends on, unmodified. The release's
 run-time fetch of a newer mapper from GitHub goes through real `requests`, refused by
-``loopback_only``; the outcome of that attempt is recorded.
+``loopback_only``; the outcome of that attempt is recorded. The loader's
+``from transformers import __version__`` is answered without importing transformers: the installed
+version, or where none is installed (the harness's own venv) the lowest the release's Requires-Dist
+admits, so the mapping runs anywhere.
 """
 
 from __future__ import annotations
@@ -14,8 +17,11 @@ import importlib.metadata
 import types
 from dataclasses import dataclass, field
 
+from packaging.version import Version
+
 from harness.core.errors import HarnessError
 from harness.core.loopback import loopback_only
+from harness.releases import code as release_code
 from harness.releases.code import ReleaseCode
 from harness.releases.sandbox import Sandbox
 
@@ -36,11 +42,30 @@ class MappingRun:
     blocked_connections: list[str] = field(default_factory=list)
 
 
-def _transformers_version(name: str, fromlist):
-    """``from transformers import __version__`` (what some loaders compare against) without importing transformers."""
-    if name == "transformers" and list(fromlist or ()) == ["__version__"]:
-        return types.SimpleNamespace(__version__=importlib.metadata.version("transformers"))
-    return None
+def transformers_version_for(code: ReleaseCode) -> str:
+    """The transformers version the release's loader compares against: the installed one, else the lowest
+    its Requires-Dist admits (the loaders only test a floor such as ``>= 4.37``)."""
+    try:
+        return importlib.metadata.version("transformers")
+    except importlib.metadata.PackageNotFoundError:
+        pass
+    declared = release_code.requires(code) if code.commit() is None else []  # a commit has no wheel METADATA
+    floors = [Version(s.version) for r in declared if r.name == "transformers" and not r.marker
+              for s in r.specifier if s.operator in (">=", "==")]
+    if not floors:
+        raise HarnessError(f"{code.label} declares no transformers version and none is installed: run its mapper in a "
+                           "cell env (tox -e cell-NAME --notest, then tox exec -e cell-NAME -- ...)")
+    return str(max(floors))
+
+
+def _transformers_stand_in(version: str):
+    """``from transformers import __version__`` answered with ``version``, without importing transformers."""
+    def special(name: str, fromlist):
+        if name == "transformers" and list(fromlist or ()) == ["__version__"]:
+            return types.SimpleNamespace(__version__=version)
+        return None
+
+    return special
 
 
 class ReleaseMapper:
@@ -50,10 +75,12 @@ class ReleaseMapper:
         if code.package != "unsloth":
             raise HarnessError(f"name mapping lives in unsloth, not {code.package}")
         self.code = code
+        self.transformers_version = transformers_version_for(code)
         # Only the mapper of the release's own modules runs; outside it, the standard library and
         # REAL_IMPORTS are real and anything else (torch, unsloth_zoo, ...) is a stand-in.
         self.sandbox = Sandbox(code, "unsloth", run_own=lambda dotted: dotted.rsplit(".", 1)[-1] == "mapper",
-                               real=lambda name: name.split(".")[0] in REAL_IMPORTS, special=_transformers_version)
+                               real=lambda name: name.split(".")[0] in REAL_IMPORTS,
+                               special=_transformers_stand_in(self.transformers_version))
         self.mapper = self.sandbox.module("models.mapper")
         loader = next((f for f in LOADER_FILES if code.has(f) and "def get_model_name" in code.read(f)), None)
         if loader is None:
