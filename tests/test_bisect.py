@@ -49,6 +49,7 @@ def index(tmp_path, monkeypatch):
         write_wheel(wheels, "qvltoy", version, f"N = {i}\n")
     toy["2.0"] = T0 + timedelta(days=20)  # yanked: never a candidate
     write_wheel(wheels, "qvltoy", "2.0", "N = 20\n")
+    toy["2.1rc1"] = T0 + timedelta(days=21)  # a pre-release: a candidate only with --pre
     (data / "qvltoy.json").write_text(json.dumps(release_json(toy, yanked={"2.0"})))
     # qvlpeer releases land between qvltoy's: 1.0 before everything, 1.1 at day 2.5, 1.2 at day 6.5.
     peer = {"1.0": T0 - timedelta(days=1), "1.1": T0 + timedelta(days=2.5), "1.2": T0 + timedelta(days=6.5)}
@@ -86,6 +87,8 @@ def test_finds_the_first_bad_release_within_the_probe_bound(index, capsys):
     assert status == 0, out
     assert "first bad: qvltoy==1.4" in out and "last good: qvltoy==1.3" in out
     assert probes(out) and probes(out)[0] <= bound(10)
+    steps = [line.split()[0] for line in out.splitlines() if " probing " in line]
+    assert [step.split("/")[0] for step in steps] == [f"[{n}" for n in range(1, len(steps) + 1)], out
     assert "--good 1.3 --bad 1.4" in out.split("to re-check this answer: ")[1].splitlines()[0]
     assert "evidence:" in out and "qvltoy==2.0" not in out  # the yanked release is never a candidate
 
@@ -100,6 +103,8 @@ def test_repeat_run_reuses_every_environment(index, capsys):
     # --resume answers from the log: no oracle runs at all
     _, resumed = bisect(index, capsys, *args, "--resume")
     assert "oracle runs: 0 (+" in resumed and "first bad: qvltoy==1.7" in resumed
+    answered = [line for line in resumed.splitlines() if " probing " in line]
+    assert answered and all("; from the log)" in line for line in answered), resumed
 
 
 def test_find_fix_finds_the_first_good_release_after_a_bad_one(index, capsys):
@@ -144,6 +149,9 @@ def test_skips_next_to_the_transition_leave_it_undecided(index, capsys):
                          "--oracle-cmd", oracle("qvltoy.N < 5"))
     assert status == 1, out
     assert "undecided: the first bad is one of 1.5, 1.6" in out
+    # one skip of a handful of probes: the warning comes with the answer it leaves open
+    assert out.split("undecided: the first bad is one of 1.5, 1.6")[1].splitlines()[1].startswith(
+        "WARNING: 1 candidate(s) could not be judged and leave the answer undecided"), out
 
 
 def test_exit_125_from_the_oracle_is_a_skip(index, capsys):
@@ -245,8 +253,10 @@ def test_record_writes_the_range_into_the_registry(index, capsys, monkeypatch):
     entries = registry.load_registry(registry_file)
     assert str(entries["toy"].affected) == "<1.7,>=1.3"
     assert "first bad 1.3 (last good 1.2)" in entries["toy"].evidence and "first fixed 1.7" in entries["toy"].evidence
-    assert entries["toy"].found_by.startswith("qvl-harness bisect qvltoy --find-range --bad 1.5 --with qvlpeer==1.0 --oracle-cmd")
-    assert "--record" not in entries["toy"].found_by
+    found_by = shlex.split(entries["toy"].found_by)
+    assert found_by[:6] == ["qvl-harness", "bisect", "qvltoy", "--find-range", "--bad", "1.5"]
+    assert "--with qvlpeer==1.0" in entries["toy"].found_by and "--oracle-cmd" in found_by
+    assert "--record" not in found_by and "--resume" not in found_by
     assert str(entries["other"].affected) == ">=1.1" and entries["other"].evidence == "kept"
     assert registry_file.read_text().startswith("# comment kept\n")
     # the registry table shows it
@@ -326,7 +336,8 @@ def test_a_crashing_oracle_cannot_judge_and_says_why(index, capsys, tmp_path):
     # where most probes crash, the answer comes with a warning
     (tests / "test_toy.py").write_text("import qvltoy\ndef test_behaviour():\n    if qvltoy.N != 9:\n        import nothing_here\n")
     status, out = bisect(index, capsys, "qvltoy", "--with", "qvlpeer==1.0", "--find-fix", "--oracle-pytest", f"{tests} -p no:harness.pytest.plugin")
-    assert "WARNING:" in out and "could not judge their release" in out
+    warning = out.split("undecided: the first fixed is one of")[1].splitlines()[1]
+    assert warning.startswith("WARNING: ") and "could not be judged and leave the answer undecided" in warning, out
 
 
 def test_a_band_of_unjudgeable_releases_is_crossed_not_walked():
@@ -338,7 +349,7 @@ def test_a_band_of_unjudgeable_releases_is_crossed_not_walked():
     points = [candidates.Point(f"1.{i}", f"toy==1.{i}", T0 + timedelta(days=i), (f"toy==1.{i}",)) for i in range(64)]
     band = range(20, 49)
 
-    def probe(point):
+    def probe(point, output):
         n = int(point.key.split(".")[1])
         return Run(0 if n in band else (0 if n < 52 else 1), "skip" if n in band else "good" if n < 52 else "bad", "", 0.0,
                    "install failed" if n in band else "")
@@ -420,3 +431,88 @@ def test_an_overlay_shadows_what_pythonpath_holds(index, capsys, monkeypatch):
     monkeypatch.setenv("PYTHONPATH", str(site))
     status, out = bisect(index, capsys, "qvltoy", "--good", "1.0", "--bad", "1.9", "--oracle-cmd", oracle("qvltoy.N < 5"))
     assert status == 0 and "first bad: qvltoy==1.5" in out, out
+
+
+# --- what is checked before the first probe --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("args, message", [
+    (("--good", "1.0", "--bad", "3.5"), "--bad 3.5: qvltoy has no release 3.5 on the index (its releases: 1.0 .. 2.1rc1)"),
+    (("--good", "1.0", "--bad", "2.1rc1"), "--bad 2.1rc1: qvltoy 2.1rc1 is a pre-release; add --pre to bisect over"),
+    (("--good", "1.0", "--bad", "1.9", "--exclude-newer", "2025-01-05"),
+     "--bad 1.9: qvltoy 1.9 was uploaded 2025-01-10 00:00 UTC, after --exclude-newer 2025-01-05 00:00"),
+    (("--good", "1.4", "--bad", "1.4"), "--good and --bad both name 1.4: a bisect needs a good and a bad release that differ"),
+    (("--good", "1.0", "--bad", "1.9", "--record", "nosuch-id"), "--record nosuch-id: no such known failure in known_failures.toml"),
+])
+def test_inputs_are_refused_before_any_probe(index, capsys, args, message):
+    status, out = bisect(index, capsys, "qvltoy", *args, "--oracle-cmd", oracle("qvltoy.N < 4"))
+    assert status == 2 and out.startswith("qvl-harness: error: ") and message in out and out.count("\n") == 1, out
+    assert not (index / "cache" / "bisect").exists()  # no probe log: nothing was probed
+
+
+def test_an_oracle_that_cannot_collect_is_refused_before_any_probe(index, capsys, tmp_path):
+    """A missing oracle file was found only after a probe environment was built, as "pytest exit 4 (pytest usage
+    error)", never named."""
+    status, out = bisect(index, capsys, "qvltoy", "--good", "1.0", "--bad", "1.9", "--oracle-pytest", "suites/nope.py")
+    assert status == 2 and "--oracle-pytest: suites/nope.py does not exist (the selection runs from the checkout" in out
+    tests = tmp_path / "probe_tests"
+    tests.mkdir()
+    (tests / "test_toy.py").write_text("def test_behaviour():\n    import qvltoy\n    assert qvltoy.N < 4\n")
+    status, out = bisect(index, capsys, "qvltoy", "--good", "1.0", "--bad", "1.9",
+                         "--oracle-pytest", f"{tests} -p no:harness.pytest.plugin -k no_such_test")
+    assert status == 2 and "does not collect in the base python" in out and out.rstrip().endswith(": it selects no test")
+    assert out.count("\n") == 1 and not (index / "cache" / "bisect").exists(), out
+
+
+def test_a_named_endpoint_that_cannot_install_says_a_range_bound_crosses_it(index, capsys):
+    (index / "wheels" / "qvltoy-1.0-py3-none-any.whl").write_bytes(b"not a zip")
+    status, out = bisect(index, capsys, "qvltoy", "--good", "1.0", "--bad", "1.9", "--with", "qvlpeer==1.0",
+                         "--oracle-cmd", oracle("qvltoy.N < 4"))
+    [error] = [line for line in out.splitlines() if line.startswith("qvl-harness: error:")]
+    assert status == 2 and error.startswith("qvl-harness: error: cannot judge endpoint qvltoy==1.0: install failed"), out
+    assert error.endswith("or name it --range-start 1.0 instead of --good 1.0 to let the search cross releases that "
+                          "cannot be judged")
+    # as the line says: the range bound is crossed, the answer found
+    status, out = bisect(index, capsys, "qvltoy", "--range-start", "1.0", "--bad", "1.9", "--with", "qvlpeer==1.0",
+                         "--oracle-cmd", oracle("qvltoy.N < 4"))
+    assert status == 0 and "first bad: qvltoy==1.4" in out, out
+
+
+def test_evidence_leaves_known_noise_out_and_names_the_whole_output(index, capsys):
+    noisy = ("import sys, qvltoy; "
+             "print('Failed to load CPU gemm_4bit_forward from kernels-community: No module named kernels'); "
+             "print('W1201 13:00:04.723000 15580 torch/utils/_pytree.py:630] <enum X> is an Enum subclass and is now "
+             "natively supported by torch.compile as an opaque value type.'); "
+             "print('the probe says', qvltoy.N); sys.exit(0 if qvltoy.N < 4 else 1)")
+    status, out = bisect(index, capsys, "qvltoy", "--good", "1.0", "--bad", "1.9", "--oracle-cmd", f'python -c "{noisy}"')
+    assert status == 0 and "first bad: qvltoy==1.4" in out, out
+    evidence = out.split("evidence:")[1].split("probes:")[0]
+    assert "| the probe says 4" in evidence and "gemm_4bit" not in evidence and "_pytree" not in evidence
+    whole = [line.split("whole output: ")[1] for line in evidence.splitlines() if "whole output: " in line]
+    assert len(whole) == 2 and "gemm_4bit_forward" in Path(whole[1]).read_text()
+    assert "the probe says 4" in Path(whole[1]).read_text()
+
+
+def test_known_noise_is_recognised_by_one_list():
+    from harness.core import noise
+
+    seen = [  # from a cell run's stderr (cell canary, CPU)
+        "Failed to load /e/lib/python3.11/site-packages/torchao/_C_mxfp8.cpython-310-x86_64-linux-gnu.so: "
+        "Could not load this library: /e/lib/python3.11/site-packages/torchao/_C_mxfp8.cpython-310-x86_64-linux-gnu.so",
+        "W1201 13:00:04.723000 15580 .tox/cell-canary/lib/python3.11/site-packages/torch/utils/_pytree.py:630] <enum "
+        "'KernelPreference'> is an Enum subclass and is now natively supported by torch.compile as an opaque value type.",
+        "Failed to load CPU gemm_4bit_forward from kernels-community: No module named 'kernels'. Please make sure",
+    ]
+    kept = ["E   AssertionError: caption differs", "Failed to load the model: OSError"]
+    assert noise.without_noise("\n".join(seen + kept)) == "\n".join(kept)
+
+
+def test_probes_the_harness_starts_run_outside_the_matrix(tmp_path):
+    """A probe is no run of a matrix cell: pytest oracles get --cell none, command oracles QVL_CELL=none."""
+    from harness.bisection.oracle import GOOD, Oracle
+
+    (tmp_path / "test_cell.py").write_text(
+        "def test_cell(request):\n    assert request.config.getoption('--cell') == 'none'\n")
+    run = Oracle(pytest_selection=str(tmp_path / "test_cell.py"), rootdir=tmp_path).run(Path(sys.executable), "probe")
+    assert run.verdict == GOOD, run.tail
+    assert Oracle(command='test "$QVL_CELL" = none').run(Path(sys.executable), "probe").verdict == GOOD

@@ -26,7 +26,7 @@ import pytest
 from harness.cli import main
 from harness.core.paths import REPO_ROOT, cache_dir
 from harness.env.matrix import load_matrix
-from harness.env.overlay import Base, Overlays
+from harness.env.overlay import Base, Overlays, python_env
 from harness.pytest import results
 
 SELECTION = [f"suites/test_404_missing_repo.py::test_the_installed_release_loads_the_72b_name[{name}]"
@@ -62,9 +62,21 @@ def release_data(tmp_path_factory) -> Path:
 
 
 def night(overlay_python: Path, out: Path) -> subprocess.CompletedProcess:
+    # an overlay's stack is no matrix cell's: --cell none (the plugin checks a named cell's pins)
     return subprocess.run([str(overlay_python), "-m", "pytest", *SELECTION, "-q", "-p", "no:cacheprovider", "--runxfail",
-                           "--report-dir", str(out), "--cell", "nightly"], cwd=REPO_ROOT, capture_output=True, text=True,
-                          timeout=600)
+                           "--report-dir", str(out), "--cell", "none"], cwd=REPO_ROOT, env=python_env(),
+                          capture_output=True, text=True, timeout=600)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def runner_site_on_pythonpath():
+    """As on an air-gapped GPU runner, whose wheelhouse install (the canary's unsloth) is on PYTHONPATH:
+    each night's overlay must still run its own pins."""
+    import site
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("PYTHONPATH", os.pathsep.join([*site.getsitepackages(), os.environ.get("PYTHONPATH", "")]))
+        yield
 
 
 @pytest.fixture(scope="module")
@@ -90,7 +102,7 @@ def fresh_logs(tmp_path_factory) -> dict[str, str]:
     for entry in root.iterdir():
         if entry.name != "bisect":
             (cache / entry.name).symlink_to(entry)
-    return {**os.environ, "QVL_CACHE": str(cache)}
+    return {**python_env(), "QVL_CACHE": str(cache)}
 
 
 @pytest.fixture(scope="module")
@@ -98,7 +110,7 @@ def triaged(nights, release_data, fresh_logs):
     """`qvl-harness triage` of night 2 against night 1, run in night 2's environment as the nightly does."""
     (first, second), python = (nights[0]["night-1"], nights[0]["night-2"]), nights[1]
     done = subprocess.run([str(python), "-m", "harness.cli", "triage", "--previous", str(first), "--current", str(second),
-                           "--cell", "nightly", "--reruns", "2", "--release-data", str(release_data),
+                           "--cell", "none", "--reruns", "2", "--release-data", str(release_data),
                            "--find-links", str(cache_dir("wheels")), "--no-index", "--offline"],
                           cwd=REPO_ROOT, env=fresh_logs, capture_output=True, text=True, timeout=1200)
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-3000:]
@@ -106,8 +118,8 @@ def triaged(nights, release_data, fresh_logs):
 
 
 def test_night_2_records_the_new_failures_with_their_message(nights):
-    first = results.read(nights[0]["night-1"] / "results-nightly.json")
-    second = results.read(nights[0]["night-2"] / "results-nightly.json")
+    first = results.read(nights[0]["night-1"] / "results-none.json")
+    second = results.read(nights[0]["night-2"] / "results-none.json")
     assert {t["outcome"] for t in first["tests"]} == {"passed"} and len(first["tests"]) == 2
     assert {t["outcome"] for t in second["tests"]} == {"failed"} and len(second["tests"]) == 2
     assert all("qwen2-vl-72b-instruct-unsloth-bnb-4bit" in t["message"] for t in second["tests"])
@@ -116,7 +128,7 @@ def test_night_2_records_the_new_failures_with_their_message(nights):
 
 def test_triage_rechecks_then_names_the_first_bad_release(triaged):
     _, second, out = triaged
-    record = results.read(second / "results-nightly.json")["triage"]
+    record = results.read(second / "results-none.json")["triage"]
     assert all(outcomes == ["failed", "failed"] for outcomes in record["reruns"].values()) and len(record["reruns"]) == 2
     [culprit] = record["culprits"]
     assert culprit["status"] == "found" and culprit["from_log"] == 0, out  # every verdict probed here
@@ -136,7 +148,7 @@ def test_the_markdown_summary_leads_with_the_new_failure_and_its_culprit(triaged
     assert text.startswith("## qvl-harness: 2 new failures, 0 flaky, 0 fixed, 0 still failing")
     new_section = text.split("### New failures")[1].split("###")[0]
     assert new_section.count("first bad: unsloth==2024.12.2") == 2
-    assert "| nightly | unsloth | 2024.12.1 | 2025.1.5 |" in text and "| nightly | unsloth-zoo | 2024.11.8 | 2025.1.3 |" in text
+    assert "| none | unsloth | 2024.12.1 | 2025.1.5 |" in text and "| none | unsloth-zoo | 2024.11.8 | 2025.1.3 |" in text
 
 
 class Texts(HTMLParser):
@@ -162,7 +174,7 @@ class Texts(HTMLParser):
 def test_the_html_report_leads_with_what_changed(triaged, tmp_path):
     first, second, _ = triaged
     out = tmp_path / "report.html"
-    assert main(["report", "build", str(second / "results-nightly.json"), "--previous", str(first), "--out", str(out)]) == 0
+    assert main(["report", "build", str(second / "results-none.json"), "--previous", str(first), "--out", str(out)]) == 0
     parser = Texts()
     parser.feed(out.read_text())
     assert parser.sections[0] == "changes"  # before the matrix and everything else
@@ -175,16 +187,16 @@ def test_a_triage_out_of_time_says_so_and_the_next_run_continues(nights, release
     second = tmp_path / "night-2"
     shutil.copytree(nights[0]["night-2"], second)
     common = [str(nights[1]), "-m", "harness.cli", "triage", "--previous", str(nights[0]["night-1"]), "--current", str(second),
-              "--cell", "nightly", "--reruns", "2", "--release-data", str(release_data), "--find-links", str(cache_dir("wheels")),
+              "--cell", "none", "--reruns", "2", "--release-data", str(release_data), "--find-links", str(cache_dir("wheels")),
               "--no-index", "--offline"]
     stopped = subprocess.run([*common, "--budget", "0"], cwd=REPO_ROOT, env=fresh_logs, capture_output=True, text=True,
                              timeout=600)
     assert stopped.returncode == 0, stopped.stderr
-    record = results.read(second / "results-nightly.json")["triage"]
+    record = results.read(second / "results-none.json")["triage"]
     assert {c["status"] for c in record["culprits"]} == {"out of budget"} and not record["reruns"]
     assert "run the same triage again" in record["culprits"][0]["note"]
     again = subprocess.run(common, cwd=REPO_ROOT, env=fresh_logs, capture_output=True, text=True, timeout=1200)
     assert again.returncode == 0, again.stderr
-    [culprit] = results.read(second / "results-nightly.json")["triage"]["culprits"]
+    [culprit] = results.read(second / "results-none.json")["triage"]["culprits"]
     assert culprit["first_bad"] == "unsloth==2024.12.2" and culprit["from_log"] == culprit["probes"] > 0  # no probe again
     assert "re-run 2/2" in again.stdout and "the same culprit" in again.stdout

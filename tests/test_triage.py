@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+from importlib import metadata
 import subprocess
 import sys
 from pathlib import Path
@@ -40,7 +41,10 @@ def test_flaky(tmp_path_factory):
     assert NIGHT == "1" or runs > 0, "first run of the night fails"
 
 
-def test_broken():
+def test_broken(request):
+    # which --cell each run of it said (the triage's re-runs are runs outside the matrix)
+    with Path(__file__).with_name("cells-seen").open("a") as seen:
+        seen.write(request.config.getoption('--cell') + chr(10))
     assert NIGHT == "1", "broke on night 2 for good"
 
 
@@ -65,7 +69,11 @@ else:
 
 
 def run_night(where: Path, night: str) -> Path:
-    env = {**os.environ, "TOY_NIGHT": night}
+    # cell toy: a matrix of its own, pinning transformers as installed here (the plugin checks the cell's pins)
+    matrix = where / "matrix.toml"
+    matrix.write_text(f'[cells.toy]\nunsloth = "2025.1.5"\nunsloth_zoo = "2025.1.3"\n'
+                      f'transformers = "{metadata.version("transformers")}"\n')
+    env = {**os.environ, "TOY_NIGHT": night, "QVL_MATRIX": str(matrix)}
     out = where / f"night-{night}"
     subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "harness.pytest.plugin",
                     "--report-dir", str(out), "--cell", "toy", "test_toy.py"], cwd=where, env=env, capture_output=True,
@@ -113,7 +121,7 @@ def triaged(nights, tmp_path_factory):
     return current
 
 
-def test_triage_reruns_new_failures_and_finds_the_flaky_one(triaged):
+def test_triage_reruns_new_failures_and_finds_the_flaky_one(nights, triaged):
     record = results.read(triaged / "results-toy.json")["triage"]
     assert record["reruns"] == {"test_toy.py::test_broken": ["failed", "failed"], "test_toy.py::test_new": ["failed", "failed"],
                                 "test_toy.py::test_flaky": ["passed", "passed"]}
@@ -122,6 +130,8 @@ def test_triage_reruns_new_failures_and_finds_the_flaky_one(triaged):
     status, note = answers["test_toy.py::test_broken"]
     assert status == "no release to blame" and "the checkout, the data or the runner did" in note
     assert "test_toy.py::test_flaky" not in answers  # flaky: nothing to bisect
+    # the nights ran as cell toy; the harness's own re-runs said they run on a stack outside the matrix
+    assert (nights[0].parent / "cells-seen").read_text().split() == ["toy", "toy", "none", "none"]
 
 
 def test_markdown_summary_after_triage(nights, triaged, capsys):
@@ -164,3 +174,32 @@ def test_markdown_escapes_table_cells():
     assert markdown.cell("a | b\nc") == "a \\| b c"
     with pytest.raises(HarnessError):
         diff.load_runs(Path("/nonexistent"))
+
+
+def test_reruns_that_crash_judge_nothing_and_every_report_says_so(nights, tmp_path, capsys):
+    """Run outside night 2's environment (here: without TOY_NIGHT, so the suite does not import), the re-runs
+    crashed, and the triage once exited 0 with "no release to blame: ... the checkout, the data or the runner
+    did" in the results file, which `report diff` showed."""
+    current = tmp_path / "current"
+    current.mkdir()
+    for file in nights[1].iterdir():
+        (current / file.name).write_text(file.read_text())
+    assert "TOY_NIGHT" not in os.environ
+    status = main(["triage", "--previous", str(nights[0]), "--current", str(current), "--reruns", "2", "--cell", "toy"])
+    out = capsys.readouterr().out
+    assert status == 1, out
+    record = results.read(current / "results-toy.json")["triage"]
+    answers = {c["tests"][0]: (c["status"], c["note"]) for c in record["culprits"]}
+    status_, note = answers["test_toy.py::test_broken"]
+    assert status_ == "could not judge" and note.startswith("2 of 2 re-runs have no result for it (pytest exit "), note
+    assert "test_toy.py" in note and note.endswith("run the triage in cell toy's environment")
+    assert "no release to blame" not in json.dumps(record)
+    assert "  could not judge test_toy.py::test_broken: 2 of 2 re-runs" in out
+    assert main(["report", "diff", str(nights[0]), str(current)]) == 1
+    summary = capsys.readouterr().out.split("### New failures")[1].split("###")[0]
+    assert "could not judge: 2 of 2 re-runs have no result for it" in summary and "no release to blame" not in summary
+    report = tmp_path / "report.html"
+    main(["report", "build", str(current / "results-toy.json"), "--previous", str(nights[0]), "--out", str(report)])
+    html = report.read_text()
+    assert '<div class="culprit unjudged">could not judge: 2 of 2 re-runs have no result for it' in html
+    assert "no release to blame" not in html

@@ -49,20 +49,15 @@ def stack_points(histories: dict[str, list[pypi.Release]], start: datetime | Non
     return points
 
 
-def index_of(points: list[Point], value: str, by_date: bool, releases: list[pypi.Release] | None,
-             yanked: dict[str, str] | None = None) -> int:
-    """The position of ``value`` (a version, or a date with ``by_date``) among ``points``."""
+def index_of(points: list[Point], value: str, by_date: bool, releases: list[pypi.Release] | None) -> int:
+    """The position of ``value`` (a version, or a date with ``by_date``) among ``points``; a version is
+    checked on the index first (harness.bisection.inputs)."""
     if by_date:
         moment = pypi.parse_date(value)
         index = max((i for i, p in enumerate(points) if p.uploaded <= moment), default=None)
         if index is None:
             raise HarnessError(f"{value} is before the first state in range ({points[0].key})")
         return index
-    reason = pypi.yanked_reason(yanked or {}, value)
-    if reason is not None:
-        package = releases[0].package if releases else "the package"
-        raise HarnessError(f"{package} {value} was yanked from PyPI{f' ({reason})' if reason else ''}: "
-                           "it is no candidate; pick a release beside it")
     key = pypi.release_of(releases, value).version
     for i, point in enumerate(points):
         if point.key == key:

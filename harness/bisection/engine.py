@@ -1,6 +1,7 @@
 """The search: probe candidates, remember every verdict, narrow the range like ``git bisect``.
 
-A probe is any function from a candidate to a Run (the CLI installs an overlay and runs the oracle).
+A probe is any function from a candidate and a file for its whole output to a Run (harness.bisection.session
+installs an overlay and runs the oracle).
 Endpoints are judged twice first, so a flaky oracle stops the search before it misleads it. A
 candidate that cannot be judged is skipped, and the next probe is taken away from the skipped ones
 (as ``git bisect skip`` does), so a band of releases that do not install is crossed in a few probes,
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -32,7 +34,7 @@ class ProbeLog:
             for line in path.read_text().splitlines():
                 entry = json.loads(line)
                 if "key" in entry:
-                    self.logged.setdefault(entry["key"], []).append(Run(**entry["run"]))
+                    self.logged.setdefault(entry["key"], []).append(Run(**{**entry["run"], "from_log": True}))
         else:
             path.parent.mkdir(parents=True, exist_ok=True)
             self._append({"config": config})
@@ -46,11 +48,25 @@ class ProbeLog:
 
     def add(self, key: str, run: Run) -> None:
         self.logged.setdefault(key, []).append(run)
-        self._append({"key": key, "run": asdict(run)})
+        self._append({"key": key, "run": {k: v for k, v in asdict(run).items() if k != "from_log"}})
+
+    def output_for(self, key: str) -> Path:
+        """Where the next probe of ``key`` writes its whole output: beside the log, one file per run."""
+        name = re.sub(r"[^A-Za-z0-9.=+@-]+", "_", key)[:120]
+        return self.path.with_suffix("") / f"{name}-{len(self.logged.get(key, [])) + 1}.log"
 
     def _append(self, entry: dict) -> None:
         with self.path.open("a") as handle:
             handle.write(json.dumps(entry) + "\n")
+
+
+class UnjudgedEndpoint(HarnessError):
+    """A named endpoint that could not be judged (the caller knows which flag named it)."""
+
+    def __init__(self, point: Point, run: Run, older: bool):
+        self.point, self.run, self.older = point, run, older
+        super().__init__(f"cannot judge endpoint {point.label}: {run.reason}; "
+                         "fix what the probe lacks (see the reason) or choose another endpoint")
 
 
 @dataclass
@@ -111,7 +127,7 @@ class Bisection:
             self.reused_runs += len(logged)
         self.reporter.probing(step, point)
         while len(runs) < times and not (runs and runs[-1].verdict == SKIP):
-            run = self.probe(point)
+            run = self.probe(point, self.log.output_for(point.key))
             self.oracle_runs += run.exit is not None
             runs.append(run)
             self.log.add(point.key, run)
@@ -141,14 +157,13 @@ class Bisection:
         for older_side in (True, False):
             i = lo if older_side else hi
             expected, implied = (old, lo_implied) if older_side else (new, hi_implied)
+            label = step((2 if older_side else 1) + math.ceil(math.log2(max(hi - lo, 1))))
             outcome.probed.add(self.points[i].key)
-            verdict = self.judge(self.points[i], 2, step((2 if older_side else 1) + math.ceil(math.log2(max(hi - lo, 1)))))
+            verdict = self.judge(self.points[i], 2, label)
             point = self.points[i]
             if verdict == SKIP:
                 if not implied:
-                    run = self.runs[point.key][-1]
-                    raise HarnessError(f"cannot judge endpoint {point.label}: {run.reason}; "
-                                       "fix what the probe lacks (see the reason) or choose another endpoint")
+                    raise UnjudgedEndpoint(point, self.runs[point.key][-1], older_side)
                 skipped.add(i)
                 lo, hi = (lo - 1, hi) if older_side else (lo, hi + 1)
             elif verdict != expected:
@@ -166,8 +181,9 @@ class Bisection:
             if inside_band and len(outcome.probed) >= outcome.bound + SEALED_EXTRA:
                 break  # only gaps between skipped releases are left: say which candidates remain, do not walk the band
             remaining = len([j for j in range(lo + 1, hi) if j not in skipped])
+            label = step(math.ceil(math.log2(remaining + 1)))
             outcome.probed.add(self.points[choice].key)
-            verdict = self.judge(self.points[choice], 1, step(math.ceil(math.log2(remaining + 1))))
+            verdict = self.judge(self.points[choice], 1, label)
             if verdict == SKIP:
                 skipped.add(choice)
             elif verdict == old:

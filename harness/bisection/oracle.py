@@ -22,7 +22,10 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.core.errors import HarnessError
+from packaging.utils import canonicalize_name
+
+from harness.core.errors import HarnessError, one_line
+from harness.core.noise import without_noise
 from harness.core.paths import REPO_ROOT
 from harness.env import overlay
 
@@ -31,6 +34,9 @@ SKIP_EXIT = 125
 PYTEST_SKIP_EXITS = {2: "interrupted or collection error", 3: "pytest internal error", 4: "pytest usage error",
                      5: "no tests collected"}
 TAIL_LINES = 12
+OUTSIDE_THE_MATRIX = "none"  # the --cell of a run the harness starts on a stack of its own
+PLUGIN_OFF = "no:harness.pytest.plugin"
+MISSING_MODULE = re.compile(r"ModuleNotFoundError: No module named '([\w]+)[\w.]*'")
 
 
 @dataclass
@@ -40,10 +46,12 @@ class Run:
     tail: str
     seconds: float
     reason: str = ""  # why a skip could not judge; "" for good and bad
+    output: str = ""  # the file with the probe's whole output (the tail leaves known noise out)
+    from_log: bool = False  # read from the probe log of an earlier run, not probed now (never written to it)
 
     def describe(self) -> str:
         timing = f"exit {self.exit}, {self.seconds:.1f}s" if self.exit is not None else "not run"
-        return f"{self.verdict} ({timing}{': ' + self.reason if self.reason else ''})"
+        return f"{self.verdict} ({timing}{': ' + self.reason if self.reason else ''}{'; from the log' * self.from_log})"
 
 
 def verdict_of(code: int) -> str:
@@ -106,31 +114,63 @@ class Oracle:
     def describe(self) -> str:
         return f"pytest {self.pytest_selection}" if self.pytest_selection else self.command
 
-    def run(self, python: Path, label: str) -> Run:
-        """Judge the environment of ``python`` (an overlay's, or any venv's)."""
+    def run(self, python: Path, label: str, output: Path | None = None) -> Run:
+        """Judge the environment of ``python`` (an overlay's, or any venv's); its whole output goes to ``output``."""
         python = Path(python)
-        env = {**os.environ, "VIRTUAL_ENV": str(python.parent.parent), "PATH": f"{python.parent}{os.pathsep}{os.environ.get('PATH', '')}",
-               "QVL_PROBE_PYTHON": str(python), "QVL_PROBE": label}
-        env.pop("PYTHONHOME", None)
-        if (python.parent.parent / overlay.MARKER).is_file():
-            env.pop("PYTHONPATH", None)  # the overlay's .pth has the base's entries, after its own pins
+        env = self._env(python, label)
         started = time.monotonic()
         with tempfile.TemporaryDirectory(prefix="qvl-oracle-") as tmp:
             junit = Path(tmp, "junit.xml")
             if self.pytest_selection:
-                cmd = [str(python), "-m", "pytest", *shlex.split(self.pytest_selection), "-q", "--tb=short",
-                       "-p", "no:cacheprovider", *["--runxfail"] * self.runxfail, f"--junitxml={junit}"]
-                code, output = self._execute(cmd, env, cwd=self.rootdir, shell=False)
+                cmd = [*self._pytest(python), "-q", "--tb=short", *["--runxfail"] * self.runxfail, f"--junitxml={junit}"]
+                code, text = self._execute(cmd, env, cwd=self.rootdir, shell=False)
             else:
-                code, output = self._execute(self.command, env, cwd=Path.cwd(), shell=True)
-            tail = "\n".join(output.rstrip().splitlines()[-TAIL_LINES:])
-            seconds = time.monotonic() - started
+                code, text = self._execute(self.command, env, cwd=Path.cwd(), shell=True)
+            if output is not None:
+                output.parent.mkdir(parents=True, exist_ok=True)
+                output.write_text(text)
+            tail = "\n".join(without_noise(text).rstrip().splitlines()[-TAIL_LINES:])
+            seconds, saved = time.monotonic() - started, str(output or "")
             if code is None:
-                return Run(None, SKIP, tail, seconds, f"oracle timed out after {self.timeout:.0f}s")
+                return Run(None, SKIP, tail, seconds, f"oracle timed out after {self.timeout:.0f}s", saved)
             if self.pytest_selection:
                 verdict, reason = judge_pytest(code, junit, self.patterns)
-                return Run(code, verdict, tail, seconds, reason)
-            return Run(code, verdict_of(code), tail, seconds, "oracle exit 125" if code == SKIP_EXIT else "")
+                return Run(code, verdict, tail, seconds, reason, saved)
+            return Run(code, verdict_of(code), tail, seconds, "oracle exit 125" if code == SKIP_EXIT else "", saved)
+
+    def collect_error(self, python: Path, installed_by_probe: set[str]) -> str | None:
+        """Why the pytest selection does not collect any test in the environment of ``python``; None when it does,
+        or when all it lacks is a module of ``installed_by_probe`` (package names a probe installs)."""
+        code, text = self._execute([*self._pytest(Path(python)), "--collect-only", "-q"], self._env(Path(python), "collect"),
+                                   cwd=self.rootdir, shell=False)
+        if code == 0:
+            return None
+        if code is None:
+            return f"pytest --collect-only ran past {self.timeout:.0f}s"
+        if code == 5:
+            return "it selects no test"
+        lines = without_noise(text).splitlines()
+        errors = [line[1:].strip() for line in lines if line.startswith("E ")]
+        missing = [MISSING_MODULE.fullmatch(error) for error in errors]
+        if code == 2 and errors and all(m and canonicalize_name(m[1]) in installed_by_probe for m in missing):
+            return None  # the base lacks what each probe installs
+        said = next(iter(errors), None) or next((line for line in reversed(lines) if line.startswith("ERROR")), None) \
+            or one_line(text)
+        return f"pytest --collect-only exit {code}: {said}"
+
+    def _pytest(self, python: Path) -> list[str]:
+        """pytest over the selection; a run outside the matrix (``--cell none``) where the harness plugin loads."""
+        words = shlex.split(self.pytest_selection)
+        cell = [] if PLUGIN_OFF in words else ["--cell", OUTSIDE_THE_MATRIX]
+        return [str(python), "-m", "pytest", *words, "-p", "no:cacheprovider", *cell]
+
+    def _env(self, python: Path, label: str) -> dict[str, str]:
+        env = {**os.environ, "VIRTUAL_ENV": str(python.parent.parent), "PATH": f"{python.parent}{os.pathsep}{os.environ.get('PATH', '')}",
+               "QVL_PROBE_PYTHON": str(python), "QVL_PROBE": label, "QVL_CELL": OUTSIDE_THE_MATRIX}
+        env.pop("PYTHONHOME", None)
+        if (python.parent.parent / overlay.MARKER).is_file():
+            env.pop("PYTHONPATH", None)  # the overlay's .pth has the base's entries, after its own pins
+        return env
 
     def _execute(self, cmd, env, cwd, shell) -> tuple[int | None, str]:
         """Exit status and output; None on timeout (the whole process group is killed)."""

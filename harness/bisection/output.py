@@ -1,5 +1,6 @@
 """What a bisect tells a person: the plan, a line per probe, each search's answer with its evidence,
-the skipped candidates with their reasons, and a command that continues or re-checks the search."""
+the skipped candidates with their reasons, and a command that continues or re-checks the search.
+What comes from an earlier run's probe log says so; evidence names the file with the probe's whole output."""
 
 from __future__ import annotations
 
@@ -41,6 +42,8 @@ class Reporter:
             names = ", ".join(p.key for p in [*outcome.ambiguous, outcome.first_new] if p)
             tail = "" if outcome.first_new else f", or none in range ({outcome.last_old.label} is the newest judged and is {outcome.old})"
             self.out(f"undecided: the {outcome.new_name} is one of {names}{tail}: the releases between could not be judged")
+            self.out(f"WARNING: {len(outcome.ambiguous)} candidate(s) could not be judged and leave the answer undecided: "
+                     "fix what their probes lack (the reasons below), then continue with --resume")
             for point in outcome.ambiguous:
                 self.out(f"  {point.label}: {runs[point.key][-1].reason if point.key in runs else 'not tried (between releases that could not be judged)'}")
         else:
@@ -55,43 +58,22 @@ class Reporter:
                 point_runs = runs.get(point.key, [])
                 self.out(f"  {point.label}: {point_runs[0].describe()}" + (f" x{len(point_runs)}" if len(point_runs) > 1 else ""))
                 self.out("\n".join(f"    | {line}" for line in point_runs[0].tail.splitlines()))
+                if point_runs[0].output:
+                    self.out(f"    whole output: {point_runs[0].output}")
         self.out(f"probes: {len(outcome.probed)} (at most ceil(log2 {outcome.size})+2 = {outcome.bound})")
 
-    def skipped(self, skips: list[tuple[Point, Run]], probes: int) -> None:
+    def skipped(self, skips: list[tuple[Point, Run]], probes: int, undecided: bool) -> None:
+        """The candidates that could not be judged; a warning when they are most of the probes of an answer
+        that looks decided (an undecided one was warned of with its answer)."""
         if not skips:
             return
         self.out(f"could not judge {len(skips)} candidate(s):")
         for point, run in skips:
-            self.out(f"  {point.label}: {run.reason}")
-        if len(skips) * 2 > probes:
+            self.out(f"  {point.label}: {run.describe()}")
+        if len(skips) * 2 > probes and not undecided:
             self.out(f"WARNING: {len(skips)} of {probes} probes could not judge their release: the oracle or the probe "
                      "environment may not fit these releases (see the reasons above) before trusting the answer")
 
     def command(self, label: str, argv: list[str]) -> None:
         self.out(f"{label}: {shlex.join(argv)}")
-
-
-def continuation(args, good: str | None, bad: str | None, mode: str, start: str | None, end: str | None) -> list[str]:
-    """The command that continues (or re-checks) this bisect over the narrowed range, reusing the
-    logged probes. Only judged releases are named as endpoints; the range keeps its bounds."""
-    cmd = ["qvl-harness", "bisect", *args.packages]
-    if mode != "first-bad":
-        cmd.append("--find-fix")
-    for flag, value in (("--good", good), ("--bad", bad), ("--range-start", start), ("--range-end", end)):
-        if value:
-            cmd += [flag, value]
-    for flag in ("by_date", "pre", "no_index", "offline"):
-        if getattr(args, flag):
-            cmd.append("--" + flag.replace("_", "-"))
-    for flag in ("exclude_newer", "oracle_pytest", "oracle_cmd", "cell", "release_data", "commits"):
-        if getattr(args, flag):
-            cmd += ["--" + flag.replace("_", "-"), str(getattr(args, flag))]
-    if args.oracle_timeout != 1800:
-        cmd += ["--oracle-timeout", f"{args.oracle_timeout:g}"]
-    if args.base_python_given:
-        cmd += ["--base-python", args.base_python]
-    for flag, values in (("--with", args.companions), ("--import-check", args.import_check), ("--find-links", args.find_links)):
-        for value in values:
-            cmd += [flag, value]
-    return cmd + ["--resume"]
 

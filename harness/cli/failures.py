@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import signal
 import sys
+from dataclasses import fields
 from pathlib import Path
 
 from harness.bisection import run
+from harness.bisection.request import DEFAULT_ORACLE_TIMEOUT, BisectRequest
 from harness.core.errors import HarnessError
 from harness.env.matrix import load_matrix
 from harness.failures import match, registry
@@ -81,7 +84,7 @@ def _register_bisect(sub) -> None:
     oracle = p.add_mutually_exclusive_group(required=True)
     oracle.add_argument("--oracle-pytest", metavar="SELECTION", help='pytest arguments run from the checkout, e.g. "suites/test_404_missing_repo.py -k installed"')
     oracle.add_argument("--oracle-cmd", metavar="COMMAND", help="a shell command run with the probe venv first on PATH ($QVL_PROBE_PYTHON)")
-    p.add_argument("--oracle-timeout", type=float, default=1800, metavar="SECONDS", help="a probe running longer is skipped")
+    p.add_argument("--oracle-timeout", type=float, default=DEFAULT_ORACLE_TIMEOUT, metavar="SECONDS", help="a probe running longer is skipped")
     p.add_argument("--with", dest="companions", action="append", default=[], metavar="REQ",
                    help="also install PKG==VERSION in every probe, or PKG@same-day: its newest release of the probed release's day")
     p.add_argument("--cell", help="take companion pins (unsloth, unsloth-zoo, transformers, peft, trl) from this matrix cell")
@@ -95,4 +98,11 @@ def _register_bisect(sub) -> None:
                    "with two adjacent releases, go on over the commits between them; or name two commits with --good/--bad")
     p.add_argument("--resume", action="store_true", help="answer from the probes logged by earlier runs of the same bisect")
     p.add_argument("--record", metavar="FAILURE_ID", help="write the found range and evidence into fixtures/known_failures.toml")
-    p.set_defaults(func=run.run_cli)
+    p.set_defaults(func=cmd_bisect)
+
+
+def cmd_bisect(args) -> int:
+    # Started in the background (`nohup ... &`), a process inherits SIGINT ignored; Ctrl-C must still stop it cleanly.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    asked = {f.name: getattr(args, f.name) for f in fields(BisectRequest)}
+    return run.bisect(BisectRequest(**{name: tuple(v) if isinstance(v, list) else v for name, v in asked.items()}))

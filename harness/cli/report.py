@@ -38,7 +38,8 @@ def register(sub) -> None:
     p = sub.add_parser("triage", help="re-run this run's new failures to rule out flakes, then bisect what changed "
                                       "between the two runs' stacks for the first bad release",
                        description="Run it in the cell's environment (tox exec -e cell-NAME -- qvl-harness triage ...). "
-                                   "Example: qvl-harness triage --previous last-night/ --current reports/ --budget 1800")
+                                   "Example: qvl-harness triage --previous last-night/ --current reports/ --budget 1800. "
+                                   "Exit 1 when a re-run or a probe crashed and a new failure could not be judged.")
     p.add_argument("--previous", type=Path, required=True, help="the previous run's results file or folder")
     p.add_argument("--current", type=Path, required=True, help="this run's results file or folder (its triage is written into it)")
     p.add_argument("--cell", default=os.environ.get("QVL_CELL"), help="the cell to triage (default: $QVL_CELL, or the only one)")
@@ -88,7 +89,10 @@ def cmd_triage(args) -> int:
     path = args.current / f"results-{cell}.json" if args.current.is_dir() else args.current
     record = triage.Triage(previous[cell], current[cell], path, settings).run()
     found = [c for c in record["culprits"] if c["status"] == "found"]
+    unjudged = [c for c in record["culprits"] if c["status"] == triage.COULD_NOT_JUDGE]
     print(f"triage written into {path}: {len(record['reruns'])} re-checked, "
-          f"{sum(bool(diff.PASSING & set(r)) for r in record['reruns'].values())} flaky, {len(found)} culprit(s) found "
-          f"in {record['seconds']:.0f}s" + "".join(f"\n  first bad: {c['first_bad']} for {', '.join(c['tests'])}" for c in found))
-    return 0
+          f"{sum(bool(diff.PASSING & set(r)) for r in record['reruns'].values())} flaky, {len(found)} culprit(s) found, "
+          f"{len(unjudged)} could not be judged in {record['seconds']:.0f}s"
+          + "".join(f"\n  first bad: {c['first_bad']} for {', '.join(c['tests'])}" for c in found)
+          + "".join(f"\n  could not judge {', '.join(c['tests'])}: {c['note']}" for c in unjudged))
+    return 1 if unjudged else 0

@@ -8,13 +8,13 @@ upload order, packages released together as one step) with that test as the orac
 nightly judged it (the registry's expectations kept, the nightly's own failure message counting as
 bad). A step that moved several packages is split: each package alone over the last good stack.
 The answer goes into the current results file ("triage"), where `report diff` and `report build`
-read it. Bounded by a time budget; probes are logged and environments cached, so running the same
-triage again continues where it stopped.
+read it. A re-run or a probe that crashed judges nothing: that test's answer is "could not judge" with
+the reason, never a culprit or "no release to blame". Bounded by a time budget; probes are logged and
+environments cached, so running the same triage again continues where it stopped.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import shlex
@@ -27,14 +27,14 @@ from datetime import timedelta
 from pathlib import Path
 
 from harness.bisection.candidates import Point, between_stacks
-from harness.bisection.engine import Bisection, ProbeLog
-from harness.bisection.oracle import BAD, GOOD, Oracle, Run
-from harness.bisection.output import Reporter
-from harness.bisection.run import prober
+from harness.bisection.engine import Bisection
+from harness.bisection.oracle import BAD, GOOD, OUTSIDE_THE_MATRIX, SKIP, Oracle, Run
+from harness.bisection.session import open_bisection, prober
 from harness.core import atomic
 from harness.core.errors import HarnessError, one_line
+from harness.core.noise import without_noise
 from harness.core.packages import STACK
-from harness.core.paths import REPO_ROOT, cache_dir
+from harness.core.paths import REPO_ROOT
 from harness.env import pypi
 from harness.env.overlay import Overlays
 from harness.nightly.diff import PASSING, classify, outcomes, stack_change
@@ -43,6 +43,8 @@ from harness.pytest import results
 RELEASED_TOGETHER = timedelta(hours=1)
 # What a stack records that an overlay can pin (python and the driver are the runner's).
 BISECTABLE = set(STACK) - {"torch"}
+COULD_NOT_JUDGE = "could not judge"  # the answer's status when a re-run or a probe crashed: no verdict
+NOT_RUN = "not run"  # a re-run's outcome for a test it has no result of
 
 
 class OutOfBudget(Exception):
@@ -70,7 +72,7 @@ class Triage:
     def __init__(self, previous: dict, current: dict, current_path: Path, settings: Settings, out=print):
         self.previous, self.current, self.path, self.settings, self.out = previous, current, current_path, settings, out
         self.deadline = time.monotonic() + settings.budget
-        self.reporter = Reporter(lambda point: [], out=out)
+        self.crashes: list[str] = []  # why re-runs gave no result, one line each
         self.rootdir = Path(current["rootdir"] or REPO_ROOT)  # where the run's test ids are relative to
 
     def new_failures(self) -> list[dict]:
@@ -93,6 +95,11 @@ class Triage:
             reruns = record["reruns"][test["test"]]
             if PASSING & set(reruns):
                 self.out(f"  flaky: {test['test']} (re-runs: {', '.join(reruns)})")
+            elif NOT_RUN in reruns:
+                why = "; ".join(dict.fromkeys(self.crashes)) or "the re-runs ran without it"
+                record["culprits"].append(self._answer(
+                    test, COULD_NOT_JUDGE, f"{reruns.count(NOT_RUN)} of {len(reruns)} re-runs have no result for it "
+                    f"({why}): run the triage in cell {self.current['cell']}'s environment"))
             elif test["test"] not in before:
                 record["culprits"].append(self._answer(test, "new test", "no previous run of this test to compare with"))
             elif not self._shares_culprit(test, found):
@@ -128,20 +135,22 @@ class Triage:
         for round_ in range(1, self.settings.reruns + 1):
             with tempfile.TemporaryDirectory(prefix="qvl-rerun-") as tmp:
                 cmd = [self.settings.base_python, "-m", "pytest", *tests, "-q", "-p", "no:cacheprovider", f"--rootdir={self.rootdir}",
-                       f"--report-dir={tmp}", "--cell=rerun", *["--runxfail"] * self.current["runxfail"]]
+                       f"--report-dir={tmp}", "--cell", OUTSIDE_THE_MATRIX, *["--runxfail"] * self.current["runxfail"]]
                 try:
                     done = subprocess.run(cmd, cwd=self.rootdir, capture_output=True, text=True,
                                           timeout=self.settings.oracle_timeout)
-                    ran = outcomes(results.read(Path(tmp) / "results-rerun.json"))
+                    tail = "\n".join(without_noise(done.stdout + done.stderr).strip().splitlines()[-3:])
+                    why = f"pytest exit {done.returncode}: {one_line(tail)}"
+                    ran = outcomes(results.read(Path(tmp) / f"results-{OUTSIDE_THE_MATRIX}.json"))
                 except subprocess.TimeoutExpired:
                     ran, why = {}, f"timed out after {self.settings.oracle_timeout:.0f}s"
-                except HarnessError:
-                    tail = "\n".join((done.stdout + done.stderr).strip().splitlines()[-3:])
-                    ran, why = {}, f"pytest exit {done.returncode}: {one_line(tail)}"
+                except HarnessError:  # no results file: pytest (or the plugin) did not get that far
+                    ran = {}
             if not ran:
                 self.out(f"  re-run {round_}: no results ({why})")
+                self.crashes.append(why)
             for test in tests:
-                seen[test].append(ran[test]["outcome"] if test in ran else "not run")
+                seen[test].append(ran[test]["outcome"] if test in ran else NOT_RUN)
             self.out(f"  re-run {round_}/{self.settings.reruns}: " + ", ".join(f"{o} x{n}" for o, n in
                                                                              Counter(seen[t][-1] for t in tests).items()))
         return seen
@@ -170,9 +179,7 @@ class Triage:
         oracle = self._oracle(test)
         config = {"triage": test["test"], "before": before, "after": after, "oracle": oracle.describe(),
                   "runxfail": oracle.runxfail, "base": self.settings.base_python}
-        digest = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:10]
-        log = ProbeLog(cache_dir("bisect") / f"triage-{digest}.jsonl", config, reuse=True)
-        return points, Bisection(points, self._prober(oracle), log, self.reporter), oracle
+        return points, open_bisection("triage", config, points, self._prober(oracle), resume=True, out=self.out), oracle
 
     def _shares_culprit(self, test: dict, found: list[tuple[dict, Point, Point]]) -> bool:
         """Whether an answer already found explains ``test`` too: good at its last good step, bad at its first bad."""
@@ -198,18 +205,22 @@ class Triage:
         if isinstance(session, dict):
             return session, None
         points, bisection, oracle = session
-        self.reporter.header([pin.split("==")[0] for pin in points[0].pins], points, len(points), False, oracle.describe(), self.settings.base_python,
-                             bisection.log)
+        bisection.reporter.header([pin.split("==")[0] for pin in points[0].pins], points, len(points), False,
+                                  oracle.describe(), self.settings.base_python, bisection.log)
         try:
             ends = [bisection.judge(points[0], 2, "[previous stack]"), bisection.judge(points[-1], 2, "[this stack]")]
+            if SKIP in ends:
+                end = points[ends.index(SKIP)]
+                return self._answer(test, COULD_NOT_JUDGE, f"{end.label} could not be judged: "
+                                    f"{bisection.runs[end.key][-1].describe()}", probes=_probes(bisection)), None
             if ends != [GOOD, BAD]:
                 return self._answer(test, "not bisected", _ends_note(ends, bisection, points)), None
             outcome = bisection.search(0, len(points) - 1, GOOD, lo_implied=False, hi_implied=False)
-            self.reporter.outcome("the stack", outcome, bisection.runs, False)
+            bisection.reporter.outcome("the stack", outcome, bisection.runs, False)
             if outcome.first_new is None or outcome.ambiguous:
                 names = ", ".join(p.key for p in [*outcome.ambiguous, outcome.first_new] if p)
-                return self._answer(test, "undecided", f"the first bad step is one of {names}: the steps between could "
-                                    "not be judged", probes=_probes(bisection)), None
+                return self._answer(test, COULD_NOT_JUDGE, f"the first bad step is one of {names}: the steps between "
+                                    "could not be judged", probes=_probes(bisection)), None
             good, bad = outcome.last_old, outcome.first_new
             first_bad, split = bad.key, ""
             moved = [pin for pin in bad.pins if pin not in good.pins]
@@ -229,10 +240,10 @@ class Triage:
     def _prober(self, oracle: Oracle):
         install_and_run = prober(oracle, self.settings.overlays)
 
-        def probe(point: Point) -> Run:
+        def probe(point: Point, output: Path) -> Run:
             if time.monotonic() > self.deadline:
                 raise OutOfBudget
-            return install_and_run(point)
+            return install_and_run(point, output)
 
         return probe
 

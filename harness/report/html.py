@@ -58,7 +58,7 @@ table.matrix td.totals { white-space: normal; font-size: 11px; color: #57606a; }
 .state-unexpected { background: #ffcecb; color: #82071e; } .state-reproduced { background: #fff1b8; color: #6f4a00; }
 .state-fixed { background: #c8f0d2; color: #055d20; } .state-passed { background: #ddf4ff; color: #0a3069; }
 .state-not-run { background: #eaeef2; color: #57606a; }
-.culprit { font-weight: bold; margin-top: 2px; } tr.change[data-kind="new failure"] td { background: #fff5f5; }
+.culprit { font-weight: bold; margin-top: 2px; } .culprit.unjudged { color: #9a6700; } tr.change[data-kind="new failure"] td { background: #fff5f5; }
 """
 
 
@@ -269,7 +269,8 @@ def _changes(comparison: diff.Comparison) -> str:
 
     def triage(c: diff.Change) -> str:
         answer = e(culprit_text(c, strong=""))
-        return f"{e(c.message)}<div class=\"culprit\">{answer}</div>"
+        unjudged = " unjudged" if c.culprit and c.culprit["status"] == "could not judge" else ""
+        return f"{e(c.message)}<div class=\"culprit{unjudged}\">{answer}</div>"
 
     new = comparison.of("new failure")
     parts = [f"<p class=\"headline\">{e(headline(comparison))}</p>",
