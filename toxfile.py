@@ -23,6 +23,7 @@ from tox.plugin import impl
 from tox.report import HandledError
 
 sys.path.insert(0, str(Path(__file__).parent))
+from harness.core import auto_updates  # noqa: E402
 from harness.core.errors import HarnessError  # noqa: E402
 from harness.env.matrix import load_matrix  # noqa: E402
 from harness.env.resolve import LOCAL_WHEELS  # noqa: E402
@@ -82,7 +83,7 @@ def tox_add_env_config(env_conf, state):
         _refuse_gpu_env_without_gpu(state)
         cell_name = os.environ.get("QVL_CELL", "canary")
     else:
-        return
+        return _no_self_updates(env_conf)
     matrix = _matrix()
     try:
         cell = matrix.cell(cell_name)
@@ -105,3 +106,10 @@ def tox_add_env_config(env_conf, state):
                                                {"QVL_TESTPATHS": "suites"} if name.startswith("cell-") else {})},
         ),
     )
+    _no_self_updates(env_conf)
+
+
+def _no_self_updates(env_conf) -> None:
+    """Every env's commands run with the releases' self-updates off; after the loaders above are in place,
+    since reading set_env fixes its value."""
+    env_conf["set_env"].update(auto_updates.disable({}))

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from packaging.specifiers import SpecifierSet
+from packaging.utils import canonicalize_name
 from packaging.version import Version
 
 from harness.core import packages, schema
@@ -18,7 +19,7 @@ from harness.releases.git import Commit, Repo
 ROLES = ("canary", "control")
 PINNED = ("unsloth", "unsloth_zoo", "transformers", "peft", "bitsandbytes", "trl", "torch")
 REQUIRED = ("unsloth", "unsloth_zoo", "transformers")
-CELL_KEYS = set(PINNED) | {"role", "failures", "note", "extra", "gpu"}
+CELL_KEYS = set(PINNED) | {"role", "failures", "note", "extra", "gpu", "overrides"}
 DEFAULT_KEYS = {"torch", "bitsandbytes", "runtime"}
 GPU_KEYS = {"torch", "packages"}
 
@@ -63,6 +64,8 @@ class Cell:
     note: str = ""
     gpu: GpuNeeds = GpuNeeds(SpecifierSet())
     sources: dict[str, GitSource] = field(default_factory=dict)  # distribution name -> its commit
+    # package -> why the cell installs a version its unsloth or unsloth-zoo's Requires-Dist excludes
+    overrides: dict[str, str] = field(default_factory=dict)
 
     @property
     def tox_env(self) -> str:
@@ -159,6 +162,13 @@ def _gpu(where: str, value: object) -> GpuNeeds:
                     schema.string_list(where, "gpu.packages", value.get("packages", [])))
 
 
+def _overrides(where: str, value: object) -> dict[str, str]:
+    if not isinstance(value, dict) or not all(isinstance(v, str) and v.strip() for v in value.values()):
+        raise HarnessError(f"{where}: overrides must be a table of package = \"why the cell differs from the release's "
+                           f"requirement\", like {{ protobuf = \"...\" }}")
+    return {canonicalize_name(name): reason for name, reason in value.items()}
+
+
 def _git_source(where: str, key: str, value: dict) -> GitSource:
     if set(value) != {"git", "rev"} or not all(isinstance(v, str) and v for v in value.values()):
         raise HarnessError(f"{where}: {key} must be a version string or a commit like "
@@ -209,6 +219,7 @@ def parse_matrix(text: str, path: Path = MATRIX_FILE) -> Matrix:
             note=str(raw.get("note", "")),
             gpu=_gpu(where, raw["gpu"]) if "gpu" in raw else GpuNeeds(SpecifierSet()),
             sources=sources,
+            overrides=_overrides(where, raw.get("overrides", {})),
         )
     return Matrix(path=path, cells=cells)
 

@@ -22,8 +22,10 @@ from pathlib import Path
 from filelock import FileLock
 from packaging.requirements import InvalidRequirement, Requirement
 
+from harness.core import auto_updates
 from harness.core.errors import HarnessError, one_line
 from harness.core.paths import cache_dir
+from harness.env import pypi
 
 MARKER = "qvl-overlay.json"
 WHEELHOUSE = Path("/opt/wheels")
@@ -98,8 +100,9 @@ EXACT = "an overlay takes exact pins like unsloth-zoo==2025.1.4 or a commit, uns
 
 def python_env() -> dict[str, str]:
     """The environment for an overlay's python: without PYTHONPATH, which would shadow the overlay's pins
-    (the base's PYTHONPATH entries are in the overlay's .pth, after its own site-packages)."""
-    return {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
+    (the base's PYTHONPATH entries are in the overlay's .pth, after its own site-packages), and with the
+    releases' self-updates off (its import check imports them)."""
+    return auto_updates.disable({k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")})
 
 
 def parse_pins(requirements: list[str]) -> dict[str, str]:
@@ -137,8 +140,9 @@ class Overlays:
         self.base = base
         self.index_args = [a for d in find_links for a in ("--find-links", str(d))]
         self.index_args += ["--no-index"] * no_index + ["--offline"] * offline
-        # the same sources for the release wheels the suites read
-        self.fetch_options = {"find_links": tuple(find_links), "no_index": no_index or offline}
+        # the same sources for the release wheels the suites read; one outside the lock is checked against PyPI's digest
+        self.fetch_options = {"find_links": tuple(find_links), "no_index": no_index or offline,
+                              "published": pypi.published_digests}
         self.import_check = list(import_check)
         self.installed = 0
         self.reused = 0
@@ -164,7 +168,8 @@ class Overlays:
             return Overlay(path, pins, error)
 
     def _env(self) -> dict[str, str]:
-        env = {**os.environ, "UV_PYTHON_DOWNLOADS": "never"}
+        # building a commit can import it (setuptools' version = {attr = ...} falls back to importing)
+        env = auto_updates.disable({**os.environ, "UV_PYTHON_DOWNLOADS": "never"})
         env.pop("VIRTUAL_ENV", None)
         if WHEELHOUSE.is_dir() and "UV_FIND_LINKS" not in env:
             env["UV_FIND_LINKS"] = str(WHEELHOUSE)

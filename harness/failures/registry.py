@@ -2,9 +2,10 @@
 
 An entry names the package whose releases have the cause (``affected``), the other packages' ranges
 the cause needs (``requires``: dtype-grad's hook runs only where unsloth calls it), the ranges where
-the cause shows as the user's symptom (``symptom_requires``: garbage output needs transformers <4.52),
-and two patterns: ``cause`` (what a test of the cause fails with) and ``symptom`` (what a test of the
-user's path fails with, the seed's message where there was one). A test marked with
+the cause shows as the user's symptom (``symptom_requires``: garbage output needs transformers <4.52;
+``symptom_affected``: the part of ``affected`` where it can, where later releases of the package itself
+declare requirements that exclude those conditions), and two patterns: ``cause`` (what a test of the
+cause fails with) and ``symptom`` (what a test of the user's path fails with, the seed's message where there was one). A test marked with
 ``expectation_marks`` must fail with the matching pattern where the registry expects the failure
 (then it reports as xfailed, "reproduced"), and must pass elsewhere. A failure with any other text
 stays a failure with its own text, never a reproduction; a pass where a failure was expected is
@@ -24,10 +25,12 @@ from packaging.version import Version
 from harness.core import packages, schema
 from harness.core.errors import HarnessError
 from harness.core.paths import FIXTURES_DIR
+from harness.releases.code import is_code_under_test
 
 REGISTRY = FIXTURES_DIR / "known_failures.toml"
 REQUIRED = {"id", "package", "affected", "symptom", "seed", "description", "evidence", "found_by", "suite"}
-OPTIONAL = {"requires", "symptom_requires", "cause", "path", "workaround", "history", "reported_as", "commits"}
+OPTIONAL = {"requires", "symptom_requires", "symptom_affected", "edges", "cause", "path", "workaround", "history",
+            "reported_as", "commits", "names"}
 COMMIT_KEYS = {"introduced", "fixed", "found_by"}
 PACKAGES = packages.KNOWN
 SHOWS = ("cause", "symptom")
@@ -52,6 +55,9 @@ class KnownFailure:
     history: str = ""  # the projects' issues and commits the range was checked against
     reported_as: tuple[str, ...] = ()  # regexes: how users describe it when no test message is pasted (known match)
     commits: dict[str, str] = field(default_factory=dict)  # the commits that brought the cause in and took it out
+    symptom_affected: SpecifierSet | None = None  # where ``package``'s symptom can show (None: all of affected)
+    edges: tuple[str, ...] = ()  # releases either side of the ranges' edges, whose code tests/test_registry.py reads
+    names: tuple[str, ...] = ()  # regexes (full match, any case) of the missing hub repos it is about (the hub sweep)
 
     def placed(self, version: str, repo, sha: str) -> str:
         """The version a commit stands for here: the release its __version__ names, unless the commits the
@@ -69,7 +75,12 @@ class KnownFailure:
         return self.affected.contains(Version(version), prereleases=True)
 
     def conditions(self, shows: str) -> dict[str, SpecifierSet]:
-        return {**self.requires, **(self.symptom_requires if shows == "symptom" else {})}
+        symptom_range = {self.package: self.symptom_affected} if self.symptom_affected is not None else {}
+        return {**self.requires, **({**self.symptom_requires, **symptom_range} if shows == "symptom" else {})}
+
+    def range_of(self, shows: str) -> SpecifierSet:
+        """The releases of ``package`` where a test of the cause or of the symptom is expected to fail."""
+        return self.symptom_affected if shows == "symptom" and self.symptom_affected is not None else self.affected
 
     def unmet(self, shows: str, stack: dict[str, str | None]) -> list[str]:
         """The conditions ``stack`` (package -> version) does not meet, as "transformers 5.17.0 is not <4.52"."""
@@ -81,7 +92,11 @@ class KnownFailure:
         return problems
 
     def expected(self, version: str, shows: str, stack: dict[str, str | None]) -> bool:
-        return self.affects(version) and not self.unmet(shows, stack)
+        return self.affects(version) and not self.unmet(shows, {**stack, self.package: version})
+
+    def claims(self, repo: str) -> bool:
+        """Whether a missing hub repo is this failure's (its ``names``)."""
+        return any(re.fullmatch(p, repo, re.I) for p in self.names)
 
     def pattern(self, shows: str) -> str:
         return self.cause if shows == "cause" and self.cause else self.symptom
@@ -104,6 +119,20 @@ def _specifiers(where: str, key: str, value) -> dict[str, SpecifierSet]:
     return {package: schema.specifier(where, f"{key}.{package}", text) for package, text in value.items()}
 
 
+def _symptom_range(label: str, entry: dict) -> SpecifierSet | None:
+    """``symptom_affected``: a range inside ``affected`` (the symptom needs the cause)."""
+    if "symptom_affected" not in entry:
+        return None
+    inner, outer = (schema.specifier(label, key, entry[key]) for key in ("symptom_affected", "affected"))
+    for side, ops, tightest in (("lower", (">=", ">"), max), ("upper", ("<", "<="), min)):
+        bound = [Version(s.version) for s in outer if s.operator in ops]
+        mine = [Version(s.version) for s in inner if s.operator in ops]
+        if bound and (not mine or tightest([*mine, tightest(bound)]) != tightest(mine)):
+            raise HarnessError(f"{label}: symptom_affected {str(inner)!r} reaches past affected {str(outer)!r} "
+                               f"on its {side} side; the symptom needs the cause")
+    return inner
+
+
 def parse_registry(text: str, where: str = REGISTRY.name) -> dict[str, KnownFailure]:
     data = schema.parse_toml(text, where)
     failures: dict[str, KnownFailure] = {}
@@ -115,12 +144,17 @@ def parse_registry(text: str, where: str = REGISTRY.name) -> dict[str, KnownFail
         if entry["package"] not in PACKAGES:
             raise HarnessError(f"{label}: unknown package {entry['package']!r}; known: {', '.join(sorted(PACKAGES))}")
         reported_as = schema.string_list(label, "reported_as", entry.get("reported_as", []))
+        names = schema.string_list(label, "names", entry.get("names", []))
+        edges = schema.string_list(label, "edges", entry.get("edges", []))
+        wrong = [e for e in edges if not is_code_under_test(e)]
+        if wrong:
+            raise HarnessError(f"{label}: edges: {wrong[0]!r} is not unsloth==VERSION or unsloth-zoo==VERSION")
         commits = schema.keys(f"{label} commits", entry.get("commits", {}), set(), COMMIT_KEYS)
         for key in ("introduced", "fixed"):
             if key in commits and not re.fullmatch(r"[0-9a-f]{40}", str(commits[key])):
                 raise HarnessError(f"{label}: commits.{key} must be a full 40-character commit id, got {commits[key]!r}")
         for key, pattern in [("symptom", entry.get("symptom", "")), ("cause", entry.get("cause", "")),
-                             *(("reported_as", p) for p in reported_as)]:
+                             *(("reported_as", p) for p in reported_as), *(("names", p) for p in names)]:
             try:
                 re.compile(pattern)
             except re.error as exc:
@@ -129,7 +163,8 @@ def parse_registry(text: str, where: str = REGISTRY.name) -> dict[str, KnownFail
             **{**entry, "affected": schema.specifier(label, "affected", entry["affected"]),
                "requires": _specifiers(label, "requires", entry.get("requires", {})),
                "symptom_requires": _specifiers(label, "symptom_requires", entry.get("symptom_requires", {})),
-               "reported_as": reported_as, "commits": dict(commits)})
+               "symptom_affected": _symptom_range(label, entry),
+               "reported_as": reported_as, "edges": edges, "names": names, "commits": dict(commits)})
     return failures
 
 
@@ -140,6 +175,11 @@ def load_registry(path: Path | None = None) -> dict[str, KnownFailure]:
     except OSError as exc:
         raise HarnessError(f"cannot read known-failure registry {path}: {exc.strerror}") from None
     return parse_registry(text, path.name)
+
+
+def edge_releases(failures: dict[str, KnownFailure]) -> list[str]:
+    """The releases the registry's edges were checked in: `qvl-harness releases fetch` fetches them by default."""
+    return list(dict.fromkeys(e for failure in failures.values() for e in failure.edges))
 
 
 def known_failure(failure_id: str, path: Path | None = None) -> KnownFailure:
@@ -183,9 +223,10 @@ def judge(failure: KnownFailure, marker, passed: bool, failure_text: str) -> tup
         return "", ""
     if passed:
         return "unexpected pass", (f"known failure {failure.id!r} ({shows}) was expected in {where} "
-                                   f"(affected {failure.affected}) but the test passed")
+                                   f"(affected {failure.range_of(shows)}) but the test passed")
     if failure.matches(shows, failure_text):
-        return "reproduced", f"known failure {failure.id!r} ({shows}) reproduces in {where} (affected {failure.affected})"
+        return "reproduced", (f"known failure {failure.id!r} ({shows}) reproduces in {where} "
+                              f"(affected {failure.range_of(shows)})")
     return "wrong failure", (f"known failure {failure.id!r} ({shows}) was expected in {where}, but the test failed "
                              f"with something else (wanted /{failure.pattern(shows)}/)")
 
@@ -244,6 +285,8 @@ def describe(failure: KnownFailure) -> list[str]:
         lines.append("  requires:   " + ", ".join(f"{p}{s}" for p, s in failure.requires.items()))
     if failure.symptom_requires:
         lines.append("  shows with: " + ", ".join(f"{p}{s}" for p, s in failure.symptom_requires.items()))
+    if failure.symptom_affected is not None:
+        lines.append(f"  symptom in: {failure.package}{failure.symptom_affected} (the cause: {failure.affected})")
     if failure.path:
         lines.append(f"  path:       {failure.path}")
     lines += [f"  symptom:    /{failure.symptom}/"] + ([f"  cause:      /{failure.cause}/"] if failure.cause else [])
@@ -263,6 +306,7 @@ def as_json(failure: KnownFailure) -> dict:
     data["affected"] = str(failure.affected)
     for key in ("requires", "symptom_requires"):
         data[key] = {p: str(s) for p, s in data[key].items()}
+    data["symptom_affected"] = str(failure.symptom_affected) if failure.symptom_affected is not None else None
     return data
 
 
