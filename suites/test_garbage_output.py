@@ -90,22 +90,43 @@ def what_loads(captioner_checkpoint, captioner_processor, xray_fixtures, hub_for
 
 # --- what the release loads: one table ----------------------------------------------------------------
 
-def test_what_the_release_loads(what_loads, golden, xray_fixtures, request):
+COLUMNS = ["release", "path", "name asked", "repo loaded", "hub snapshot", "quantized by", "vision linears 4-bit",
+           "pixel dtype into vision tower"]
+
+
+def table_row(seen: loading.Observation, path: str, graded: dict, fixtures) -> dict[str, str]:
+    """One path's row: the columns above, then the caption grade of each X-ray under its fixture id."""
+    home = str(Path.home())
+    return {"release": RELEASE.label, "path": path, "name asked": seen.plan.asked.replace(home, "~"),
+            "repo loaded": seen.repo.replace(home, "~"), "hub snapshot": seen.snapshot,
+            "quantized by": seen.quantized_by or "-",
+            "vision linears 4-bit": f"{len(seen.vision_4bit)}/{seen.vision_linears}",
+            "pixel dtype into vision tower": ", ".join(sorted(set(seen.pixel_dtypes.values()))) or "-",
+            **{f.id: graded[f.id].describe() if graded[f.id].level == "missing" else graded[f.id].level
+               for f in fixtures}}
+
+
+def test_what_the_release_loads(what_loads, golden, captioner_checkpoint, xray_fixtures, request):
     """Both paths, as one table in the summary and the report: name asked, repo loaded, hub snapshot,
     where the quantization came from, vision linears in 4 bits, the pixel dtype entering the vision
-    tower, the caption grade per X-ray."""
-    rows = []
-    for path in PATHS:
+    tower, the caption grade per X-ray. Each row must say what the load did: the name it was asked, the
+    snapshot it was served, and per X-ray the grade of that X-ray's own caption (or "missing")."""
+    ids = [f.id for f in xray_fixtures]
+    rows = {path: table_row(what_loads(path), path, grades(what_loads(path), golden, xray_fixtures), xray_fixtures)
+            for path in PATHS}
+    summary.add_table(request.config, "what the installed release loads", COLUMNS + ids,
+                      [[row[column] for column in COLUMNS + ids] for row in rows.values()])
+    for path, row in rows.items():
         seen = what_loads(path)
-        graded = grades(seen, golden, xray_fixtures)
-        rows.append([RELEASE.label, path, seen.plan.asked.replace(str(Path.home()), "~"), seen.repo.replace(str(Path.home()), "~"),
-                     seen.snapshot, seen.quantized_by or "-", f"{len(seen.vision_4bit)}/{seen.vision_linears}",
-                     ", ".join(sorted(set(seen.pixel_dtypes.values()))) or "-",
-                     *[graded[f.id].level if f.id in graded else f"error: {type(seen.error).__name__}" for f in xray_fixtures]])
-    summary.add_table(request.config, "what the installed release loads",
-                      ["release", "path", "name asked", "repo loaded", "hub snapshot", "quantized by",
-                       "vision linears 4-bit", "pixel dtype into vision tower", *[f.id for f in xray_fixtures]], rows)
-    assert len(rows) == len(PATHS)
+        assert row["name asked"] == (PATHS[path] or str(captioner_checkpoint)).replace(str(Path.home()), "~"), row
+        assert row["hub snapshot"] == (hub.snapshot_at(RELEASE.shipped).name if PATHS[path] else "-"), row
+        if seen.error is None:  # a load that worked was quantized by something and captioned every X-ray
+            assert row["quantized by"] != "-" and seen.vision_linears > 0, row
+            assert list(seen.captions) == list(seen.pixel_dtypes) == ids, row
+        for item in xray_fixtures:  # each X-ray's cell: its own caption against its own golden caption
+            own = "missing" if item.id not in seen.captions else goldens.grade(
+                seen.captions[item.id], golden.caption(item.id), item.must_mention, item.must_not_mention).level
+            assert row[item.id].split(",")[0] == own, f"{path}: {item.id} shows {row[item.id]!r}, its caption: {own}"
 
 
 # --- the cause: structure ------------------------------------------------------------------------------
@@ -145,7 +166,9 @@ def test_pixels_reach_the_vision_tower_floating(path, what_loads, request):
 def test_captions_match_goldens(path, what_loads, golden, xray_fixtures, request):
     seen = loaded(what_loads(path))
     failures = []
-    for item, grade in zip(xray_fixtures, grades(seen, golden, xray_fixtures).values()):
+    graded = grades(seen, golden, xray_fixtures)
+    for item in xray_fixtures:
+        grade = graded[item.id]
         results.record_caption(request.config, item.id, f"{path} ({seen.repo.rsplit('/', 1)[-1]})", golden.caption(item.id),
                                seen.captions[item.id], grade.level, grade.describe())
         if not grade.at_least(golden.required):

@@ -4,7 +4,8 @@ import pytest
 
 from harness.core.errors import HarnessError
 from harness.core.paths import cache_dir
-from harness.data import goldens
+from harness.data import goldens, xrays
+from harness.failures import garbage_output, loading
 from harness.lab import captioner
 
 CONFIG = {"configuration": "16bit", "dtype": "bfloat16", "recipe": "abc"}
@@ -48,6 +49,36 @@ def test_semantic_grade_uses_the_embedder_only_when_needed():
     assert goldens.grade(CHEST, CHEST, MUST, MUST_NOT, embed).level == "exact" and not calls
     grade = goldens.grade("thoracic image", CHEST, MUST, MUST_NOT, embed)
     assert grade.level == "semantic" and grade.semantic_similarity == pytest.approx(0.8) and calls
+
+
+LEG, HAND = "radiograph of the lower leg showing the tibia", "radiograph of the hand and wrist"
+
+
+def xray(fixture_id):
+    return xrays.XrayFixture(fixture_id, "x.png", "CR", "-", MUST, MUST_NOT)
+
+
+def test_a_missing_caption_is_graded_missing_and_shifts_no_later_grade(tmp_path):
+    """Grades were once a dict of the captioned fixtures only, which the suite zipped with the fixtures:
+    after a fixture without a caption, every later fixture was read with the grade of the next one."""
+    golden = goldens.read(recorded(tmp_path, {"chest-pa": CHEST, "tibia-ap": LEG, "hand-pa": HAND}))
+    fixtures = [xray("chest-pa"), xray("tibia-ap"), xray("hand-pa")]
+    graded = goldens.grades({"chest-pa": CHEST, "hand-pa": HAND}, golden, fixtures, "the load ended in RuntimeError")
+    assert [(fid, g.level) for fid, g in graded.items()] == [("chest-pa", "exact"), ("tibia-ap", "missing"),
+                                                             ("hand-pa", "exact")]
+    assert not graded["tibia-ap"].at_least("mismatch")
+    assert graded["tibia-ap"].describe() == "missing, no caption: the load ended in RuntimeError"
+
+
+def test_the_suites_grades_keep_every_fixture_of_a_load_that_stopped(tmp_path):
+    """A load whose captioning failed after the first X-ray: its later X-rays are missing, under their own ids."""
+    golden = goldens.read(recorded(tmp_path, {"chest-pa": CHEST, "tibia-ap": LEG, "hand-pa": HAND}))
+    seen = loading.Observation(plan=None, snapshot="-", captions={"chest-pa": CHEST},
+                               error=RuntimeError("no quant state"))
+    graded = garbage_output.grades(seen, golden, [xray("chest-pa"), xray("tibia-ap"), xray("hand-pa")])
+    assert {fid: g.describe().split(",")[0] for fid, g in graded.items()} == {
+        "chest-pa": "exact", "tibia-ap": "missing", "hand-pa": "missing"}
+    assert graded["hand-pa"].notes == ("no caption: the load ended in RuntimeError",)
 
 
 @pytest.mark.slow

@@ -11,7 +11,8 @@ CPU golden graded on its fixtures' terms only (``select``).
 
 Grades, best first: ``exact`` (same words), ``token`` (word-level similarity >= TOKEN_MIN),
 ``terms`` (every must-mention term, a forbidden term vetoes every grade but exact), ``semantic``
-(sentence-embedding cosine >= SEMANTIC_MIN, only where the offline model is installed).
+(sentence-embedding cosine >= SEMANTIC_MIN, only where the offline model is installed), then
+``mismatch``, and ``missing`` for a fixture the run gave no caption (a grade of its own: never dropped).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from harness.core.errors import HarnessError
 from harness.core.paths import FIXTURES_DIR
 
 GOLDENS_DIR = FIXTURES_DIR / "goldens"
-LEVELS = ("exact", "token", "terms", "semantic", "mismatch")
+LEVELS = ("exact", "token", "terms", "semantic", "mismatch", "missing")
 TOKEN_MIN = 0.8
 SEMANTIC_MIN = 0.6  # all-MiniLM-L6-v2: paraphrases of a fixture ~0.72, "a shirt with geometric patterns" ~0.32
 FORMAT = 1
@@ -174,6 +175,8 @@ class Grade:
         return LEVELS.index(self.level) <= LEVELS.index(level)
 
     def describe(self) -> str:
+        if self.level == "missing":
+            return ", ".join([self.level, *self.notes])
         parts = [self.level, f"token {self.token_similarity:.2f}"]
         if self.semantic_similarity is not None:
             parts.append(f"semantic {self.semantic_similarity:.2f}")
@@ -215,6 +218,15 @@ def grade(obtained: str, golden: str, must_mention=(), must_not_mention=(), embe
         return Grade("mismatch", similarity, missing, forbidden, notes=("semantic grade skipped: no embedder",))
     semantic = semantic_similarity(embed, obtained, golden)
     return Grade("semantic" if semantic >= SEMANTIC_MIN else "mismatch", similarity, missing, forbidden, semantic)
+
+
+def grades(captions: dict[str, str], golden: Golden, fixtures, missing_because: str = "") -> dict[str, Grade]:
+    """Each fixture's caption graded against its own golden caption, keyed by fixture id in the fixtures'
+    order. A fixture without a caption is graded ``missing`` (``missing_because`` says why), never dropped:
+    a dropped one let every later fixture be read with the grade of the next."""
+    why = f"no caption: {missing_because}" if missing_because else "no caption"
+    return {f.id: grade(captions[f.id], golden.caption(f.id), f.must_mention, f.must_not_mention)
+            if f.id in captions else Grade("missing", 0.0, notes=(why,)) for f in fixtures}
 
 
 def semantic_similarity(embed, a: str, b: str) -> float:

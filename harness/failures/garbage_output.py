@@ -66,8 +66,9 @@ def what_loads(release: loading.Release, path: str, checkpoint: Path, processor,
 
 
 def grades(seen: loading.Observation, golden: goldens.Golden, fixtures) -> dict[str, goldens.Grade]:
-    return {f.id: goldens.grade(seen.captions[f.id], golden.caption(f.id), f.must_mention, f.must_not_mention)
-            for f in fixtures if f.id in seen.captions}
+    """Every fixture's grade by fixture id; one the load left without a caption is ``missing``, with the error."""
+    why = f"the load ended in {type(seen.error).__name__}" if seen.error is not None else ""
+    return goldens.grades(seen.captions, golden, fixtures, why)
 
 
 def loaded(seen: loading.Observation) -> loading.Observation:

@@ -20,7 +20,7 @@ from filelock import FileLock
 
 from harness.core.paths import cache_dir
 from harness.env.stack import dist_version
-from harness.lab import quant
+from harness.lab import compat, quant
 
 IMAGE_SIDE = 112  # pixels; 8x8 patches of 14, merged 2x2 into 16 image tokens
 SPECIAL_TOKENS = [
@@ -139,22 +139,7 @@ def load_processor(path: str | Path):
     import transformers
 
     tokenizer = transformers.AutoTokenizer.from_pretrained(path)
-    parts = {"image_processor": image_processor(), "tokenizer": tokenizer, "chat_template": CHAT_TEMPLATE}
-    get_attributes = getattr(transformers.Qwen2VLProcessor, "get_attributes", None)  # 4.x: a class list
-    attributes = get_attributes() if get_attributes else transformers.Qwen2VLProcessor.attributes
-    if "video_processor" not in attributes:
-        return transformers.Qwen2VLProcessor(**parts)
-    from transformers.video_processing_utils import BaseVideoProcessor
-
-    # transformers 5 insists on a video processor and, without torchvision, rejects every one;
-    # images never reach it, so the torchvision-free base class stands in.
-    class ImageOnlyQwen2VLProcessor(transformers.Qwen2VLProcessor):
-        def check_argument_for_proper_class(self, argument_name, argument):
-            if argument_name == "video_processor":
-                return type(argument)
-            return super().check_argument_for_proper_class(argument_name, argument)
-
-    return ImageOnlyQwen2VLProcessor(video_processor=BaseVideoProcessor(), **parts)
+    return compat.image_only_qwen2vl_processor(image_processor(), tokenizer, CHAT_TEMPLATE)
 
 
 def _config(spec: TinySpec, tokenizer):
