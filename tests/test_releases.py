@@ -8,7 +8,8 @@ from toywheels import write_wheel
 from harness.cli import main
 from harness.releases import code as release_code
 
-VERSIONS = {"unsloth": ["2024.12.1", "2025.1.6"], "unsloth_zoo": ["2024.12.6", "2025.3.13"]}
+# toy releases outside releases.lock.toml: a toy wheel named like a locked release is refused (tests/test_lock.py)
+VERSIONS = {"unsloth": ["1.0", "1.1"], "unsloth_zoo": ["1.0", "1.1"]}
 
 
 @pytest.fixture
@@ -39,8 +40,8 @@ def test_fetch_fills_an_empty_cache_with_two_versions_of_one_package(index, caps
 
 def test_a_missing_release_is_one_line_naming_it(index, capsys):
     assert main(["releases", "fetch", "-q", "--no-index", "--find-links", str(index),
-                 "unsloth==2024.12.1", "unsloth==1999.1.1"]) == 2
+                 "unsloth==1.0", "unsloth==1999.1.1"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "cannot fetch 1 of 2 release wheel(s): unsloth==1999.1.1" in err
-    assert release_code.wheel_path("unsloth", "2024.12.1").is_file()  # the rest still arrived
+    assert release_code.wheel_path("unsloth", "1.0").is_file()  # the rest still arrived
     assert not list(release_code.wheel_path("unsloth", "x").parent.glob(".fetch-*"))  # no partial downloads left

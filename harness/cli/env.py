@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from harness.cli.args import output_dir
 from harness.core.errors import HarnessError
 from harness.core.paths import cache_dir
-from harness.env import canary, check, resolve, stack, wheelhouse
+from harness.env import canary, check, manifest, pypi, resolve, stack, wheelhouse
 from harness.env.matrix import load_matrix
-from harness.failures.registry import check_matrix, load_registry
+from harness.failures.registry import check_matrix, edge_releases, load_registry
 from harness.releases import code as release_code
+from harness.releases import lock as release_lock
 from harness.releases.git import VERSION_FILES, Repo
 
 
@@ -43,6 +45,12 @@ def register(sub) -> None:
     p.add_argument("requirements", nargs="*", help="unsloth==X or unsloth-zoo==Y")
     p.add_argument("--find-links", action="append", default=[], metavar="DIR", help="also look for wheels in DIR")
     p.add_argument("--no-index", action="store_true", help="only --find-links (an air-gapped runner's wheelhouse)")
+    p.add_argument("--manifest", type=Path, metavar="WHEELHOUSE/manifest.json",
+                   help="accept the slimmed release wheels this wheelhouse manifest lists beside their locked "
+                        "original's digest")
+    p.add_argument("--update-lock", action="store_true",
+                   help=f"check each wheel against PyPI's digest (the --find-links copy's with --no-index), "
+                        f"not the lock, and write it into {release_lock.LOCK_NAME}")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
     p.set_defaults(func=cmd_releases_fetch)
     p = releases.add_parser("place", help="the commit each release was made from, in a local clone",
@@ -107,18 +115,27 @@ def _resolve_canary(matrix, args) -> int:
         return 0
     moved = ", ".join(f"{n} {old or '-'} -> {new}" for n, old, new in changes)
     if args.write:
-        canary.write(matrix, resolved)
-        print(f"wrote {len(changes)} new pin(s) into [cells.{resolved.cell.name}] of {matrix.path}: {moved}; "
+        canary.write(matrix, resolved, find_links=tuple(args.find_links), no_index=args.no_index)
+        print(f"wrote {len(changes)} new pin(s) into [cells.{resolved.cell.name}] of {matrix.path} "
+              f"(their release wheels' digests into {release_lock.LOCK_NAME}): {moved}; "
               f"check it with: qvl-harness matrix --check {resolved.cell.name}")
     else:
         print(f"{len(changes)} change(s) since the recorded canary: {moved} (--write puts them into {matrix.path.name})")
     return 0
 
 
+def default_releases() -> list[str]:
+    """What the suites and tests read: every cell's releases and those the registry's edges were checked in."""
+    return list(dict.fromkeys(load_matrix().release_requirements() + edge_releases(load_registry())))
+
+
 def cmd_releases_fetch(args) -> int:
-    paths = release_code.fetch(args.requirements or load_matrix().release_requirements(), find_links=args.find_links,
-                               no_index=args.no_index, quiet=args.quiet or None)
-    print(f"{len(paths)} release wheels in {cache_dir('wheels')}")
+    paths = release_code.fetch(args.requirements or default_releases(), published=pypi.published_digests,
+                               find_links=args.find_links, no_index=args.no_index, manifest=args.manifest,
+                               update_lock=release_lock.LOCK_FILE if args.update_lock else None,
+                               quiet=args.quiet or None)
+    locked = f"; their digests written into {release_lock.LOCK_FILE}" if args.update_lock else ", each checked"
+    print(f"{len(paths)} release wheels in {cache_dir('wheels')}{locked}")
     return 0
 
 
@@ -141,10 +158,20 @@ def cmd_releases_place(args) -> int:
 def cmd_wheelhouse(args) -> int:
     from harness.data import xrays
 
+    # the build empties --dest first: refuse a folder holding what no wheelhouse holds (".", a home, a checkout)
+    kept = {wheelhouse.RELEASES_DIR, manifest.MANIFEST, "requirements.txt", "code-under-test.txt", "cell.txt"}
+    strangers = [p.name for p in args.dest.iterdir() if p.suffix != ".whl" and p.name not in kept] \
+        if args.dest.is_dir() else []
+    if strangers:
+        raise HarnessError(f"--dest {args.dest}: not a wheelhouse (it holds {', '.join(sorted(strangers)[:3])}), "
+                           "and the build empties it first; name a new or empty folder")
+    output_dir(args.dest, "--dest")
+
     fixture_files = {f.source.split(":", 1)[1] for f in xrays.usable(xrays.load_manifest()) if f.source.startswith("pydicom-data:")}
     fixture_files |= set(xrays.DECODER_CHECKS)
     info = wheelhouse.build(args.cell, args.dest, args.python, args.platform, args.runner, args.cuda,
-                            release_wheels=lambda: release_code.fetch(load_matrix().release_requirements(), quiet=args.quiet or None),
+                            release_wheels=lambda: release_code.fetch(default_releases(), published=pypi.published_digests,
+                                                                      quiet=args.quiet or None),
                             data_files=fixture_files, quiet=args.quiet or None)
     print(f"{info['wheels']} wheels, {info['bytes'] / 2**20:.1f} MiB in {args.dest} for cell {info['cell']}; on the runner:")
     print(f"  .ci/gpu-offline {args.dest} tests suites")

@@ -1,8 +1,9 @@
 """The canary that follows upstream: the newest unsloth, unsloth-zoo, transformers, peft, bitsandbytes and
 trl that install together with the canary cell's torch, found by uv's resolver (nothing installed).
 
-The nightly resolves it, writes the pins into the canary cell (``--write``) and runs it; the control
-cell keeps its pins, so "canary red, control green" says an upstream release broke something.
+The nightly resolves it, writes the pins into the canary cell (``--write``; the new releases' wheel
+digests go into the lock beside the matrix) and runs it; the control cell keeps its pins, so "canary
+red, control green" says an upstream release broke something.
 """
 
 from __future__ import annotations
@@ -13,8 +14,10 @@ from pathlib import Path
 
 from harness.core import atomic, packages
 from harness.core.errors import HarnessError
-from harness.env import resolve
+from harness.env import pypi, resolve
 from harness.env.matrix import Cell, Matrix, parse_matrix
+from harness.releases import code as release_code
+from harness.releases import lock
 
 UPSTREAM = ("unsloth", "unsloth-zoo", "transformers", "peft", "bitsandbytes", "trl")
 
@@ -50,8 +53,14 @@ def resolve_canary(matrix: Matrix, *, python: str | None = None, platform: str =
     return Resolved(cell, {name: found[resolve.canonical(name)] for name in UPSTREAM})
 
 
-def write(matrix: Matrix, resolved: Resolved) -> Path:
-    """Set the canary cell's pins that moved to ``resolved`` (comments, the other pins and cells stay)."""
+def write(matrix: Matrix, resolved: Resolved, *, find_links: tuple[str, ...] = (), no_index: bool = False) -> Path:
+    """Set the canary cell's pins that moved to ``resolved`` (comments, the other pins and cells stay), once
+    the release wheels it moves to are fetched, checked against PyPI and written into the lock beside the matrix."""
+    moved = [f"{name}=={version}" for name, _recorded, version in resolved.changes()
+             if name in packages.CODE_UNDER_TEST]
+    if moved:
+        release_code.fetch(moved, published=pypi.published_digests, find_links=list(find_links), no_index=no_index,
+                           update_lock=matrix.path.parent / lock.LOCK_NAME, quiet=True)
     text = matrix.path.read_text()
     header = re.search(rf"^\[cells\.{re.escape(resolved.cell.name)}\]\s*$", text, re.M)
     end = re.search(r"^\[", text[header.end():], re.M)

@@ -1,4 +1,5 @@
-"""Release history of a package from PyPI's JSON API: versions with upload times, oldest first.
+"""Release history of a package from PyPI's JSON API: versions with upload times, oldest first, and
+the sha256 PyPI publishes for each file (what a release wheel outside the lock is checked against).
 
 The JSON of each package is cached in ``cache_dir('pypi')`` for ``ttl`` seconds; ``offline`` reads
 the cache whatever its age. ``DirectoryIndex`` reads the same JSON format from local files
@@ -68,6 +69,16 @@ def _same(text: str, wanted: Version) -> bool:
         return False
 
 
+def digests_from_json(data: dict, version: str) -> dict[str, str]:
+    """File name -> sha256 of each file of release ``version`` (PEP 440 equality), as PyPI publishes them."""
+    try:
+        wanted = Version(version)
+    except InvalidVersion:
+        return {}
+    return {f["filename"]: f["digests"]["sha256"] for v, files in (data.get("releases") or {}).items()
+            if _same(v, wanted) for f in files if (f.get("digests") or {}).get("sha256")}
+
+
 def releases_from_json(package: str, data: dict, *, pre: bool = False) -> list[Release]:
     """Non-yanked releases with at least one file, ordered by upload time (PyPI JSON format)."""
     out = []
@@ -121,6 +132,18 @@ class PyPIIndex:
     def yanked(self, package: str) -> dict[str, str]:
         return yanked_from_json(self._json(package))
 
+    def digests(self, package: str, version: str) -> dict[str, str]:
+        """PyPI's sha256 of each file of a release; a release newer than the cached JSON reads it again."""
+        found = digests_from_json(self._json(package), version)
+        if not found and not self.offline:
+            found = digests_from_json(PyPIIndex(ttl=0)._json(package), version)
+        return found
+
+
+def published_digests(package: str, version: str) -> dict[str, str]:
+    """What the release cache checks a wheel outside the lock against (harness.releases.code.fetch)."""
+    return PyPIIndex().digests(package, version)
+
 
 class DirectoryIndex:
     """Release data from ``<directory>/<package>.json`` files in PyPI's JSON format."""
@@ -142,6 +165,9 @@ class DirectoryIndex:
 
     def yanked(self, package: str) -> dict[str, str]:
         return yanked_from_json(self._json(package))
+
+    def digests(self, package: str, version: str) -> dict[str, str]:
+        return digests_from_json(self._json(package), version)
 
 
 def history(index, package: str, *, exclude_newer: datetime | None = None, pre: bool = False) -> list[Release]:

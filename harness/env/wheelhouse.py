@@ -5,8 +5,10 @@ one line. Otherwise the cell's companions and the harness's own dependencies are
 runner's Python and platform with the runner's installed packages as constraints (so its CUDA
 torch stays), and only what the runner does not already have is downloaded, with the release
 wheels the cross-release suites read (``releases/``). bitsandbytes keeps only the CPU library and
-the runner's CUDA one; unsloth loses its `studio/` web app. `.ci/gpu-offline` installs it all with
-`--no-index` and seeds an empty release cache from ``releases/``.
+the runner's CUDA one; unsloth loses its `studio/` web app. ``manifest.json`` holds the sha256 of
+every file (a slimmed wheel's PyPI original beside it) and the requirements files pin every wheel,
+the harness's own included, with ``--hash``: `.ci/gpu-offline` checks the manifest, installs it all
+with `--no-index --require-hashes` and seeds an empty release cache from ``releases/``.
 """
 
 from __future__ import annotations
@@ -20,13 +22,15 @@ import zipfile
 from pathlib import Path
 
 from packaging.requirements import Requirement
+from packaging.utils import parse_wheel_filename
 
 from harness.core import schema
 from harness.core.errors import HarnessError, one_line
 from harness.core.paths import REPO_ROOT
 from harness.core.progress import Progress
-from harness.env import resolve
+from harness.env import manifest, resolve
 from harness.env.matrix import Cell, load_matrix
+from harness.releases import lock
 
 RUNNER_FIXED = re.compile(r"^(torch|torchvision|torchaudio|triton|nvidia-.*|cuda-.*)$")
 RELEASES_DIR = "releases"  # the release wheels the cross-release suites read, for `releases fetch --no-index`
@@ -41,8 +45,12 @@ def harness_requirements() -> list[str]:
 
 def read_freeze(path: Path) -> dict[str, str]:
     """name -> version from a `pip list --format=freeze` of the runner."""
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise HarnessError(f"cannot read the runner's freeze {path}: {exc.strerror}") from None
     pins = {}
-    for line in path.read_text().splitlines():
+    for line in text.splitlines():
         name, sep, version = line.strip().partition("==")
         if sep:
             pins[resolve.canonical(name)] = version
@@ -139,15 +147,46 @@ def build(cell_name: str, dest: Path, python: str, platform: str, runner_freeze:
     for wheel in release_wheels():
         shutil.copy2(wheel, dest / RELEASES_DIR / wheel.name)
     report.step("release wheels the suites read", str(len(list((dest / RELEASES_DIR).glob("*.whl")))))
+    # PyPI's digests, before slimming: pip checked each download against the index's, fetch each release wheel
+    originals = {p.relative_to(dest).as_posix(): lock.sha256(p) for p in _wheels(dest)}
+    _refuse_unlocked_code(dest, originals)
     build_harness_wheel(dest)
     slim(dest, cuda, data_files)
     report.step("harness wheel built, wheels slimmed")
     report.finish()
-    (dest / "requirements.txt").write_text("\n".join(missing + ["qvl-harness"]) + "\n")
-    (dest / "code-under-test.txt").write_text("\n".join(cell.code_under_test()) + "\n")
-    (dest / "cell.txt").write_text(cell.name + "\n")
-    wheels = [*dest.glob("*.whl"), *dest.glob(f"{RELEASES_DIR}/*.whl")]
+    seal(dest, cell.name, missing, cell.code_under_test(), originals)
+    wheels = _wheels(dest)
     return {"cell": cell.name, "wheels": len(wheels), "bytes": sum(p.stat().st_size for p in wheels), "missing": missing}
+
+
+def _wheels(dest: Path) -> list[Path]:
+    return [*dest.glob("*.whl"), *dest.glob(f"{RELEASES_DIR}/*.whl")]
+
+
+def _refuse_unlocked_code(dest: Path, originals: dict[str, str]) -> None:
+    """The code under test that pip downloaded must be the locked bytes (the release wheels were checked by fetch)."""
+    locked = lock.load()
+    for rel, digest in originals.items():
+        entry = locked.get(rel)
+        if entry and entry.sha256 != digest:
+            raise HarnessError(f"downloaded {dest / rel} has sha256 {digest} but {lock.LOCK_NAME} says {entry.sha256}")
+
+
+def seal(dest: Path, cell: str, missing: list[str], code_under_test: list[str], originals: dict[str, str]) -> None:
+    """The requirements files, every wheel pinned with its digest (the harness's own wheel ``==`` its version),
+    then the manifest of every file (``originals``: relpath -> PyPI's digest, taken before slimming)."""
+    by_name = {resolve.canonical(parse_wheel_filename(p.name)[0]): p for p in dest.glob("*.whl")}
+    harness_pin = f"qvl-harness=={parse_wheel_filename(by_name['qvl-harness'].name)[1]}"
+    (dest / "requirements.txt").write_text("".join(_hashed(r, by_name) for r in [*missing, harness_pin]))
+    (dest / "code-under-test.txt").write_text("".join(_hashed(r, by_name) for r in code_under_test))
+    (dest / "cell.txt").write_text(cell + "\n")
+    manifest.write(dest, originals)
+
+
+def _hashed(requirement: str, by_name: dict[str, Path]) -> str:
+    """A requirements line pip's --require-hashes takes: the pin and the digest of the file the wheelhouse holds."""
+    wheel = by_name[resolve.canonical(Requirement(requirement).name)]
+    return f"{requirement} --hash=sha256:{lock.sha256(wheel)}\n"
 
 
 def build_harness_wheel(dest: Path) -> None:

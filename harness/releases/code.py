@@ -3,7 +3,8 @@
 Suites that compare releases (the 404 mapping, the dtype-grad hook, what a release loads) run each
 release's own source without installing it (harness.releases.sandbox). Wheels are fetched once,
 outside the tests (`qvl-harness releases fetch`, run by tox before pytest), into the cache; a test
-that needs one that is missing errors with the command that fetches it.
+that needs one that is missing errors with the command that fetches it. Every wheel is checked
+against the lock (harness.releases.lock) when fetched and when read.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import tempfile
 import time
 import warnings
 import zipfile
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +32,7 @@ from harness.core import packages
 from harness.core.errors import HarnessError, one_line
 from harness.core.paths import cache_dir
 from harness.core.progress import Progress
+from harness.releases import lock
 
 
 @dataclass(frozen=True)
@@ -41,6 +44,7 @@ class ReleaseCode:
     origin: str  # "installed", the wheel's path, or "git:CLONE@SHA" (a commit, read from its clone)
 
     def _wheel(self) -> zipfile.ZipFile:
+        lock.verify(Path(self.origin), f"{self.package}=={self.version}")  # the bytes the lock names, or one line
         return zipfile.ZipFile(self.origin)
 
     def _git(self, *args: str) -> subprocess.CompletedProcess:
@@ -146,10 +150,19 @@ def from_wheel(package: str, version: str) -> ReleaseCode:
     return ReleaseCode(package, version, str(path))
 
 
-def fetch(requirements: list[str], *, find_links: list[str] = (), no_index: bool = False,
-          quiet: bool | None = None, workers: int = 8) -> list[Path]:
-    """Download the wheels of ``package==version`` requirements into the cache (no deps).
+Published = Callable[[str, str], dict[str, str]]  # (package, version) -> {file name: sha256} as PyPI publishes them
 
+
+def fetch(requirements: list[str], *, published: Published | None = None, find_links: list[str] = (),
+          no_index: bool = False, manifest: Path | None = None, update_lock: Path | None = None,
+          quiet: bool | None = None, workers: int = 8) -> list[Path]:
+    """Download the wheels of ``package==version`` requirements into the cache (no deps), each one checked.
+
+    A wheel in the lock must have its locked digest, or be a slimmed copy whose entry in a wheelhouse
+    ``manifest`` names the locked original; a wheel outside it (every wheel, with ``update_lock``) must
+    have the digest ``published`` gives, unless there is no index to ask (``no_index``: the --find-links
+    folders are the index). ``update_lock`` then writes the wheels' digests into that lock. A cached
+    wheel is checked the same way, so a damaged cache fails the fetch (tox runs it before pytest).
     One ``pip download`` per missing wheel, several at once: pip resolves the requirements of one
     call together, and two versions of one package in one call are a ResolutionImpossible.
     """
@@ -159,20 +172,83 @@ def fetch(requirements: list[str], *, find_links: list[str] = (), no_index: bool
         if package not in packages.CODE_UNDER_TEST or not version:
             raise HarnessError(f"cannot fetch {req!r}: expected unsloth==VERSION or unsloth-zoo==VERSION")
         wanted.append((package, version))
-    missing = [pv for pv in dict.fromkeys(wanted) if not wheel_path(*pv).is_file()]
+    check = _Check({} if update_lock else lock.load(), published, no_index, _slimmed_copies(manifest))
+    missing = []
+    for package, version in dict.fromkeys(wanted):
+        path = wheel_path(package, version)
+        if path.is_file() and update_lock:
+            error = check(package, version, path)
+            if error:
+                raise HarnessError(f"cached {error}; delete it and fetch again")
+        elif path.is_file() and lock.expected(path):
+            lock.verify(path, f"{package}=={version}")
+        else:
+            missing.append((package, version))
     if missing:
         report = Progress(len(missing), "fetching release wheels", quiet=quiet)
         index = [a for d in find_links for a in ("--find-links", str(d))] + ["--no-index"] * no_index
         with ThreadPoolExecutor(max_workers=workers) as pool:
-            errors = [e for e in pool.map(lambda pv: _download(*pv, index, report), missing) if e]
+            errors = [e for e in pool.map(lambda pv: _download(*pv, index, check, report), missing) if e]
         report.finish()
         if errors:
             raise HarnessError(f"cannot fetch {len(errors)} of {len(missing)} release wheel(s): {'; '.join(errors)}")
+    if update_lock:
+        lock.write([lock.Locked(p, v, wheel_path(p, v).name, lock.recorded(wheel_path(p, v))["sha256"])
+                    for p, v in dict.fromkeys(wanted)], update_lock)
     return [wheel_path(*pv) for pv in wanted]
 
 
-def _download(package: str, version: str, index_args: list[str], report) -> str | None:
-    """Fetch one wheel into the cache through a private folder (atomic: never a partial wheel); the error, or None."""
+def wheel_digest(package: str, version: str) -> str:
+    """The sha256 of the cached wheel of a release, checked (what a probe log or a range's evidence records)."""
+    code = from_wheel(package, version)
+    return lock.verify(Path(code.origin), code.label)
+
+
+@dataclass(frozen=True)
+class _Check:
+    """Whether a fetched wheel is the release: its digest against the lock, a wheelhouse's slimmed copy, or PyPI's."""
+
+    locked: dict[str, lock.Locked]
+    published: Published | None
+    no_index: bool
+    slimmed: dict[str, tuple[str, str]]  # file name -> (its digest, the digest of the original it was slimmed from)
+
+    def __call__(self, package: str, version: str, path: Path) -> str | None:
+        """None once the wheel is accepted (and its digest recorded beside it), else the problem in a few words."""
+        actual, name = lock.sha256(path), path.name
+        if name in self.locked:
+            want, source = self.locked[name].sha256, lock.LOCK_NAME
+        elif self.no_index:
+            want, source = actual, "--find-links, no index to ask"
+        elif self.published is None:
+            return f"{package}=={version}: outside {lock.LOCK_NAME}, and no index digest to check it against"
+        else:
+            want, source = self.published(package, version).get(name), "PyPI"
+            if want is None:
+                return f"{package}=={version}: PyPI publishes no {name}"
+        if actual == want:
+            lock.record(path, actual, source)
+        elif source == lock.LOCK_NAME and self.slimmed.get(name) == (actual, want):
+            lock.record(path, actual, "a wheelhouse manifest", slimmed_from=want)
+        else:
+            return f"{package}=={version}: {name} has sha256 {actual} but {source} says {want}"
+        return None
+
+
+def _slimmed_copies(manifest: Path | None) -> dict[str, tuple[str, str]]:
+    """The slimmed wheels a wheelhouse's manifest lists: file name -> (sha256, PyPI's sha256 of the original)."""
+    if manifest is None:
+        return {}
+    try:
+        files = json.loads(Path(manifest).read_text())["files"]
+    except (OSError, ValueError, KeyError, TypeError):
+        raise HarnessError(f"{manifest}: not a wheelhouse manifest (qvl-harness wheelhouse writes one)") from None
+    return {Path(f).name: (e["sha256"], e["pypi_sha256"]) for f, e in files.items() if e.get("pypi_sha256")}
+
+
+def _download(package: str, version: str, index_args: list[str], check: _Check, report) -> str | None:
+    """Fetch one wheel into the cache through a private folder (atomic: never a partial or unchecked wheel);
+    the error, or None."""
     started = time.monotonic()
     target = wheel_path(package, version)
     with tempfile.TemporaryDirectory(dir=target.parent, prefix=".fetch-") as tmp:
@@ -180,9 +256,14 @@ def _download(package: str, version: str, index_args: list[str], report) -> str 
                "--dest", tmp, *index_args, f"{package}=={version}"]
         result = subprocess.run(cmd, capture_output=True, text=True)
         got = Path(tmp, target.name)
-        if result.returncode != 0 or not got.is_file():
+        error = (f"{package}=={version}: {one_line(result.stderr)}" if result.returncode else
+                 f"{package}=={version}: pip saved no {target.name}" if not got.is_file() else None)
+        if error is None:
+            error = check(package, version, got)
+        if error:
             report.step(f"{package}=={version}", "FAILED")
-            return f"{package}=={version}: {one_line(result.stderr) if result.returncode else 'pip saved no ' + target.name}"
+            return error
+        lock.record_path(got).replace(lock.record_path(target))  # the record first: a wheel is never unchecked
         got.replace(target)
     report.step(f"{package}=={version}", f"{target.stat().st_size / 2**20:.1f} MiB, {time.monotonic() - started:.1f}s")
     return None
@@ -207,7 +288,7 @@ def requires(code: ReleaseCode) -> list[Requirement]:
     if code.origin == "installed":
         lines = importlib.metadata.distribution(code.package).requires or []
     else:
-        with zipfile.ZipFile(code.origin) as wheel:
+        with code._wheel() as wheel:
             name = next(n for n in wheel.namelist() if n.endswith(".dist-info/METADATA"))
             lines = email.message_from_bytes(wheel.read(name)).get_all("Requires-Dist") or []
     return [Requirement(line) for line in lines]
