@@ -4,7 +4,9 @@ load_in_4bit=True to `unsloth/Qwen2-VL-72B-Instruct-unsloth-bnb-4bit`, which was
 The installed release's load goes through harness.failures.loading, the same model of "what a release
 loads" as the garbage-output suite: its own get_model_name, the local hub as it was when it shipped,
 a real transformers load. Every matrix release's own get_model_name is also checked against the
-December 2024 hub with the real huggingface_hub client. Inside the registry's affected range
+December 2024 hub with the real huggingface_hub client, and every name its mapper knows against the
+hub history on the day it shipped (harness.failures.hub_sweep; with --hub live, the canary's against
+the hub of today). Inside the registry's affected range
 (fixtures/known_failures.toml, id "404") the load must end in RepositoryNotFoundError; outside it the
 resolved repo must load. Pointing the release's mapper entry back at the plain -bnb-4bit repo (the
 fix of unsloth 2025.1.6) must turn the 404 into a load.
@@ -12,21 +14,22 @@ fix of unsloth 2025.1.6) must turn the 404 into a load.
 
 from __future__ import annotations
 
-from contextlib import nullcontext
+import datetime
+from pathlib import Path
 
 import pytest
 from huggingface_hub.errors import RepositoryNotFoundError
 
-from harness.data import hub
-from harness.failures import loading
+from harness.data import hub, hub_history
+from harness.failures import hub_sweep, loading
 from harness.failures.base import subject_of
 from harness.failures.missing_repo import (
     MISSING,
     NAMES_72B,
     PLAIN,
     MissingRepo,
-    missing_targets,
 )
+from harness.failures.registry import load_registry
 from harness.lab import quant
 from harness.pytest import require, summary
 from harness.releases.mapper import ReleaseMapper
@@ -67,22 +70,55 @@ def test_16bit_loading_never_leaves_the_hub(release, hub_for):
         download_config(hub_for(SNAPSHOT), run.resolved, f"{run.release} maps {name!r} (load_in_4bit=False)")
 
 
-# Inside the 404 range the sweep must find the missing 72B target: it tests the cause.
-@pytest.mark.parametrize("release", FAILURE.params(shows="cause"))
-def test_mapper_integrity_sweep(release, hub_for, request):
-    """Every name the release's mapper knows, with and without 4-bit: where the hub has the input
-    repo, the mapped target must exist too (on the local snapshot, or huggingface.co with --hub live)."""
+# --- every name each release maps, against the hub as it was (the hub history) and as it is (--hub live) -------
+
+def sweep_params() -> list:
+    """Every matrix cell's unsloth code, and the installed release when no cell has it; marked with the 404
+    entry's expectation for the cause: inside its range the sweep must find the missing 72B target."""
+    releases = hub_sweep.covered_releases()
+    if INSTALLED is not None and INSTALLED.unsloth.label not in {r.unsloth.label for r in releases}:
+        releases.append(INSTALLED)
+    return [pytest.param(r, id=r.unsloth.label.replace(" ", ""), marks=FAILURE.marks_for(r.unsloth, shows="cause"))
+            for r in releases]
+
+
+def judge(found: hub_sweep.Sweep, request) -> None:
+    """The sweep's table in the summary; a missing target no registry entry explains fails as a new finding,
+    one the registry expects here fails with the hub's error (the 404 entry's pattern)."""
+    summary.add_table(request.config, f"hub sweep: {found.release} against {found.where} on {found.day}",
+                      hub_sweep.SUMMARY_HEADER, found.summary_rows())
+    failures = load_registry()
+    new = found.new(failures)
+    missing = ", ".join(sorted({r.target for r in new}))
+    assert not new, (f"new finding: {found.release} maps {len(new)} name(s) to {missing}, missing on {found.where} on "
+                     f"{found.day}, which no known failure explains: " + "; ".join(r.describe() for r in new))
+    known = found.expected(failures)
+    assert not known, (f"{found.release} maps {len(known)} name(s) to repos missing on {found.where} on {found.day} "
+                       f"(Repository Not Found): " + "; ".join(f"{r.describe()} [{r.claimed_by}]" for r in known))
+
+
+@pytest.mark.parametrize("release", sweep_params())
+def test_every_mapped_target_existed_when_the_release_shipped(release, request):
+    """Every name the release's mapper knows, with and without 4-bit: where the name's repo was not missing
+    on the day the release shipped, its target must have existed (the hub history; unknown is listed)."""
+    judge(hub_sweep.sweep(release), request)
+
+
+def test_live_hub_has_every_target_the_canary_maps(request):
+    """On a networked runner (--hub live): the canary's mapper against the hub as it is today; each answer is
+    written to the report dir as an observation for `qvl-harness hub history --merge`."""
     import huggingface_hub
 
-    live = request.config.getoption("--hub") == "live"
-    mapper = ReleaseMapper(subject_of(release))
-    server = None if live else hub_for(SNAPSHOT)
-    with hub.pointed_at(server) if server else nullcontext():
-        rows = missing_targets(mapper, huggingface_hub.HfApi().repo_exists)
-    where = "huggingface.co" if live else f"local snapshot {SNAPSHOT}"
-    summary.add_table(request.config, f"mapper sweep: {mapper.code.label} against {where}: missing targets",
-                      ["input name", "load_in_4bit", "resolved (missing)"], rows or [["(none)", "", ""]])
-    assert not rows, f"{mapper.code.label} maps {len(rows)} available name(s) to repos missing on {where} (Repository Not Found): {rows}"
+    if request.config.getoption("--hub") != "live":
+        pytest.skip("needs --hub live (a networked runner): the canary's mapper against the real hub")
+    release = hub_sweep.canary_release()
+    found, observations = hub_sweep.live_sweep(release, huggingface_hub.HfApi().repo_exists,
+                                               huggingface_hub.constants.ENDPOINT, datetime.date.today())
+    report_dir = request.config.getoption("--report-dir")
+    if report_dir:
+        cell = request.config.getoption("--cell") or "local"
+        hub_history.write_observations(Path(report_dir) / f"hub-observations-{cell}.json", observations)
+    judge(found, request)
 
 
 # --- the installed release's whole load path ------------------------------------------------------------

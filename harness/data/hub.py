@@ -1,6 +1,7 @@
 """A local Hugging Face hub: real HTTP on loopback, serving tiny checkpoints under real repo names.
 
-A *snapshot* (``fixtures/hub/NAME.toml``) says which repos existed at a point in time. Each repo is
+A *snapshot* says which repos existed at a point in time: a named date of the hub history
+(``fixtures/hub/history.toml``, harness.data.hub_history) and the repos present then, or a TOML file. Each repo is
 served from a checkpoint folder the caller provides per kind (``checkpoints(kind)``; harness.lab's
 ``standins`` makes them from one base checkpoint): "16bit", or the name of a real repo's
 quantization (``fixtures/hub/quantization.toml``: its quantization_config, with where it was read). The server speaks the part of the hub protocol that
@@ -39,6 +40,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 from harness.core import schema
 from harness.core.errors import HarnessError
 from harness.core.paths import FIXTURES_DIR
+from harness.data import hub_history
 
 SNAPSHOTS_DIR = FIXTURES_DIR / "hub"
 QUANTIZATION_FILE = SNAPSHOTS_DIR / "quantization.toml"
@@ -150,7 +152,20 @@ def parse_snapshot(text: str, name: str) -> Snapshot:
 
 
 def snapshot_names() -> list[str]:
-    return sorted(p.stem for p in SNAPSHOTS_DIR.glob("*.toml") if p != QUANTIZATION_FILE)
+    return sorted(hub_history.load().snapshots)
+
+
+def derived_snapshot(name: str) -> Snapshot:
+    """The snapshot ``name`` of the hub history: the repos present on its date, each served as the
+    quantization.toml entry that stands for it says (16-bit where none does: the stand-in answers for the
+    repo's existence, not its weights)."""
+    history = hub_history.load()
+    if name not in history.snapshots:
+        raise HarnessError(f"unknown hub snapshot {name!r}; known: {', '.join(sorted(history.snapshots))}")
+    when = history.snapshots[name]
+    kinds = {repo.lower(): q.name for q in load_quantizations().values() for repo in q.stands_for}
+    repos = tuple(HubRepo(repo, kinds.get(repo.lower())) for repo in sorted(history.present_on(when.date), key=str.lower))
+    return Snapshot(name, when.description, when.date, repos)
 
 
 def snapshot_at(moment: datetime.date) -> Snapshot:
@@ -163,12 +178,10 @@ def snapshot_at(moment: datetime.date) -> Snapshot:
 
 
 def load_snapshot(name_or_path: str | Path) -> Snapshot:
-    """The snapshot ``fixtures/hub/NAME.toml``, or the TOML file at a path."""
+    """The snapshot NAME of the hub history (fixtures/hub/history.toml), or the TOML file at a path."""
     path = Path(name_or_path)
     if path.suffix != ".toml":
-        path = SNAPSHOTS_DIR / f"{name_or_path}.toml"
-        if not path.is_file():
-            raise HarnessError(f"unknown hub snapshot {str(name_or_path)!r}; known: {', '.join(snapshot_names())}")
+        return derived_snapshot(str(name_or_path))
     try:
         text = path.read_text()
     except OSError as exc:

@@ -10,7 +10,6 @@ from __future__ import annotations
 from harness.data import hub
 from harness.failures import loading
 from harness.failures.base import Failure
-from harness.releases.mapper import ReleaseMapper
 
 NAMES_72B = ["unsloth/Qwen2-VL-72B-Instruct", "unsloth/Qwen2-VL-72B-Instruct-bnb-4bit", "Qwen/Qwen2-VL-72B-Instruct"]
 MISSING = "unsloth/qwen2-vl-72b-instruct-unsloth-bnb-4bit"
@@ -31,18 +30,3 @@ class MissingRepo(Failure):
             return loading.observe(loading.plan(release, name, mapper_edits=mapper_edits),
                                    loading.load_time_settings(release), snapshot.name, None, [])
 
-
-def missing_targets(mapper: ReleaseMapper, repo_exists) -> list[list]:
-    """Every name the release's mapper knows whose target is missing where the name itself exists
-    (``repo_exists(name) -> bool``: the local snapshot, or huggingface.co): [name, load_in_4bit, target]."""
-    known = {name: repo_exists(name) for name in mapper.mapper_names()}
-    rows = []
-    for name, exists in known.items():
-        if not exists:
-            continue  # the snapshot predates or lacks this model: nothing to check
-        for four_bit in (True, False):
-            run = mapper.resolve(name, four_bit)
-            target_ok = run.error is None and (known[run.resolved] if run.resolved in known else repo_exists(run.resolved))
-            if not target_ok:
-                rows.append([name, four_bit, run.resolved or run.error])
-    return rows
