@@ -11,7 +11,8 @@ import pytest
 from harness.core.paths import REPO_ROOT
 
 # bottom first: what everything may use, ..., the command line on top
-LAYERS = ["core", "releases", "env", "data", "lab", "failures", "bisection", "pytest", "nightly", "report", "cli"]
+LAYERS = ["core", "releases", "env", "data", "lab", "families", "failures", "bisection", "pytest", "nightly",
+          "report", "cli"]
 PACKAGE = REPO_ROOT / "harness"
 
 
