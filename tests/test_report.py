@@ -24,6 +24,8 @@ from harness.data import xrays
 from harness.pytest import results
 from harness.report import html as report
 
+import toymatrix
+
 CHROMIUM = Path("/usr/bin/chromium")
 # Headless, no sandbox (CI containers run as root), and nothing that phones home.
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -103,9 +105,7 @@ EXPECTED_STATES = {
 def run_suite(where: Path, cell: str, *args: str, stopped: bool = False) -> subprocess.CompletedProcess:
     (where / "test_suite.py").write_text(SUITE)
     # the cell: a matrix of its own, pinning transformers as installed here (the plugin checks the cell's pins)
-    matrix = where / "matrix.toml"
-    matrix.write_text(f'[cells.{cell}]\nunsloth = "2025.1.5"\nunsloth_zoo = "2025.1.3"\n'
-                      f'transformers = "{importlib.metadata.version("transformers")}"\n')
+    matrix = toymatrix.write(where, cell)
     env = {**os.environ, "DEMO_STOPPED_REPRODUCING": "1" if stopped else "0", "QVL_MATRIX": str(matrix)}
     return subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "harness.pytest.collector",

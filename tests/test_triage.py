@@ -22,6 +22,8 @@ from harness.nightly import diff
 from harness.pytest import results
 from harness.report import markdown
 
+import toymatrix
+
 SUITE = '''
 import os
 from pathlib import Path
@@ -70,9 +72,7 @@ else:
 
 def run_night(where: Path, night: str) -> Path:
     # cell toy: a matrix of its own, pinning transformers as installed here (the plugin checks the cell's pins)
-    matrix = where / "matrix.toml"
-    matrix.write_text(f'[cells.toy]\nunsloth = "2025.1.5"\nunsloth_zoo = "2025.1.3"\n'
-                      f'transformers = "{metadata.version("transformers")}"\n')
+    matrix = toymatrix.write(where, "toy")
     env = {**os.environ, "TOY_NIGHT": night, "QVL_MATRIX": str(matrix)}
     out = where / f"night-{night}"
     subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "harness.pytest.plugin",

@@ -40,6 +40,16 @@ def output_dir(path: Path, flag: str) -> Path:
     return path
 
 
+def future_dir(path: Path, flag: str) -> Path:
+    """A folder a command makes later, once its other inputs are checked: refused now if it could not be."""
+    if path.exists() and not path.is_dir():
+        raise HarnessError(f"{flag} {path}: a file is there, not a folder")
+    existing = next(p for p in (path, *path.absolute().parents) if p.exists())
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise HarnessError(f"{flag} {path}: cannot make this folder ({existing} is not a writable folder)")
+    return path
+
+
 def checkpoint_dir(path: Path, flag: str) -> Path:
     """A local checkpoint folder (its config.json beside the weights)."""
     if not (path / "config.json").is_file():

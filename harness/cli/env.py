@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from harness.cli.args import output_dir
+from harness.cli.args import future_dir
 from harness.core.errors import HarnessError
 from harness.core.paths import cache_dir
 from harness.env import canary, check, manifest, pypi, resolve, stack, wheelhouse
@@ -165,7 +165,7 @@ def cmd_wheelhouse(args) -> int:
     if strangers:
         raise HarnessError(f"--dest {args.dest}: not a wheelhouse (it holds {', '.join(sorted(strangers)[:3])}), "
                            "and the build empties it first; name a new or empty folder")
-    output_dir(args.dest, "--dest")
+    future_dir(args.dest, "--dest")  # made by the build, after the runner is found fit
 
     fixture_files = {f.source.split(":", 1)[1] for f in xrays.usable(xrays.load_manifest()) if f.source.startswith("pydicom-data:")}
     fixture_files |= set(xrays.DECODER_CHECKS)

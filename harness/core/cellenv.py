@@ -29,7 +29,7 @@ def needs_stack(command: str, argv: list[str], modules: tuple[str, ...] = ("torc
     missing = [m for m in modules if importlib.util.find_spec(m) is None]
     if missing:
         raise HarnessError(f"{command} needs the stack under test "
-                           f"({', '.join(missing)} not installed in {sys.prefix}); {where_to_run(argv)}")
+                           f"({', '.join(missing)} not installed in {sys.prefix}); {where_to_run(argv or command.split())}")
 
 
 def missing_stack(exc: ModuleNotFoundError, argv: list[str]) -> str | None:
