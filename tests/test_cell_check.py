@@ -43,7 +43,8 @@ def test_another_cells_pins_get_one_line_naming_each_with_both_versions(pytester
     assert code == 4 and len(out) == 1, out
     assert out[0].startswith(f"ERROR: qvl-harness: this environment does not have cell {OTHER.name}'s stack: ")
     assert f"transformers {OTHER.pins['transformers']} (installed: {dist_version('transformers')})" in out[0]
-    assert out[0].endswith(f"run the cell in its own env (tox -e cell-{OTHER.name}) or say --cell none")
+    own_env = f"QVL_CELL={OTHER.name} tox -e gpu" if os.environ.get(workers.GPU_RUN_VAR) else f"tox -e cell-{OTHER.name}"
+    assert out[0].endswith(f"run the cell in its own env ({own_env}) or say --cell none")
 
 
 def test_cell_none_states_a_stack_outside_the_matrix(pytester, monkeypatch):

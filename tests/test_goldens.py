@@ -172,7 +172,7 @@ WARM_CACHE = cache_dir()  # read before pytester moves HOME
 
 
 @pytest.mark.slow
-def test_adding_a_fixture_then_the_update_flow(pytester, tmp_path, monkeypatch):
+def test_adding_a_fixture_then_the_update_flow(pytester, tmp_path, monkeypatch, harness_stack):
     """As the README says: add a fixture, run with --update-golden (it passes, and its summary gives the exact
     accept command), accept, run again: green. Before the update the stale golden fails with its refresh line."""
     import shutil
@@ -193,7 +193,8 @@ def test_adding_a_fixture_then_the_update_flow(pytester, tmp_path, monkeypatch):
     stale.assert_outcomes(failed=1)
     stale.stdout.fnmatch_lines(["*chest-pa-j2k: fixture has no golden caption*refresh: tox -e cell-canary*"])
     update = pytester.runpytest_subprocess(suite, "--update-golden", "-p", "harness.pytest.plugin")
-    obtained = root / "fixtures" / "goldens" / "tiny-captioner" / "cpu.obtained.json"
+    # the run records the golden of its own device (cpu here, gpu-h200 on an H200 runner)
+    obtained = goldens.obtained_path("tiny-captioner", harness_stack.device_class, root / "fixtures" / "goldens")
     update.stdout.fnmatch_lines([f"review {obtained}, then: qvl-harness goldens accept {obtained}"])
     assert update.ret == 0, update.stdout.str()[-2000:]
     goldens.accept(obtained)
