@@ -102,8 +102,11 @@ def tox_add_env_config(env_conf, state):
                 Command(["qvl-harness", "releases", "fetch"]),
             ],
             # py runs the harness's own tests, each cell env the regression suites, gpu both
-            set_env={"QVL_CELL": cell.name, **({"QVL_TESTPATHS": "tests"} if name == "py" else
-                                               {"QVL_TESTPATHS": "suites"} if name.startswith("cell-") else {})},
+            # (this table replaces tox.ini's [testenv] set_env: what those envs need is repeated here; py
+            # imports the control release on CPU to check the isolated mapper against it)
+            set_env={"QVL_CELL": cell.name, "PYTHONUNBUFFERED": "1",
+                     **({"QVL_TESTPATHS": "tests", "UNSLOTH_ALLOW_CPU": "1"} if name == "py" else
+                        {"QVL_TESTPATHS": "suites"} if name.startswith("cell-") else {})},
         ),
     )
     _no_self_updates(env_conf)
