@@ -4,7 +4,7 @@ from pathlib import Path
 
 from harness.families import tiny
 from harness.families.base import Family, PixelCast
-from harness.lab import tinymodel
+from harness.lab import compat, tinymodel
 
 SIZES = {"hidden": 64, "layers": 2, "heads": 4, "kv_heads": 2, "vision_hidden": 64, "vision_depth": 2}
 
@@ -37,7 +37,7 @@ def build() -> Path:
 def processor(path: Path):
     import transformers
 
-    return tiny.image_only_processor("Qwen2_5_VLProcessor", image_processor=tinymodel.image_processor(),
+    return compat.image_only_processor("Qwen2_5_VLProcessor", image_processor=tinymodel.image_processor(),
                                      tokenizer=transformers.AutoTokenizer.from_pretrained(path),
                                      chat_template=tinymodel.CHAT_TEMPLATE)
 

@@ -4,7 +4,7 @@ from pathlib import Path
 
 from harness.families import tiny
 from harness.families.base import Family, PixelCast
-from harness.lab import tinymodel
+from harness.lab import compat, tinymodel
 
 SIZES = {"hidden": 64, "layers": 2, "heads": 4, "kv_heads": 2, "vision_hidden": 32, "vision_depth": 2}
 
@@ -40,7 +40,7 @@ def processor(path: Path):
     side = 128  # 8x8 patches of 16, merged 2x2 into 16 image tokens
     images = tiny.pil_image_processor("Qwen2VLImageProcessor", patch_size=16, merge_size=2,
                                       min_pixels=side * side, max_pixels=side * side)
-    return tiny.image_only_processor("Qwen3VLProcessor", image_processor=images,
+    return compat.image_only_processor("Qwen3VLProcessor", image_processor=images,
                                      tokenizer=transformers.AutoTokenizer.from_pretrained(path),
                                      chat_template=tinymodel.CHAT_TEMPLATE)
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from harness.core.paths import cache_dir
 from harness.env.stack import dist_version
 from harness.lab import tinymodel
-from harness.lab.tinymodel import _atomic_build as atomic_build  # one build per target across processes
+from harness.lab.tinymodel import atomic_build  # one build per target across processes
 
 FORMAT = 2
 PROMPT = "Describe this image."
@@ -71,27 +71,6 @@ def tokenizer(special_tokens: list[str], chat_template: str, **named: str):
     tok.add_special_tokens({"additional_special_tokens": special_tokens})
     tok.chat_template = chat_template
     return tok
-
-
-def image_only_processor(processor_class: str, **parts):
-    """``processor_class`` of these parts without torchvision: where the class insists on a video processor,
-    the torchvision-free base class stands in for it (images never reach it), as for the tiny Qwen2-VL."""
-    import transformers
-
-    cls = getattr(transformers, processor_class)
-    get_attributes = getattr(cls, "get_attributes", None)  # 4.x: a class list
-    if "video_processor" not in (get_attributes() if get_attributes else cls.attributes):
-        return cls(**parts)
-    from transformers.video_processing_utils import BaseVideoProcessor
-
-    class ImageOnlyProcessor(cls):
-        @staticmethod
-        def get_possibly_dynamic_module(module_name):
-            if module_name == "BaseVideoProcessor":
-                return BaseVideoProcessor
-            return cls.get_possibly_dynamic_module(module_name)
-
-    return ImageOnlyProcessor(video_processor=BaseVideoProcessor(), **parts)
 
 
 def pil_image_processor(name: str, **kwargs):

@@ -105,7 +105,7 @@ def build(fixtures: list[xrays.XrayFixture] | None = None, recipe: Recipe = Reci
     base = tinymodel.build(spec)
     digests = json.dumps({f.id: fixture_digest(f) for f in fixtures}, sort_keys=True)
     key = hashlib.sha256(f"{recipe_fingerprint(recipe, spec)}|{digests}|{spec.key()}".encode()).hexdigest()[:16]
-    return tinymodel._atomic_build(cache_dir("models") / f"{MODEL_NAME}-{key}",
+    return tinymodel.atomic_build(cache_dir("models") / f"{MODEL_NAME}-{key}",
                                    lambda out: train(base, fixtures, recipe, out))
 
 

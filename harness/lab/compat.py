@@ -42,10 +42,10 @@ def casts_pixels_to_vision_weight_dtype() -> bool:
     return "visual.get_dtype()" in inspect.getsource(qwen2_vl)
 
 
-def image_only_qwen2vl_processor(image_processor, tokenizer, chat_template: str):
-    """A Qwen2VLProcessor of these parts that needs no torchvision.
+def image_only_processor(processor_class: str, **parts):
+    """``transformers.<processor_class>`` of these parts that needs no torchvision.
 
-    From transformers 4.52 the processor insists on a video processor and checks it against
+    From transformers 4.52 the Qwen-VL processors insist on a video processor and check it against
     ``transformers.BaseVideoProcessor``, which without torchvision is a dummy nothing is an instance of;
     every version resolves that name through ``get_possibly_dynamic_module`` (4.52 in ``__init__``, 4.53
     on in ``check_argument_for_proper_class``). Images never reach the video processor, so the
@@ -53,18 +53,17 @@ def image_only_qwen2vl_processor(image_processor, tokenizer, chat_template: str)
     """
     import transformers
 
-    parts = {"image_processor": image_processor, "tokenizer": tokenizer, "chat_template": chat_template}
-    get_attributes = getattr(transformers.Qwen2VLProcessor, "get_attributes", None)  # 4.x: a class list
-    attributes = get_attributes() if get_attributes else transformers.Qwen2VLProcessor.attributes
-    if "video_processor" not in attributes:  # up to 4.51
-        return transformers.Qwen2VLProcessor(**parts)
+    cls = getattr(transformers, processor_class)
+    get_attributes = getattr(cls, "get_attributes", None)  # 4.x: a class list
+    if "video_processor" not in (get_attributes() if get_attributes else cls.attributes):  # Qwen2-VL up to 4.51
+        return cls(**parts)
     from transformers.video_processing_utils import BaseVideoProcessor
 
-    class ImageOnlyQwen2VLProcessor(transformers.Qwen2VLProcessor):
+    class ImageOnlyProcessor(cls):
         @staticmethod
         def get_possibly_dynamic_module(module_name):
             if module_name == "BaseVideoProcessor":
                 return BaseVideoProcessor
-            return transformers.Qwen2VLProcessor.get_possibly_dynamic_module(module_name)
+            return cls.get_possibly_dynamic_module(module_name)
 
-    return ImageOnlyQwen2VLProcessor(video_processor=BaseVideoProcessor(), **parts)
+    return ImageOnlyProcessor(video_processor=BaseVideoProcessor(), **parts)

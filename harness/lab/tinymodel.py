@@ -81,7 +81,7 @@ class TinySpec:
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _atomic_build(target: Path, build) -> Path:
+def atomic_build(target: Path, build) -> Path:
     """Run ``build(tmpdir)`` once per target; other processes wait on the lock and reuse it."""
     if (target / ".complete").exists():
         return target
@@ -139,7 +139,8 @@ def load_processor(path: str | Path):
     import transformers
 
     tokenizer = transformers.AutoTokenizer.from_pretrained(path)
-    return compat.image_only_qwen2vl_processor(image_processor(), tokenizer, CHAT_TEMPLATE)
+    return compat.image_only_processor("Qwen2VLProcessor", image_processor=image_processor(), tokenizer=tokenizer,
+                                       chat_template=CHAT_TEMPLATE)
 
 
 def _config(spec: TinySpec, tokenizer):
@@ -201,7 +202,7 @@ def build(spec: TinySpec = TinySpec()) -> Path:
         model = transformers.Qwen2VLForConditionalGeneration(config).to(getattr(torch, spec.dtype))
         _save_assets(model, tokenizer, out)
 
-    return _atomic_build(cache_dir("models") / f"{spec.name}-{spec.key()}", _build)
+    return atomic_build(cache_dir("models") / f"{spec.name}-{spec.key()}", _build)
 
 
 def kept_by_skip_list(module_names, skip_modules: list[str] | None) -> list[str]:
@@ -234,7 +235,7 @@ def build_standin(base: Path, name: str, quantization_config: dict) -> Path:
         config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
 
     key = hashlib.sha256(json.dumps([base.name, quantization_config], sort_keys=True).encode()).hexdigest()[:12]
-    return _atomic_build(cache_dir("models") / f"{base.name}-{name}-{key}", _build)
+    return atomic_build(cache_dir("models") / f"{base.name}-{name}-{key}", _build)
 
 
 def standins(base: Path | None = None, quantizations: dict | None = None):
