@@ -15,6 +15,11 @@ from harness.core.errors import HarnessError
 # import names of the stack's packages (PyPI names differ by '-'), and what cells install beside them
 STACK_MODULES = frozenset({p.replace("-", "_") for p in packages.STACK} | {"xformers", "triton", "torchvision"})
 EXAMPLE_CELL = "canary"
+NEEDED = ("torch", "transformers")  # what every suite and stack-bound command imports
+
+
+def missing(modules: tuple[str, ...] = NEEDED) -> list[str]:
+    return [m for m in modules if importlib.util.find_spec(m) is None]
 
 
 def where_to_run(argv: list[str]) -> str:
@@ -24,12 +29,12 @@ def where_to_run(argv: list[str]) -> str:
             f"{command} (any cell of `qvl-harness matrix`)")
 
 
-def needs_stack(command: str, argv: list[str], modules: tuple[str, ...] = ("torch", "transformers")) -> None:
+def needs_stack(command: str, argv: list[str], modules: tuple[str, ...] = NEEDED) -> None:
     """Refuse ``qvl-harness COMMAND`` in one line, before any work, when ``modules`` are not installed here."""
-    missing = [m for m in modules if importlib.util.find_spec(m) is None]
-    if missing:
+    absent = missing(modules)
+    if absent:
         raise HarnessError(f"{command} needs the stack under test "
-                           f"({', '.join(missing)} not installed in {sys.prefix}); {where_to_run(argv or command.split())}")
+                           f"({', '.join(absent)} not installed in {sys.prefix}); {where_to_run(argv or command.split())}")
 
 
 def missing_stack(exc: ModuleNotFoundError, argv: list[str]) -> str | None:

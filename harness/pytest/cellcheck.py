@@ -3,28 +3,26 @@ it names, so a typo or another env's QVL_CELL cannot give a green run recorded u
 
 from __future__ import annotations
 
-import importlib.util
 from collections.abc import Iterator
 
 import pytest
 from packaging.specifiers import SpecifierSet
 from packaging.version import InvalidVersion, Version
 
-from harness.core import packages
+from harness.core import cellenv, packages
 from harness.core.errors import HarnessError
 from harness.env import stack
 from harness.env.matrix import Cell, load_matrix
 
-NEEDED = ("torch", "transformers")  # what the plugin and every suite import
 OUTSIDE_MATRIX = "none"  # --cell none: a stack outside the matrix (bisect probes, triage re-runs)
 
 
 def require_stack() -> None:
-    missing = [name for name in NEEDED if importlib.util.find_spec(name) is None]
-    if missing:
-        verb = "is" if len(missing) == 1 else "are"
+    absent = cellenv.missing()
+    if absent:
+        verb = "is" if len(absent) == 1 else "are"
         raise pytest.UsageError(
-            f"qvl-harness: this run needs a matrix cell's stack ({', '.join(missing)} {verb} not installed here): "
+            f"qvl-harness: this run needs a matrix cell's stack ({', '.join(absent)} {verb} not installed here): "
             "tox -e cell-canary (or tox exec -e cell-NAME -- pytest ...)")
 
 
