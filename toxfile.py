@@ -68,8 +68,10 @@ def _refuse_gpu_env_without_gpu(state) -> None:
     options = state.conf.options
     selected = {name for name in (options.env if options.env else [])} if hasattr(options, "env") else set()
     if getattr(options, "command", None) in RUN_COMMANDS and "gpu" in selected and not visible_gpus():
-        raise HandledError("qvl-harness: tox -e gpu needs a CUDA GPU and nvidia-smi lists none here; "
-                           "on a machine without one run the cpu envs: tox -m cpu")
+        raise HandledError(
+            "qvl-harness: tox -e gpu needs a CUDA GPU and nvidia-smi lists none here; "
+            "on a machine without one run the cpu envs: tox -m cpu"
+        )
 
 
 @impl
@@ -78,7 +80,7 @@ def tox_add_env_config(env_conf, state):
     if name == "py":
         cell_name = "control"
     elif name.startswith("cell-"):
-        cell_name = name[len("cell-"):]
+        cell_name = name[len("cell-") :]
     elif name == "gpu":
         _refuse_gpu_env_without_gpu(state)
         cell_name = os.environ.get("QVL_CELL", "canary")
@@ -104,9 +106,17 @@ def tox_add_env_config(env_conf, state):
             # py runs the harness's own tests, each cell env the regression suites, gpu both
             # (this table replaces tox.ini's [testenv] set_env: what those envs need is repeated here; py
             # imports the control release on CPU to check the isolated mapper against it)
-            set_env={"QVL_CELL": cell.name, "PYTHONUNBUFFERED": "1",
-                     **({"QVL_TESTPATHS": "tests", "UNSLOTH_ALLOW_CPU": "1"} if name == "py" else
-                        {"QVL_TESTPATHS": "suites"} if name.startswith("cell-") else {})},
+            set_env={
+                "QVL_CELL": cell.name,
+                "PYTHONUNBUFFERED": "1",
+                **(
+                    {"QVL_TESTPATHS": "tests", "UNSLOTH_ALLOW_CPU": "1"}
+                    if name == "py"
+                    else {"QVL_TESTPATHS": "suites"}
+                    if name.startswith("cell-")
+                    else {}
+                ),
+            },
         ),
     )
     _no_self_updates(env_conf)

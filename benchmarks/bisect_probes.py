@@ -23,17 +23,35 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 BISECTS = {
-    "404": ["unsloth", "--find-range", "--bad", "2024.12.11",
-            "--oracle-pytest", "suites/test_404_missing_repo.py -k installed"],
-    "dtype-grad": ["unsloth-zoo", "--find-fix", "--bad", "2025.1.3",
-                   "--oracle-pytest", "suites/test_dtype_grad.py -k installed"],
+    "404": [
+        "unsloth",
+        "--find-range",
+        "--bad",
+        "2024.12.11",
+        "--oracle-pytest",
+        "suites/test_404_missing_repo.py -k installed",
+    ],
+    "dtype-grad": [
+        "unsloth-zoo",
+        "--find-fix",
+        "--bad",
+        "2025.1.3",
+        "--oracle-pytest",
+        "suites/test_dtype_grad.py -k installed",
+    ],
 }
 
 
 def run_bisect(argv: list[str], env: dict) -> tuple[int, str, float]:
     started = time.monotonic()
-    proc = subprocess.Popen([sys.executable, "-m", "harness.cli", "bisect", *argv], cwd=REPO_ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "harness.cli", "bisect", *argv],
+        cwd=REPO_ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     lines = []
     for line in proc.stdout:
         print("    " + line, end="", flush=True)
@@ -46,7 +64,10 @@ def summarize(output: str) -> dict:
     found += [("note", n) for n in re.findall(r"^((?:no \w+ release|not \w+ yet).*)$", output, re.M)]
     env = re.search(r"environments: (\d+) installed, (\d+) reused; oracle runs: (\d+)", output)
     return {
-        "probes": [(int(p), int(b)) for p, b in re.findall(r"^probes: (\d+) \(at most ceil\(log2 \d+\)\+2 = (\d+)\)", output, re.M)],
+        "probes": [
+            (int(p), int(b))
+            for p, b in re.findall(r"^probes: (\d+) \(at most ceil\(log2 \d+\)\+2 = (\d+)\)", output, re.M)
+        ],
         "installed": int(env.group(1)) if env else None,
         "reused": int(env.group(2)) if env else None,
         "oracle_runs": int(env.group(3)) if env else None,
@@ -76,11 +97,15 @@ def main() -> int:
             failed |= status != 0 or not within or (attempt == "repeat" and summary["installed"] != 0)
             rows.append((name, attempt, status, summary, seconds))
     print(f"\ncache: {cache}")
-    print(f"{'bisect':11} {'run':7} {'exit':>4} {'probes (bound)':>16} {'installed':>9} {'reused':>6} {'oracle runs':>11} {'seconds':>8}  found")
+    print(
+        f"{'bisect':11} {'run':7} {'exit':>4} {'probes (bound)':>16} {'installed':>9} {'reused':>6} {'oracle runs':>11} {'seconds':>8}  found"
+    )
     for name, attempt, status, s, seconds in rows:
         probes = ", ".join(f"{p} ({b})" for p, b in s["probes"])
         found = "; ".join(f"{k}: {v}" for k, v in s["found"])
-        print(f"{name:11} {attempt:7} {status:>4} {probes:>16} {s['installed']!s:>9} {s['reused']!s:>6} {s['oracle_runs']!s:>11} {seconds:>8.0f}  {found}")
+        print(
+            f"{name:11} {attempt:7} {status:>4} {probes:>16} {s['installed']!s:>9} {s['reused']!s:>6} {s['oracle_runs']!s:>11} {seconds:>8.0f}  {found}"
+        )
     return 1 if failed else 0
 
 

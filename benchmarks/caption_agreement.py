@@ -44,14 +44,25 @@ def rows(fixtures, golden, embed):
                 out.append([release.label, path, seen.repo, f"error: {type(seen.error).__name__}", "", "", "", "", ""])
                 continue
             grades = garbage_output.grades(seen, golden, fixtures)
-            semantic = [goldens.semantic_similarity(embed, seen.captions[f.id], golden.caption(f.id)) for f in fixtures] if embed else []
+            semantic = (
+                [goldens.semantic_similarity(embed, seen.captions[f.id], golden.caption(f.id)) for f in fixtures]
+                if embed
+                else []
+            )
             n = len(fixtures)
-            out.append([release.label, path, seen.repo.rsplit("/", 1)[-1], f"{len(seen.vision_4bit)}/{seen.vision_linears}",
-                        ",".join(sorted({d.removeprefix("torch.") for d in seen.pixel_dtypes.values()})),
-                        f"{sum(g.level == 'exact' for g in grades.values())}/{n}",
-                        f"{sum(g.token_similarity for g in grades.values()) / n:.3f}",
-                        f"{sum(not g.missing_terms and not g.forbidden_terms for g in grades.values())}/{n}",
-                        f"{sum(semantic) / len(semantic):.3f}" if semantic else "n/a"])
+            out.append(
+                [
+                    release.label,
+                    path,
+                    seen.repo.rsplit("/", 1)[-1],
+                    f"{len(seen.vision_4bit)}/{seen.vision_linears}",
+                    ",".join(sorted({d.removeprefix("torch.") for d in seen.pixel_dtypes.values()})),
+                    f"{sum(g.level == 'exact' for g in grades.values())}/{n}",
+                    f"{sum(g.token_similarity for g in grades.values()) / n:.3f}",
+                    f"{sum(not g.missing_terms and not g.forbidden_terms for g in grades.values())}/{n}",
+                    f"{sum(semantic) / len(semantic):.3f}" if semantic else "n/a",
+                ]
+            )
     for server in servers.values():
         server.stop()
     return out
@@ -65,8 +76,24 @@ def main() -> int:
     golden = goldens.select(captioner.MODEL_NAME, env.device_class, env.arch, captioner.golden_configuration())
     embed, _ = goldens.embedder()
     print(env.header_line())
-    header = ["release", "path", "repo loaded", "vision 4-bit", "pixel dtype", "exact", "token sim", "terms ok", "semantic"]
-    print(summary.render(f"caption agreement with {golden.path.name} ({len(fixtures)} fixtures)", header, rows(fixtures, golden, embed)))
+    header = [
+        "release",
+        "path",
+        "repo loaded",
+        "vision 4-bit",
+        "pixel dtype",
+        "exact",
+        "token sim",
+        "terms ok",
+        "semantic",
+    ]
+    print(
+        summary.render(
+            f"caption agreement with {golden.path.name} ({len(fixtures)} fixtures)",
+            header,
+            rows(fixtures, golden, embed),
+        )
+    )
     return 0
 
 

@@ -37,13 +37,17 @@ def build_env(tool: str, cell, root: Path, cold: bool) -> float:
     venv = root / tool
     python = venv / "bin" / "python"
     if tool == "uv":
-        steps = [["uv", "venv", "-q", "--python", sys.executable, str(venv)],
-                 ["uv", "pip", "install", "-q", "--python", str(python), *cell.companions()],
-                 ["uv", "pip", "install", "-q", "--python", str(python), "--no-deps", *cell.code_under_test()]]
+        steps = [
+            ["uv", "venv", "-q", "--python", sys.executable, str(venv)],
+            ["uv", "pip", "install", "-q", "--python", str(python), *cell.companions()],
+            ["uv", "pip", "install", "-q", "--python", str(python), "--no-deps", *cell.code_under_test()],
+        ]
     else:
-        steps = [[sys.executable, "-m", "venv", str(venv)],
-                 [str(python), "-m", "pip", "install", "-q", *cell.companions()],
-                 [str(python), "-m", "pip", "install", "-q", "--no-deps", *cell.code_under_test()]]
+        steps = [
+            [sys.executable, "-m", "venv", str(venv)],
+            [str(python), "-m", "pip", "install", "-q", *cell.companions()],
+            [str(python), "-m", "pip", "install", "-q", "--no-deps", *cell.code_under_test()],
+        ]
     return sum(timed(step, env) for step in steps)
 
 
@@ -56,7 +60,12 @@ def main() -> int:
     cell = load_matrix().cell(args.cell)
     rows = []
     if not args.skip_suite:
-        rows.append(("CPU suite (pytest tests suites)", timed([sys.executable, "-m", "pytest", "-q", "-p", "no:warnings", "tests", "suites"], dict(os.environ))))
+        rows.append(
+            (
+                "CPU suite (pytest tests suites)",
+                timed([sys.executable, "-m", "pytest", "-q", "-p", "no:warnings", "tests", "suites"], dict(os.environ)),
+            )
+        )
     with tempfile.TemporaryDirectory() as tmp:
         for tool in ("uv", "pip"):
             rows.append((f"env for cell {cell.name} with {tool}", build_env(tool, cell, Path(tmp), args.cold)))

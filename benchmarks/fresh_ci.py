@@ -40,8 +40,13 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="qvl-fresh-ci-"))
     subprocess.run(["git", "clone", "-q", str(ROOT), str(work / "clone")], check=True)
     started = time.monotonic()
-    run = subprocess.run(["bash", ".ci/run"], cwd=work / "clone", capture_output=True, text=True,
-                         env={**__import__("os").environ, "CI": "true"})
+    run = subprocess.run(
+        ["bash", ".ci/run"],
+        cwd=work / "clone",
+        capture_output=True,
+        text=True,
+        env={**__import__("os").environ, "CI": "true"},
+    )
     total = time.monotonic() - started
     log = run.stdout + run.stderr
     (work / "ci.log").write_text(log)

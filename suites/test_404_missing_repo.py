@@ -57,7 +57,9 @@ def download_config(server, repo_id: str, context: str) -> None:
 def test_72b_name_resolves_to_a_repo_on_the_hub(release, model_name, hub_for):
     run = ReleaseMapper(subject_of(release)).resolve(model_name, load_in_4bit=True)
     assert run.error is None, f"{run.release}: get_model_name({model_name!r}, load_in_4bit=True) raised {run.error}"
-    download_config(hub_for(SNAPSHOT), run.resolved, f"{run.release} maps {model_name!r} (load_in_4bit=True) to {run.resolved!r}")
+    download_config(
+        hub_for(SNAPSHOT), run.resolved, f"{run.release} maps {model_name!r} (load_in_4bit=True) to {run.resolved!r}"
+    )
 
 
 @pytest.mark.parametrize("release", [pytest.param(p.values[0], id=p.id) for p in RELEASES])
@@ -72,29 +74,40 @@ def test_16bit_loading_never_leaves_the_hub(release, hub_for):
 
 # --- every name each release maps, against the hub as it was (the hub history) and as it is (--hub live) -------
 
+
 def sweep_params() -> list:
     """Every matrix cell's unsloth code, and the installed release when no cell has it; marked with the 404
     entry's expectation for the cause: inside its range the sweep must find the missing 72B target."""
     releases = hub_sweep.covered_releases()
     if INSTALLED is not None and INSTALLED.unsloth.label not in {r.unsloth.label for r in releases}:
         releases.append(INSTALLED)
-    return [pytest.param(r, id=r.unsloth.label.replace(" ", ""), marks=FAILURE.marks_for(r.unsloth, shows="cause"))
-            for r in releases]
+    return [
+        pytest.param(r, id=r.unsloth.label.replace(" ", ""), marks=FAILURE.marks_for(r.unsloth, shows="cause"))
+        for r in releases
+    ]
 
 
 def judge(found: hub_sweep.Sweep, request) -> None:
     """The sweep's table in the summary; a missing target no registry entry explains fails as a new finding,
     one the registry expects here fails with the hub's error (the 404 entry's pattern)."""
-    summary.add_table(request.config, f"hub sweep: {found.release} against {found.where} on {found.day}",
-                      hub_sweep.SUMMARY_HEADER, found.summary_rows())
+    summary.add_table(
+        request.config,
+        f"hub sweep: {found.release} against {found.where} on {found.day}",
+        hub_sweep.SUMMARY_HEADER,
+        found.summary_rows(),
+    )
     failures = load_registry()
     new = found.new(failures)
     missing = ", ".join(sorted({r.target for r in new}))
-    assert not new, (f"new finding: {found.release} maps {len(new)} name(s) to {missing}, missing on {found.where} on "
-                     f"{found.day}, which no known failure explains: " + "; ".join(r.describe() for r in new))
+    assert not new, (
+        f"new finding: {found.release} maps {len(new)} name(s) to {missing}, missing on {found.where} on "
+        f"{found.day}, which no known failure explains: " + "; ".join(r.describe() for r in new)
+    )
     known = found.expected(failures)
-    assert not known, (f"{found.release} maps {len(known)} name(s) to repos missing on {found.where} on {found.day} "
-                       f"(Repository Not Found): " + "; ".join(f"{r.describe()} [{r.claimed_by}]" for r in known))
+    assert not known, (
+        f"{found.release} maps {len(known)} name(s) to repos missing on {found.where} on {found.day} "
+        f"(Repository Not Found): " + "; ".join(f"{r.describe()} [{r.claimed_by}]" for r in known)
+    )
 
 
 @pytest.mark.parametrize("release", sweep_params())
@@ -112,8 +125,9 @@ def test_live_hub_has_every_target_the_canary_maps(request):
     if request.config.getoption("--hub") != "live":
         pytest.skip("needs --hub live (a networked runner): the canary's mapper against the real hub")
     release = hub_sweep.canary_release()
-    found, observations = hub_sweep.live_sweep(release, huggingface_hub.HfApi().repo_exists,
-                                               huggingface_hub.constants.ENDPOINT, datetime.date.today())
+    found, observations = hub_sweep.live_sweep(
+        release, huggingface_hub.HfApi().repo_exists, huggingface_hub.constants.ENDPOINT, datetime.date.today()
+    )
     report_dir = request.config.getoption("--report-dir")
     if report_dir:
         cell = request.config.getoption("--cell") or "local"
@@ -122,6 +136,7 @@ def test_live_hub_has_every_target_the_canary_maps(request):
 
 
 # --- the installed release's whole load path ------------------------------------------------------------
+
 
 def installed_params() -> list:
     if INSTALLED is None:
@@ -145,7 +160,9 @@ def test_pointing_the_mapper_back_at_the_plain_repo_removes_the_404(hub_for):
     release = FAILURE.subject("2024.12.11")
     original = FAILURE.reproduce(release, name="unsloth/Qwen2-VL-72B-Instruct", hub_for=hub_for)
     assert loading.repo_not_found(original.error), f"expected the 404, got {original.error!r}"
-    fixed = FAILURE.reproduce(release, name="unsloth/Qwen2-VL-72B-Instruct", hub_for=hub_for, mapper_edits={MISSING: PLAIN})
+    fixed = FAILURE.reproduce(
+        release, name="unsloth/Qwen2-VL-72B-Instruct", hub_for=hub_for, mapper_edits={MISSING: PLAIN}
+    )
     assert fixed.error is None and fixed.repo.lower() == PLAIN.lower()
     assert fixed.quantized_by == "the checkpoint's quantization_config" and not fixed.missing_quant_state
 
@@ -157,7 +174,6 @@ def test_pointing_the_mapper_back_at_the_plain_repo_removes_the_404(hub_for):
 def test_fast_vision_model_loads_the_72b_name_in_4bit(release, hub_for):
     """The installed release's real loader against the local hub (unsloth needs CUDA to load 4-bit)."""
     from unsloth import FastVisionModel
-
 
     server = hub_for(SNAPSHOT)
     with hub.pointed_at(server):

@@ -27,7 +27,10 @@ FAILURE = dtype_grad.DtypeGrad()
 RELEASES = FAILURE.params(shows="cause")
 UNMARKED = [pytest.param(p.values[0], id=p.id) for p in RELEASES]
 PROBE_TABLE = ("dtype-grad: vision LoRA step, root-cause probe", ["release", "outcome", "probe"])
-KWARGS_TABLE = ("dtype-grad: release pre-hook on calls without positional arguments (recorded)", ["release", "call", "outcome"])
+KWARGS_TABLE = (
+    "dtype-grad: release pre-hook on calls without positional arguments (recorded)",
+    ["release", "call", "outcome"],
+)
 TABLE_ROWS: dict[tuple, list] = {}
 
 
@@ -83,8 +86,12 @@ def test_vision_lora_gradients_reach_the_vision_tower(param, request):
     step = vision_step(param)
     apply_registry_where_pixels_are_integers(step, param, request)
     if step.vision_blocks_checkpointed_without_grad_input:
-        request.applymarker(pytest.mark.xfail(
-            strict=True, reason="the checkpointed vision blocks get an input that does not require grad: no vision LoRA gradient"))
+        request.applymarker(
+            pytest.mark.xfail(
+                strict=True,
+                reason="the checkpointed vision blocks get an input that does not require grad: no vision LoRA gradient",
+            )
+        )
     step.assert_trains(vision=True)
 
 
@@ -99,8 +106,10 @@ def release_pre_hook(param) -> dtype_grad.HookSite:
     """The release's own requires_grad_pre_hook, as it installed it on a real model."""
     code = subject_of(param)
     if dtype_grad.requires_grad_function(dtype_grad.peft_utils(code)) is None:
-        pytest.skip(f"unsloth-zoo {param[1]} predates {dtype_grad.FUNCTION} (added in 2025.1.1); "
-                    "unsloth then used transformers' enable_input_require_grads")
+        pytest.skip(
+            f"unsloth-zoo {param[1]} predates {dtype_grad.FUNCTION} (added in 2025.1.1); "
+            "unsloth then used transformers' enable_input_require_grads"
+        )
     return dtype_grad.pre_hook(dtype_grad.hooked_embedding_model(code))
 
 
@@ -126,17 +135,35 @@ def test_floating_pixels_remove_the_error(param):
     assert floating.requires_grad
 
 
-DTYPES = [torch.float32, torch.bfloat16, torch.float16, torch.float64,
-          torch.uint8, torch.int8, torch.int32, torch.int64, torch.bool]
+DTYPES = [
+    torch.float32,
+    torch.bfloat16,
+    torch.float16,
+    torch.float64,
+    torch.uint8,
+    torch.int8,
+    torch.int32,
+    torch.int64,
+    torch.bool,
+]
 KWARG_NAMES = ["grid_thw", "hidden_states", "pixel_values", "inputs_embeds", "attention_mask", "position_ids"]
-tensors = st.builds(lambda dtype, shape: torch.zeros(shape, dtype=dtype),
-                    st.sampled_from(DTYPES), st.lists(st.integers(0, 3), max_size=3))
-values = st.recursive(st.one_of(tensors, st.none(), st.integers(-2, 2), st.booleans()),
-                      lambda inner: st.one_of(st.lists(inner, max_size=3), st.lists(inner, max_size=3).map(tuple)),
-                      max_leaves=6)
+tensors = st.builds(
+    lambda dtype, shape: torch.zeros(shape, dtype=dtype),
+    st.sampled_from(DTYPES),
+    st.lists(st.integers(0, 3), max_size=3),
+)
+values = st.recursive(
+    st.one_of(tensors, st.none(), st.integers(-2, 2), st.booleans()),
+    lambda inner: st.one_of(st.lists(inner, max_size=3), st.lists(inner, max_size=3).map(tuple)),
+    max_leaves=6,
+)
 # torch passes a pre-hook the positional arguments; the first is the module's input.
-calls = st.tuples(tensors, st.lists(values, max_size=3), st.dictionaries(st.sampled_from(KWARG_NAMES), values, max_size=3),
-                  st.sampled_from([tuple, list]))
+calls = st.tuples(
+    tensors,
+    st.lists(values, max_size=3),
+    st.dictionaries(st.sampled_from(KWARG_NAMES), values, max_size=3),
+    st.sampled_from([tuple, list]),
+)
 
 
 @pytest.mark.parametrize("param", RELEASES)
@@ -148,8 +175,9 @@ def test_pre_hook_contract(param):
     site = release_pre_hook(param)
     add_rows(KWARGS_TABLE, *kwargs_only_outcomes(site, subject_of(param).label))
 
-    @settings(max_examples=40, deadline=None, database=None, derandomize=True,
-              suppress_health_check=[HealthCheck.too_slow])
+    @settings(
+        max_examples=40, deadline=None, database=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow]
+    )
     @given(call=calls)
     def holds(call):
         first, rest, kwargs, container = call
@@ -184,13 +212,23 @@ def test_fast_vision_model_lora_step_on_an_xray(request):
     zoo = FAILURE.subject("", origin="installed")
     # The trigger (uint8 pixels) exists only where transformers casts them to the 4-bit weights' dtype;
     # the registry adds its own condition, an unsloth that calls the hook.
-    marks = FAILURE.marks_for(zoo) if compat.casts_pixels_to_vision_weight_dtype() else \
-        [pytest.mark.known_failure(FAILURE.id, version=zoo.version)]
+    marks = (
+        FAILURE.marks_for(zoo)
+        if compat.casts_pixels_to_vision_weight_dtype()
+        else [pytest.mark.known_failure(FAILURE.id, version=zoo.version)]
+    )
     for mark in marks:
         request.applymarker(mark)
     model, _ = FastVisionModel.from_pretrained(str(tinymodel.build()), load_in_4bit=True)
-    model = FastVisionModel.get_peft_model(model, finetune_vision_layers=True, finetune_language_layers=True,
-                                           r=8, lora_alpha=8, lora_dropout=0, random_state=0)
+    model = FastVisionModel.get_peft_model(
+        model,
+        finetune_vision_layers=True,
+        finetune_language_layers=True,
+        r=8,
+        lora_alpha=8,
+        lora_dropout=0,
+        random_state=0,
+    )
     FastVisionModel.for_training(model)
     batch = dtype_grad.xray_batch(model.device)
     with quant.record_vision_input(model) as seen:

@@ -62,8 +62,10 @@ def captioner_processor(captioner_checkpoint):
 
 def sixteen_bit_captions(checkpoint, processor, fixtures) -> dict[str, str]:
     model = quant.load_16bit(checkpoint, captioner.GOLDEN_DTYPE)
-    return {item.id: inference.caption(model, processor, item.image(), max_new_tokens=captioner.MAX_NEW_TOKENS)
-            for item in fixtures}
+    return {
+        item.id: inference.caption(model, processor, item.image(), max_new_tokens=captioner.MAX_NEW_TOKENS)
+        for item in fixtures
+    }
 
 
 @pytest.fixture(scope="session")
@@ -74,9 +76,14 @@ def golden(request, harness_stack, captioner_checkpoint, captioner_processor, xr
     if not request.config.getoption("--update-golden"):
         return goldens.select(MODEL, harness_stack.device_class, harness_stack.arch, configuration)
     env = {**harness_stack.packages, "python": harness_stack.python, "arch": harness_stack.arch}
-    path = goldens.write_obtained(MODEL, harness_stack.device_class, configuration, env,
-                          sixteen_bit_captions(captioner_checkpoint, captioner_processor, xray_fixtures),
-                          {f.id: captioner.fixture_digest(f) for f in xray_fixtures})
+    path = goldens.write_obtained(
+        MODEL,
+        harness_stack.device_class,
+        configuration,
+        env,
+        sixteen_bit_captions(captioner_checkpoint, captioner_processor, xray_fixtures),
+        {f.id: captioner.fixture_digest(f) for f in xray_fixtures},
+    )
     return goldens.read(path)
 
 
@@ -84,26 +91,41 @@ def golden(request, harness_stack, captioner_checkpoint, captioner_processor, xr
 def what_loads(captioner_checkpoint, captioner_processor, xray_fixtures, hub_for):
     """``what_loads(path)``: the installed release's load of the 7B name or of the local 16-bit
     checkpoint (garbage_output.what_loads), observed once per session."""
-    return functools.cache(lambda path: garbage_output.what_loads(RELEASE, path, captioner_checkpoint, captioner_processor,
-                                                                   xray_fixtures, hub_for))
+    return functools.cache(
+        lambda path: garbage_output.what_loads(
+            RELEASE, path, captioner_checkpoint, captioner_processor, xray_fixtures, hub_for
+        )
+    )
 
 
 # --- what the release loads: one table ----------------------------------------------------------------
 
-COLUMNS = ["release", "path", "name asked", "repo loaded", "hub snapshot", "quantized by", "vision linears 4-bit",
-           "pixel dtype into vision tower"]
+COLUMNS = [
+    "release",
+    "path",
+    "name asked",
+    "repo loaded",
+    "hub snapshot",
+    "quantized by",
+    "vision linears 4-bit",
+    "pixel dtype into vision tower",
+]
 
 
 def table_row(seen: loading.Observation, path: str, graded: dict, fixtures) -> dict[str, str]:
     """One path's row: the columns above, then the caption grade of each X-ray under its fixture id."""
     home = str(Path.home())
-    return {"release": RELEASE.label, "path": path, "name asked": seen.plan.asked.replace(home, "~"),
-            "repo loaded": seen.repo.replace(home, "~"), "hub snapshot": seen.snapshot,
-            "quantized by": seen.quantized_by or "-",
-            "vision linears 4-bit": f"{len(seen.vision_4bit)}/{seen.vision_linears}",
-            "pixel dtype into vision tower": ", ".join(sorted(set(seen.pixel_dtypes.values()))) or "-",
-            **{f.id: graded[f.id].describe() if graded[f.id].level == "missing" else graded[f.id].level
-               for f in fixtures}}
+    return {
+        "release": RELEASE.label,
+        "path": path,
+        "name asked": seen.plan.asked.replace(home, "~"),
+        "repo loaded": seen.repo.replace(home, "~"),
+        "hub snapshot": seen.snapshot,
+        "quantized by": seen.quantized_by or "-",
+        "vision linears 4-bit": f"{len(seen.vision_4bit)}/{seen.vision_linears}",
+        "pixel dtype into vision tower": ", ".join(sorted(set(seen.pixel_dtypes.values()))) or "-",
+        **{f.id: graded[f.id].describe() if graded[f.id].level == "missing" else graded[f.id].level for f in fixtures},
+    }
 
 
 def test_what_the_release_loads(what_loads, golden, captioner_checkpoint, xray_fixtures, request):
@@ -112,10 +134,16 @@ def test_what_the_release_loads(what_loads, golden, captioner_checkpoint, xray_f
     tower, the caption grade per X-ray. Each row must say what the load did: the name it was asked, the
     snapshot it was served, and per X-ray the grade of that X-ray's own caption (or "missing")."""
     ids = [f.id for f in xray_fixtures]
-    rows = {path: table_row(what_loads(path), path, grades(what_loads(path), golden, xray_fixtures), xray_fixtures)
-            for path in PATHS}
-    summary.add_table(request.config, "what the installed release loads", COLUMNS + ids,
-                      [[row[column] for column in COLUMNS + ids] for row in rows.values()])
+    rows = {
+        path: table_row(what_loads(path), path, grades(what_loads(path), golden, xray_fixtures), xray_fixtures)
+        for path in PATHS
+    }
+    summary.add_table(
+        request.config,
+        "what the installed release loads",
+        COLUMNS + ids,
+        [[row[column] for column in COLUMNS + ids] for row in rows.values()],
+    )
     for path, row in rows.items():
         seen = what_loads(path)
         assert row["name asked"] == (PATHS[path] or str(captioner_checkpoint)).replace(str(Path.home()), "~"), row
@@ -124,12 +152,18 @@ def test_what_the_release_loads(what_loads, golden, captioner_checkpoint, xray_f
             assert row["quantized by"] != "-" and seen.vision_linears > 0, row
             assert list(seen.captions) == list(seen.pixel_dtypes) == ids, row
         for item in xray_fixtures:  # each X-ray's cell: its own caption against its own golden caption
-            own = "missing" if item.id not in seen.captions else goldens.grade(
-                seen.captions[item.id], golden.caption(item.id), item.must_mention, item.must_not_mention).level
+            own = (
+                "missing"
+                if item.id not in seen.captions
+                else goldens.grade(
+                    seen.captions[item.id], golden.caption(item.id), item.must_mention, item.must_not_mention
+                ).level
+            )
             assert row[item.id].split(",")[0] == own, f"{path}: {item.id} shows {row[item.id]!r}, its caption: {own}"
 
 
 # --- the cause: structure ------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("path", params("cause"))
 def test_vision_dtype_source_stays_16bit(path, what_loads, request):
@@ -137,11 +171,16 @@ def test_vision_dtype_source_stays_16bit(path, what_loads, request):
     blocks.0.mlp.fc2: that linear must not be 4-bit (the dynamic repos keep every vision MLP in 16
     bits; the plain -bnb-4bit repos and load-time quantization before zoo 2026.10.4 do not)."""
     seen = loaded(what_loads(path))
-    results.record_structure(request.config, path, f"{seen.repo}: {len(seen.vision_4bit)}/{seen.vision_linears} vision "
-                             f"linears 4-bit ({seen.quantized_by})", ok=not seen.dtype_source_4bit)
+    results.record_structure(
+        request.config,
+        path,
+        f"{seen.repo}: {len(seen.vision_4bit)}/{seen.vision_linears} vision linears 4-bit ({seen.quantized_by})",
+        ok=not seen.dtype_source_4bit,
+    )
     assert not seen.dtype_source_4bit, (
         f"{RELEASE.label} loads {seen.repo}: the vision tower's {loading.DTYPE_SOURCE} (visual.get_dtype()) is "
-        f"Linear4bit; {len(seen.vision_4bit)} of {seen.vision_linears} vision linears are 4-bit ({seen.quantized_by})")
+        f"Linear4bit; {len(seen.vision_4bit)} of {seen.vision_linears} vision linears are 4-bit ({seen.quantized_by})"
+    )
 
 
 @pytest.mark.parametrize("path", list(PATHS))
@@ -153,13 +192,20 @@ def test_no_linear4bit_without_quant_state(path, what_loads):
 
 # --- the symptom: what reaches the vision tower, and the captions ------------------------------------------
 
+
 @pytest.mark.parametrize("path", params("symptom"))
 def test_pixels_reach_the_vision_tower_floating(path, what_loads, request):
     seen = loaded(what_loads(path))
-    results.record_structure(request.config, path, "pixel_values enter the vision tower as "
-                             + ", ".join(sorted(set(seen.pixel_dtypes.values()))), ok="uint8" not in str(seen.pixel_dtypes))
+    results.record_structure(
+        request.config,
+        path,
+        "pixel_values enter the vision tower as " + ", ".join(sorted(set(seen.pixel_dtypes.values()))),
+        ok="uint8" not in str(seen.pixel_dtypes),
+    )
     bad = {fid: d for fid, d in seen.pixel_dtypes.items() if "float" not in d}
-    assert not bad, f"{RELEASE.label}: pixel_values reach the vision tower as {', '.join(sorted(set(bad.values())))}: the image is destroyed"
+    assert not bad, (
+        f"{RELEASE.label}: pixel_values reach the vision tower as {', '.join(sorted(set(bad.values())))}: the image is destroyed"
+    )
 
 
 @pytest.mark.parametrize("path", params("symptom"))
@@ -169,17 +215,31 @@ def test_captions_match_goldens(path, what_loads, golden, xray_fixtures, request
     graded = grades(seen, golden, xray_fixtures)
     for item in xray_fixtures:
         grade = graded[item.id]
-        results.record_caption(request.config, item.id, f"{path} ({seen.repo.rsplit('/', 1)[-1]})", golden.caption(item.id),
-                               seen.captions[item.id], grade.level, grade.describe())
+        results.record_caption(
+            request.config,
+            item.id,
+            f"{path} ({seen.repo.rsplit('/', 1)[-1]})",
+            golden.caption(item.id),
+            seen.captions[item.id],
+            grade.level,
+            grade.describe(),
+        )
         if not grade.at_least(golden.required):
             failures.append(f"{item.id}: {seen.captions[item.id]!r} ({grade.describe()})")
-    assert not failures, f"{RELEASE.label} ({path}, {seen.repo}): captions differ from the 16-bit goldens: " + "; ".join(failures)
+    assert not failures, (
+        f"{RELEASE.label} ({path}, {seen.repo}): captions differ from the 16-bit goldens: " + "; ".join(failures)
+    )
 
 
 # --- the reproduction can fail: remove the cause, the outcome flips ------------------------------------------
 
-@require.symptom_conditions(garbage_output.GarbageOutput(), hint="run a cell with an older transformers (u2024-11-11, u2024-12-01, ...)")
-def test_keeping_the_dtype_source_16bit_removes_the_symptom(captioner_checkpoint, captioner_processor, golden, xray_fixtures):
+
+@require.symptom_conditions(
+    garbage_output.GarbageOutput(), hint="run a cell with an older transformers (u2024-11-11, u2024-12-01, ...)"
+)
+def test_keeping_the_dtype_source_16bit_removes_the_symptom(
+    captioner_checkpoint, captioner_processor, golden, xray_fixtures
+):
     """Serve unsloth 2024.11.11's repo with a stand-in that keeps visual.blocks.0.mlp in 16 bits (its
     only change): the pixels stay floating and the captions match, where the real stand-in destroys them."""
     seed = loading.release_of("2024.11.11", "2024.11.8")
@@ -189,34 +249,55 @@ def test_keeping_the_dtype_source_16bit_removes_the_symptom(captioner_checkpoint
         if mutated:
             plain = quantizations["plain-bnb-4bit"]
             quantizations["plain-bnb-4bit"] = hub.Quantization(
-                plain.name, {**plain.config, "llm_int8_skip_modules": ["lm_head", "visual.blocks.0.mlp"]},
-                plain.stands_for, "mutation: the dtype source kept in 16 bits", "test")
-        with hub.LocalHub(hub.snapshot_at(seed.shipped), tinymodel.standins(captioner_checkpoint, quantizations)) as server:
+                plain.name,
+                {**plain.config, "llm_int8_skip_modules": ["lm_head", "visual.blocks.0.mlp"]},
+                plain.stands_for,
+                "mutation: the dtype source kept in 16 bits",
+                "test",
+            )
+        with hub.LocalHub(
+            hub.snapshot_at(seed.shipped), tinymodel.standins(captioner_checkpoint, quantizations)
+        ) as server:
             with hub.pointed_at(server):
-                seen = loading.observe(loading.plan(seed, SEVEN_B), loading.load_time_settings(seed),
-                                            server.snapshot.name, captioner_processor, xray_fixtures)
+                seen = loading.observe(
+                    loading.plan(seed, SEVEN_B),
+                    loading.load_time_settings(seed),
+                    server.snapshot.name,
+                    captioner_processor,
+                    xray_fixtures,
+                )
         outcomes[mutated] = (loaded(seen), grades(seen, golden, xray_fixtures))
     (original, original_grades), (fixed, fixed_grades) = outcomes[False], outcomes[True]
     assert original.dtype_source_4bit and "torch.uint8" in original.pixel_dtypes.values()
-    assert not all(g.at_least(golden.required) for g in original_grades.values()), "the unmutated load should destroy a caption"
+    assert not all(g.at_least(golden.required) for g in original_grades.values()), (
+        "the unmutated load should destroy a caption"
+    )
     assert not fixed.dtype_source_4bit and set(fixed.pixel_dtypes.values()) == {"torch.bfloat16"}
-    assert all(g.at_least(golden.required) for g in fixed_grades.values()), {k: g.describe() for k, g in fixed_grades.items()}
+    assert all(g.at_least(golden.required) for g in fixed_grades.values()), {
+        k: g.describe() for k, g in fixed_grades.items()
+    }
 
 
 # --- the 16-bit reference and the goldens --------------------------------------------------------------------
+
 
 def test_16bit_captions_match_goldens(captioner_checkpoint, captioner_processor, golden, xray_fixtures):
     """The control: the captioner in 16 bits gives its goldens on this stack."""
     texts = sixteen_bit_captions(captioner_checkpoint, captioner_processor, xray_fixtures)
     for item in xray_fixtures:
         grade = goldens.grade(texts[item.id], golden.caption(item.id), item.must_mention, item.must_not_mention)
-        assert grade.at_least(golden.required), f"16-bit {item.id}: {texts[item.id]!r} ({grade.describe()}; golden: {golden.matched})"
+        assert grade.at_least(golden.required), (
+            f"16-bit {item.id}: {texts[item.id]!r} ({grade.describe()}; golden: {golden.matched})"
+        )
 
 
 def test_goldens_are_current(golden, xray_fixtures):
     problems = goldens.stale(golden, {f.id: captioner.fixture_digest(f) for f in xray_fixtures})
-    assert not problems, (f"stale golden {golden.path}: " + "; ".join(problems)
-                          + f" (refresh: {goldens.refresh_hint(golden.device_class)})")
+    assert not problems, (
+        f"stale golden {golden.path}: "
+        + "; ".join(problems)
+        + f" (refresh: {goldens.refresh_hint(golden.device_class)})"
+    )
 
 
 def test_obtained_captions_pass_their_fixtures(request, golden, xray_fixtures):
@@ -225,17 +306,21 @@ def test_obtained_captions_pass_their_fixtures(request, golden, xray_fixtures):
         pytest.skip("checks obtained captions only with --update-golden")
     for item in xray_fixtures:
         grade = goldens.grade(golden.caption(item.id), item.description, item.must_mention, item.must_not_mention)
-        assert grade.at_least("terms"), f"{item.id}: obtained 16-bit caption {golden.caption(item.id)!r} fails its fixture: {grade.describe()}"
+        assert grade.at_least("terms"), (
+            f"{item.id}: obtained 16-bit caption {golden.caption(item.id)!r} fails its fixture: {grade.describe()}"
+        )
 
 
 # --- the release's real loader on a GPU ------------------------------------------------------------------------
+
 
 @require.gpu
 @pytest.mark.slow
 @pytest.mark.xdist_group("fast-vision-model")
 @pytest.mark.parametrize("path", params("symptom"))
-def test_fast_vision_model_loads_what_the_model_predicts(path, what_loads, captioner_checkpoint, captioner_processor,
-                                                         golden, xray_fixtures, hub_for):
+def test_fast_vision_model_loads_what_the_model_predicts(
+    path, what_loads, captioner_checkpoint, captioner_processor, golden, xray_fixtures, hub_for
+):
     """The installed release's FastVisionModel.from_pretrained(load_in_4bit=True) on the same hub or
     folder: the same linears in 4 bits as harness.failures.loading predicts, and captions that match the
     goldens (except where the registry expects the garbage)."""
@@ -248,18 +333,23 @@ def test_fast_vision_model_loads_what_the_model_predicts(path, what_loads, capti
         model, _ = FastVisionModel.from_pretrained(name, load_in_4bit=True)
     FastVisionModel.for_inference(model)
     real = {n.removeprefix("base_model.model.") for n in quant.linears(model).linear4bit}
-    assert real == set(predicted.linear4bit), f"real minus predicted: {sorted(real - set(predicted.linear4bit))[:5]}; " \
-                                              f"predicted minus real: {sorted(set(predicted.linear4bit) - real)[:5]}"
+    assert real == set(predicted.linear4bit), (
+        f"real minus predicted: {sorted(real - set(predicted.linear4bit))[:5]}; "
+        f"predicted minus real: {sorted(set(predicted.linear4bit) - real)[:5]}"
+    )
     failures = []
     for item in xray_fixtures:
         text = inference.caption(model, captioner_processor, item.image(), max_new_tokens=captioner.MAX_NEW_TOKENS)
         grade = goldens.grade(text, golden.caption(item.id), item.must_mention, item.must_not_mention)
         if not grade.at_least(golden.required):
             failures.append(f"{item.id}: {text!r} ({grade.describe()})")
-    assert not failures, f"{RELEASE.label} FastVisionModel ({path}): captions differ from the 16-bit goldens: " + "; ".join(failures)
+    assert not failures, (
+        f"{RELEASE.label} FastVisionModel ({path}): captions differ from the 16-bit goldens: " + "; ".join(failures)
+    )
 
 
 # --- real models (opt-in: --models real) -----------------------------------------------------------------------
+
 
 @pytest.mark.slow
 @pytest.mark.parametrize("path", params("symptom"))
@@ -278,11 +368,16 @@ def test_real_model_captions_xrays(path, request, xray_fixtures):
     name = PATHS[path] or local or "Qwen/Qwen2-VL-7B-Instruct"
     plan = loading.plan(RELEASE, name)
     processor = transformers.AutoProcessor.from_pretrained(plan.repo)
-    seen = loaded(loading.observe(plan, loading.load_time_settings(RELEASE), "live" if live else "-",
-                                       processor, xray_fixtures))
+    seen = loaded(
+        loading.observe(plan, loading.load_time_settings(RELEASE), "live" if live else "-", processor, xray_fixtures)
+    )
     failures = []
     for item in xray_fixtures:
-        grade = goldens.grade(seen.captions[item.id], item.description, item.must_mention, item.must_not_mention, goldens.embedder()[0])
+        grade = goldens.grade(
+            seen.captions[item.id], item.description, item.must_mention, item.must_not_mention, goldens.embedder()[0]
+        )
         if grade.missing_terms or grade.forbidden_terms:
             failures.append(f"{item.id}: {seen.captions[item.id]!r} ({grade.describe()})")
-    assert not failures, f"{RELEASE.label} on {plan.repo}: captions differ from the 16-bit goldens: " + "; ".join(failures)
+    assert not failures, f"{RELEASE.label} on {plan.repo}: captions differ from the 16-bit goldens: " + "; ".join(
+        failures
+    )

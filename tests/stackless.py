@@ -26,9 +26,10 @@ def stackless_python(tmp_path_factory) -> Path:
         uv = shutil.which("uv") or pytest.skip("uv is not on PATH: cannot make a venv without the stack")
         venv = tmp_path_factory.mktemp("stackless") / "venv"
         env = {**os.environ, "UV_PYTHON_DOWNLOADS": "never"}
-        for command in ([uv, "venv", "-q", "--python", sys.executable, str(venv)],
-                        [uv, "pip", "install", "-q", "--offline", "--python", str(venv / "bin" / "python"),
-                         "-e", str(REPO_ROOT)]):
+        for command in (
+            [uv, "venv", "-q", "--python", sys.executable, str(venv)],
+            [uv, "pip", "install", "-q", "--offline", "--python", str(venv / "bin" / "python"), "-e", str(REPO_ROOT)],
+        ):
             done = subprocess.run(command, capture_output=True, text=True, env=env)
             if done.returncode:
                 pytest.skip(f"cannot make a venv without the stack from uv's cache: {one_line(done.stderr)}")

@@ -11,14 +11,28 @@ import pytest
 from harness.core.paths import REPO_ROOT
 
 # bottom first: what everything may use, ..., the command line on top
-LAYERS = ["core", "releases", "env", "data", "lab", "families", "failures", "bisection", "pytest", "nightly",
-          "report", "cli"]
+LAYERS = [
+    "core",
+    "releases",
+    "env",
+    "data",
+    "lab",
+    "families",
+    "failures",
+    "bisection",
+    "pytest",
+    "nightly",
+    "report",
+    "cli",
+]
 PACKAGE = REPO_ROOT / "harness"
 
 
 def modules() -> dict[str, Path]:
-    return {".".join(p.relative_to(REPO_ROOT).with_suffix("").parts).removesuffix(".__init__"): p
-            for p in PACKAGE.rglob("*.py")}
+    return {
+        ".".join(p.relative_to(REPO_ROOT).with_suffix("").parts).removesuffix(".__init__"): p
+        for p in PACKAGE.rglob("*.py")
+    }
 
 
 def imports(path: Path, known: set[str]) -> set[str]:
@@ -69,7 +83,7 @@ def test_no_import_cycles():
             if dep.removesuffix(".__init__") not in GRAPH:
                 continue
             if state.get(dep) == "open":
-                cycles.append(stack[stack.index(dep):] + [dep])
+                cycles.append(stack[stack.index(dep) :] + [dep])
             elif dep not in state:
                 visit(dep)
         stack.pop()

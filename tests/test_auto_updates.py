@@ -54,8 +54,9 @@ def toy_releases(tmp_path):
 @pytest.mark.skipif(shutil.which("tox") is None, reason=NO_TOX)
 def test_every_tox_env_sets_it(monkeypatch):
     monkeypatch.delenv(NAME, raising=False)
-    shown = subprocess.run(["tox", "config", "-e", "ALL", "-k", "set_env"], cwd=REPO_ROOT, capture_output=True,
-                           text=True, timeout=120)
+    shown = subprocess.run(
+        ["tox", "config", "-e", "ALL", "-k", "set_env"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120
+    )
     assert shown.returncode == 0, shown.stderr
     envs = dict(re.findall(r"^\[testenv:([^\]]+)\]\nset_env =\n((?:  .*\n)*)", shown.stdout, re.M))
     assert {"py", "check", "gpu", "cell-canary", "cell-u2025-03-15"} <= set(envs), shown.stdout
@@ -69,12 +70,19 @@ def test_the_air_gapped_gpu_script_exports_it_to_every_command(tmp_path, seen):
     shims.mkdir(), wheelhouse.mkdir()
     (wheelhouse / "cell.txt").write_text("canary")
     shim = shims / "python3"
-    shim.write_text(f'#!/bin/sh\nif [ "$1" = -m ]; then echo "$2=${{{NAME}:-unset}}" >> "$QVL_SEEN"; exit 0; fi\n'
-                    f'exec {sys.executable} "$@"\n')
+    shim.write_text(
+        f'#!/bin/sh\nif [ "$1" = -m ]; then echo "$2=${{{NAME}:-unset}}" >> "$QVL_SEEN"; exit 0; fi\n'
+        f'exec {sys.executable} "$@"\n'
+    )
     shim.chmod(0o755)
-    done = subprocess.run([str(REPO_ROOT / ".ci" / "gpu-offline"), str(wheelhouse), "tests"], cwd=REPO_ROOT,
-                          env={**os.environ, "PATH": f"{shims}{os.pathsep}{os.environ['PATH']}"}, capture_output=True,
-                          text=True, timeout=60)
+    done = subprocess.run(
+        [str(REPO_ROOT / ".ci" / "gpu-offline"), str(wheelhouse), "tests"],
+        cwd=REPO_ROOT,
+        env={**os.environ, "PATH": f"{shims}{os.pathsep}{os.environ['PATH']}"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 0, done.stderr
     modules = dict(line.split("=") for line in seen())
     assert {"pip", "harness.cli", "pytest"} <= set(modules) and set(modules.values()) == {VALUE}, modules
@@ -82,20 +90,43 @@ def test_the_air_gapped_gpu_script_exports_it_to_every_command(tmp_path, seen):
 
 def test_an_overlay_imports_and_runs_its_release_with_it(toy_releases, seen):
     wheels, _ = toy_releases
-    overlay = Overlays(Base.of(sys.executable), find_links=[str(wheels)], no_index=True,
-                       import_check=["qvltoy"]).get(["qvltoy==1.0"])
+    overlay = Overlays(Base.of(sys.executable), find_links=[str(wheels)], no_index=True, import_check=["qvltoy"]).get(
+        ["qvltoy==1.0"]
+    )
     assert overlay.error is None, overlay.error
     assert seen() == [VALUE]  # the overlay's import check
-    ran = subprocess.run([str(overlay.python), "-c", f"import os; print(os.environ.get('{NAME}', 'unset'))"],
-                         env=python_env(), capture_output=True, text=True, check=True)
+    ran = subprocess.run(
+        [str(overlay.python), "-c", f"import os; print(os.environ.get('{NAME}', 'unset'))"],
+        env=python_env(),
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert ran.stdout.split() == [VALUE]
 
 
 def test_bisect_probes_run_with_it(toy_releases, seen, capsys):
     wheels, data = toy_releases
-    status = main(["bisect", "qvltoy", "--good", "1.0", "--bad", "1.1", "--release-data", str(data),
-                   "--find-links", str(wheels), "--no-index", "--offline", "--base-python", sys.executable,
-                   "--oracle-cmd", 'python -c "import sys, qvltoy; sys.exit(qvltoy.N)"'])
+    status = main(
+        [
+            "bisect",
+            "qvltoy",
+            "--good",
+            "1.0",
+            "--bad",
+            "1.1",
+            "--release-data",
+            str(data),
+            "--find-links",
+            str(wheels),
+            "--no-index",
+            "--offline",
+            "--base-python",
+            sys.executable,
+            "--oracle-cmd",
+            'python -c "import sys, qvltoy; sys.exit(qvltoy.N)"',
+        ]
+    )
     assert status == 0, capsys.readouterr()
     assert seen() and set(seen()) == {VALUE}  # each probe's import of its release
 
@@ -109,14 +140,16 @@ def test_triage_reruns_inherit_it(pytester, seen):
         nights[night] = pytester.path / f"night-{night}"
         os.environ["TOY_NIGHT"] = night
         try:
-            pytester.runpytest_subprocess("-p", "harness.pytest.plugin", "--report-dir", str(nights[night]),
-                                          "--cell", "none")
+            pytester.runpytest_subprocess(
+                "-p", "harness.pytest.plugin", "--report-dir", str(nights[night]), "--cell", "none"
+            )
         finally:
             del os.environ["TOY_NIGHT"]
     os.environ["TOY_NIGHT"] = "2"
     try:
-        main(["triage", "--previous", str(nights["1"]), "--current", str(nights["2"]), "--reruns", "1",
-              "--cell", "none"])
+        main(
+            ["triage", "--previous", str(nights["1"]), "--current", str(nights["2"]), "--reruns", "1", "--cell", "none"]
+        )
     finally:
         del os.environ["TOY_NIGHT"]
     assert seen()[:2] == ["unset", "unset"]  # the two nights, started without it

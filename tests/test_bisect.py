@@ -35,8 +35,12 @@ def oracle(condition: str) -> str:
 
 
 def release_json(versions: dict[str, datetime], yanked=()) -> dict:
-    return {"releases": {v: [{"upload_time_iso_8601": t.isoformat().replace("+00:00", "Z"), "yanked": v in yanked}]
-                         for v, t in versions.items()}}
+    return {
+        "releases": {
+            v: [{"upload_time_iso_8601": t.isoformat().replace("+00:00", "Z"), "yanked": v in yanked}]
+            for v, t in versions.items()
+        }
+    }
 
 
 @pytest.fixture
@@ -63,8 +67,20 @@ def index(tmp_path, monkeypatch):
 
 def bisect(index: Path, capsys, *args: str) -> tuple[int, str]:
     """`qvl-harness bisect ARGS` over the local index: exit status and everything it printed."""
-    status = main(["bisect", *args, "--release-data", str(index / "data"), "--find-links", str(index / "wheels"),
-                   "--no-index", "--offline", "--base-python", sys.executable])
+    status = main(
+        [
+            "bisect",
+            *args,
+            "--release-data",
+            str(index / "data"),
+            "--find-links",
+            str(index / "wheels"),
+            "--no-index",
+            "--offline",
+            "--base-python",
+            sys.executable,
+        ]
+    )
     captured = capsys.readouterr()
     return status, captured.out + captured.err
 
@@ -82,8 +98,19 @@ def bound(n: int) -> int:
 
 
 def test_finds_the_first_bad_release_within_the_probe_bound(index, capsys):
-    status, out = bisect(index, capsys, "qvltoy", "--good", "1.0", "--bad", "1.9", "--with", "qvlpeer==1.0",
-                         "--oracle-cmd", oracle("qvltoy.N < 4"))
+    status, out = bisect(
+        index,
+        capsys,
+        "qvltoy",
+        "--good",
+        "1.0",
+        "--bad",
+        "1.9",
+        "--with",
+        "qvlpeer==1.0",
+        "--oracle-cmd",
+        oracle("qvltoy.N < 4"),
+    )
     assert status == 0, out
     assert "first bad: qvltoy==1.4" in out and "last good: qvltoy==1.3" in out
     assert probes(out) and probes(out)[0] <= bound(10)
@@ -108,16 +135,38 @@ def test_repeat_run_reuses_every_environment(index, capsys):
 
 
 def test_find_fix_finds_the_first_good_release_after_a_bad_one(index, capsys):
-    status, out = bisect(index, capsys, "qvltoy", "--find-fix", "--bad", "1.2", "--good", "1.9", "--with", "qvlpeer==1.0",
-                         "--oracle-cmd", oracle("not 2 <= qvltoy.N < 6"))
+    status, out = bisect(
+        index,
+        capsys,
+        "qvltoy",
+        "--find-fix",
+        "--bad",
+        "1.2",
+        "--good",
+        "1.9",
+        "--with",
+        "qvlpeer==1.0",
+        "--oracle-cmd",
+        oracle("not 2 <= qvltoy.N < 6"),
+    )
     assert status == 0, out
     assert "first fixed: qvltoy==1.6" in out and "last bad: qvltoy==1.5" in out
     assert "--find-fix --good 1.6 --bad 1.5" in out
 
 
 def test_find_range_from_one_known_bad_release(index, capsys):
-    status, out = bisect(index, capsys, "qvltoy", "--find-range", "--bad", "1.5", "--with", "qvlpeer==1.0",
-                         "--oracle-cmd", oracle("not 3 <= qvltoy.N < 7"))
+    status, out = bisect(
+        index,
+        capsys,
+        "qvltoy",
+        "--find-range",
+        "--bad",
+        "1.5",
+        "--with",
+        "qvlpeer==1.0",
+        "--oracle-cmd",
+        oracle("not 3 <= qvltoy.N < 7"),
+    )
     assert status == 0, out
     assert "first bad: qvltoy==1.3" in out and "first fixed: qvltoy==1.7" in out
     back, forward = probes(out)
@@ -125,8 +174,18 @@ def test_find_range_from_one_known_bad_release(index, capsys):
 
 
 def test_find_range_reports_a_failure_that_was_never_fixed(index, capsys):
-    status, out = bisect(index, capsys, "qvltoy", "--find-range", "--bad", "1.5", "--with", "qvlpeer==1.0",
-                         "--oracle-cmd", oracle("qvltoy.N < 3"))
+    status, out = bisect(
+        index,
+        capsys,
+        "qvltoy",
+        "--find-range",
+        "--bad",
+        "1.5",
+        "--with",
+        "qvlpeer==1.0",
+        "--oracle-cmd",
+        oracle("qvltoy.N < 3"),
+    )
     assert status == 0, out
     assert "first bad: qvltoy==1.3" in out
     assert "not fixed yet: qvltoy==1.9, the newest candidate, is still bad" in out
@@ -137,7 +196,10 @@ def test_a_release_that_does_not_install_is_skipped(index, capsys):
     args = ("qvltoy", "--good", "1.0", "--bad", "1.9", "--with", "qvlpeer==1.0", "--oracle-cmd", oracle("qvltoy.N < 7"))
     status, out = bisect(index, capsys, *args)
     assert status == 0, out
-    assert "probing qvltoy==1.4 (with qvlpeer==1.0) ... skip (not run: install failed" in out and "first bad: qvltoy==1.7" in out
+    assert (
+        "probing qvltoy==1.4 (with qvlpeer==1.0) ... skip (not run: install failed" in out
+        and "first bad: qvltoy==1.7" in out
+    )
     # the failed install is remembered too: a repeat run installs nothing
     _, again = bisect(index, capsys, *args)
     assert installs(again) == 0 and "first bad: qvltoy==1.7" in again
@@ -145,13 +207,27 @@ def test_a_release_that_does_not_install_is_skipped(index, capsys):
 
 def test_skips_next_to_the_transition_leave_it_undecided(index, capsys):
     (index / "wheels" / "qvltoy-1.5-py3-none-any.whl").write_bytes(b"not a zip")
-    status, out = bisect(index, capsys, "qvltoy", "--good", "1.0", "--bad", "1.9", "--with", "qvlpeer==1.0",
-                         "--oracle-cmd", oracle("qvltoy.N < 5"))
+    status, out = bisect(
+        index,
+        capsys,
+        "qvltoy",
+        "--good",
+        "1.0",
+        "--bad",
+        "1.9",
+        "--with",
+        "qvlpeer==1.0",
+        "--oracle-cmd",
+        oracle("qvltoy.N < 5"),
+    )
     assert status == 1, out
     assert "undecided: the first bad is one of 1.5, 1.6" in out
     # one skip of a handful of probes: the warning comes with the answer it leaves open
-    assert out.split("undecided: the first bad is one of 1.5, 1.6")[1].splitlines()[1].startswith(
-        "WARNING: 1 candidate(s) could not be judged and leave the answer undecided"), out
+    assert (
+        out.split("undecided: the first bad is one of 1.5, 1.6")[1]
+        .splitlines()[1]
+        .startswith("WARNING: 1 candidate(s) could not be judged and leave the answer undecided")
+    ), out
 
 
 def test_exit_125_from_the_oracle_is_a_skip(index, capsys):
@@ -163,7 +239,7 @@ def test_exit_125_from_the_oracle_is_a_skip(index, capsys):
 def test_a_flaky_endpoint_stops_the_search(index, capsys):
     flip = index / "flip"
     # good on the first run of every probe, bad on the second
-    cmd = f'python -c "import pathlib, sys; p = pathlib.Path(r\'{flip}\'); n = int(p.read_text()) if p.exists() else 0; p.write_text(str(n + 1)); sys.exit(n % 2)"'
+    cmd = f"python -c \"import pathlib, sys; p = pathlib.Path(r'{flip}'); n = int(p.read_text()) if p.exists() else 0; p.write_text(str(n + 1)); sys.exit(n % 2)\""
     status, out = bisect(index, capsys, "qvltoy", "--good", "1.0", "--bad", "1.9", "--oracle-cmd", cmd)
     assert status == 2
     assert "flaky oracle: qvltoy==1.0 was judged good then bad" in out
@@ -181,7 +257,9 @@ def test_a_flaky_endpoint_stops_the_search(index, capsys):
     ],
 )
 def test_wrong_endpoints_are_one_clear_error(index, capsys, args, message):
-    status, out = bisect(index, capsys, "qvltoy", *args, "--with", "qvlpeer==1.0", "--oracle-cmd", oracle("qvltoy.N < 4"))
+    status, out = bisect(
+        index, capsys, "qvltoy", *args, "--with", "qvlpeer==1.0", "--oracle-cmd", oracle("qvltoy.N < 4")
+    )
     assert status == 2
     error = [line for line in out.splitlines() if line.startswith("qvl-harness: error:")]
     assert len(error) == 1 and message in error[0], out
@@ -201,14 +279,39 @@ def test_pytest_oracle_judges_by_the_selected_tests(index, capsys, tmp_path):
     )
     # 1.0 (the implied oldest endpoint) fails only with a HarnessError: it cannot be judged, so it is skipped.
     # (Without the harness plugin, which the real suites load, pytest starts in a second.)
-    status, out = bisect(index, capsys, "qvltoy", "--bad", "1.6", "--range-end", "1.6", "--with", "qvlpeer==1.0",
-                         "--oracle-pytest", f"{tests} -p no:harness.pytest.plugin")
+    status, out = bisect(
+        index,
+        capsys,
+        "qvltoy",
+        "--bad",
+        "1.6",
+        "--range-end",
+        "1.6",
+        "--with",
+        "qvlpeer==1.0",
+        "--oracle-pytest",
+        f"{tests} -p no:harness.pytest.plugin",
+    )
     assert status == 0, out
-    assert "probing qvltoy==1.0 (with qvlpeer==1.0) ... skip (exit 1" in out and "could not judge: harness.core.errors.HarnessError: qvltoy 1.0 predates" in out
+    assert (
+        "probing qvltoy==1.0 (with qvlpeer==1.0) ... skip (exit 1" in out
+        and "could not judge: harness.core.errors.HarnessError: qvltoy 1.0 predates" in out
+    )
     assert "first bad: qvltoy==1.4" in out and "last good: qvltoy==1.3" in out
     # a selection that collects nothing judges no release: the endpoint cannot be judged
-    status, out = bisect(index, capsys, "qvltoy", "--good", "1.2", "--bad", "1.3", "--with", "qvlpeer==1.0",
-                         "--oracle-pytest", f"{tests} -p no:harness.pytest.plugin -k no_such_test")
+    status, out = bisect(
+        index,
+        capsys,
+        "qvltoy",
+        "--good",
+        "1.2",
+        "--bad",
+        "1.3",
+        "--with",
+        "qvlpeer==1.0",
+        "--oracle-pytest",
+        f"{tests} -p no:harness.pytest.plugin -k no_such_test",
+    )
     assert status == 2 and "cannot judge endpoint qvltoy==1.2: pytest exit 5 (no tests collected)" in out
 
 
@@ -226,14 +329,36 @@ def test_unjudgeable_oldest_releases_are_skipped_not_taken_as_bad(index, capsys)
 
 def test_same_day_companions_and_bisect_by_date(index, capsys):
     # qvlpeer 1.2 (day 6.5) breaks it: by date, the first bad state is the one that brought qvlpeer 1.2
-    status, out = bisect(index, capsys, "qvltoy", "qvlpeer", "--by-date", "--good", "2025-01-01T12:00:00Z",
-                         "--bad", "2025-01-10", "--oracle-cmd", oracle("qvlpeer.N < 2"))
+    status, out = bisect(
+        index,
+        capsys,
+        "qvltoy",
+        "qvlpeer",
+        "--by-date",
+        "--good",
+        "2025-01-01T12:00:00Z",
+        "--bad",
+        "2025-01-10",
+        "--oracle-cmd",
+        oracle("qvlpeer.N < 2"),
+    )
     assert status == 0, out
     assert "first bad: @2025-01-07T12:00:00Z (qvlpeer==1.2)" in out
     assert "pins of the first bad: qvltoy==1.6 qvlpeer==1.2" in out
     # by version with same-day companions: qvltoy 1.6 (day 6, 00:00) is paired with qvlpeer 1.2 (day 6, 12:00)
-    status, out = bisect(index, capsys, "qvltoy", "--good", "1.0", "--bad", "1.9", "--with", "qvlpeer@same-day",
-                         "--oracle-cmd", oracle("qvlpeer.N < 2"))
+    status, out = bisect(
+        index,
+        capsys,
+        "qvltoy",
+        "--good",
+        "1.0",
+        "--bad",
+        "1.9",
+        "--with",
+        "qvlpeer@same-day",
+        "--oracle-cmd",
+        oracle("qvlpeer.N < 2"),
+    )
     assert status == 0 and "first bad: qvltoy==1.6" in out, out
 
 
@@ -247,8 +372,20 @@ def test_record_writes_the_range_into_the_registry(index, capsys, monkeypatch):
     )
     monkeypatch.setattr(registry, "REGISTRY", registry_file)
     monkeypatch.setattr(registry, "PACKAGES", registry.PACKAGES | {"qvltoy"})
-    status, out = bisect(index, capsys, "qvltoy", "--find-range", "--bad", "1.5", "--with", "qvlpeer==1.0",
-                         "--oracle-cmd", oracle("not 3 <= qvltoy.N < 7"), "--record", "toy")
+    status, out = bisect(
+        index,
+        capsys,
+        "qvltoy",
+        "--find-range",
+        "--bad",
+        "1.5",
+        "--with",
+        "qvlpeer==1.0",
+        "--oracle-cmd",
+        oracle("not 3 <= qvltoy.N < 7"),
+        "--record",
+        "toy",
+    )
     assert status == 0, out
     entries = registry.load_registry(registry_file)
     assert str(entries["toy"].affected) == "<1.7,>=1.3"
@@ -265,10 +402,16 @@ def test_record_writes_the_range_into_the_registry(index, capsys, monkeypatch):
 
 
 def test_release_history_is_ordered_by_upload_time_without_yanked_or_prereleases():
-    data = release_json({
-        "2.0": T0 + timedelta(days=1), "1.9.1": T0 + timedelta(days=3), "2.1rc1": T0 + timedelta(days=4),
-        "2.1": T0 + timedelta(days=5), "1.0": T0,
-    }, yanked={"2.1"})
+    data = release_json(
+        {
+            "2.0": T0 + timedelta(days=1),
+            "1.9.1": T0 + timedelta(days=3),
+            "2.1rc1": T0 + timedelta(days=4),
+            "2.1": T0 + timedelta(days=5),
+            "1.0": T0,
+        },
+        yanked={"2.1"},
+    )
     data["releases"]["3.0"] = []  # no files
     assert [r.version for r in pypi.releases_from_json("x", data)] == ["1.0", "2.0", "1.9.1"]
     assert [r.version for r in pypi.releases_from_json("x", data, pre=True)] == ["1.0", "2.0", "1.9.1", "2.1rc1"]
@@ -281,11 +424,14 @@ def test_companion_pins_from_a_matrix_cell_leave_out_the_probed_package(index, t
     from harness.bisection import run as bisect_run
 
     matrix = tmp_path / "matrix.toml"
-    matrix.write_text('[cells.c]\nunsloth = "2025.1.5"\nunsloth_zoo = "2025.1.3"\n'
-                      'transformers = "4.48.0"\npeft = "0.14.0"\ntorch = "2.5.1"\n')
+    matrix.write_text(
+        '[cells.c]\nunsloth = "2025.1.5"\nunsloth_zoo = "2025.1.3"\n'
+        'transformers = "4.48.0"\npeft = "0.14.0"\ntorch = "2.5.1"\n'
+    )
     monkeypatch.setenv("QVL_MATRIX", str(matrix))
     args = build_parser().parse_args(
-        ["bisect", "unsloth", "--cell", "c", "--with", "qvlpeer@same-day", "--oracle-cmd", "true"])
+        ["bisect", "unsloth", "--cell", "c", "--with", "qvlpeer@same-day", "--oracle-cmd", "true"]
+    )
     companions = bisect_run.companion_source(args, pypi.DirectoryIndex(index / "data"), None)
     point = candidates.Point("1.0", "unsloth==1.0", T0 + timedelta(days=3), ("unsloth==1.0",))
     # torch stays the base's; qvlpeer 1.1 came out on day 2.5
@@ -303,9 +449,11 @@ def test_an_interrupted_bisect_prints_a_continuation_that_works_and_the_log_only
     """Ctrl-C after the implied oldest endpoint was skipped once printed a resume line naming that skipped
     release (which then aborted with exit 2), and a run without --resume overwrote the probe log."""
     me, once = os.getpid(), index / "interrupted-once"
-    cmd = ('python -c "import os, pathlib, signal, sys, qvltoy; n = qvltoy.N; p = pathlib.Path(r\'' + str(once) + '\'); '
-           f'(n == 4 and not p.exists() and (p.touch() or os.kill({me}, signal.SIGINT))); '
-           'sys.exit(125 if n == 0 else 0 if n < 6 else 1)"')
+    cmd = (
+        "python -c \"import os, pathlib, signal, sys, qvltoy; n = qvltoy.N; p = pathlib.Path(r'" + str(once) + "'); "
+        f"(n == 4 and not p.exists() and (p.touch() or os.kill({me}, signal.SIGINT))); "
+        'sys.exit(125 if n == 0 else 0 if n < 6 else 1)"'
+    )
     status, out = bisect(index, capsys, "qvltoy", "--with", "qvlpeer==1.0", "--oracle-cmd", cmd)
     assert status == 130, out
     line = out.split("continue with: ")[1].splitlines()[0]
@@ -329,13 +477,27 @@ def test_a_crashing_oracle_cannot_judge_and_says_why(index, capsys, tmp_path):
         "import qvltoy\n"
         "def test_behaviour():\n"
         "    if qvltoy.N in (4, 5):\n        import companion_that_is_missing\n"
-        "    assert qvltoy.N < 7\n")
-    status, out = bisect(index, capsys, "qvltoy", "--with", "qvlpeer==1.0", "--oracle-pytest", f"{tests} -p no:harness.pytest.plugin")
+        "    assert qvltoy.N < 7\n"
+    )
+    status, out = bisect(
+        index, capsys, "qvltoy", "--with", "qvlpeer==1.0", "--oracle-pytest", f"{tests} -p no:harness.pytest.plugin"
+    )
     assert "first bad: qvltoy==1.7" in out and status == 0, out
     assert "could not judge: ModuleNotFoundError: No module named 'companion_that_is_missing'" in out
     # where most probes crash, the answer comes with a warning
-    (tests / "test_toy.py").write_text("import qvltoy\ndef test_behaviour():\n    if qvltoy.N != 9:\n        import nothing_here\n")
-    status, out = bisect(index, capsys, "qvltoy", "--with", "qvlpeer==1.0", "--find-fix", "--oracle-pytest", f"{tests} -p no:harness.pytest.plugin")
+    (tests / "test_toy.py").write_text(
+        "import qvltoy\ndef test_behaviour():\n    if qvltoy.N != 9:\n        import nothing_here\n"
+    )
+    status, out = bisect(
+        index,
+        capsys,
+        "qvltoy",
+        "--with",
+        "qvlpeer==1.0",
+        "--find-fix",
+        "--oracle-pytest",
+        f"{tests} -p no:harness.pytest.plugin",
+    )
     warning = out.split("undecided: the first fixed is one of")[1].splitlines()[1]
     assert warning.startswith("WARNING: ") and "could not be judged and leave the answer undecided" in warning, out
 
@@ -351,8 +513,13 @@ def test_a_band_of_unjudgeable_releases_is_crossed_not_walked():
 
     def probe(point, output):
         n = int(point.key.split(".")[1])
-        return Run(0 if n in band else (0 if n < 52 else 1), "skip" if n in band else "good" if n < 52 else "bad", "", 0.0,
-                   "install failed" if n in band else "")
+        return Run(
+            0 if n in band else (0 if n < 52 else 1),
+            "skip" if n in band else "good" if n < 52 else "bad",
+            "",
+            0.0,
+            "install failed" if n in band else "",
+        )
 
     class Quiet:
         def probing(self, *args):
@@ -378,12 +545,32 @@ def test_sigint_stops_a_bisect_started_in_the_background(index):
     import sys
     import time as clock
 
-    args = [sys.executable, "-m", "harness.cli", "bisect", "qvltoy", "--release-data", str(index / "data"),
-            "--find-links", str(index / "wheels"), "--no-index", "--offline", "--with", "qvlpeer==1.0",
-            "--oracle-cmd", "sleep 2; true"]
+    args = [
+        sys.executable,
+        "-m",
+        "harness.cli",
+        "bisect",
+        "qvltoy",
+        "--release-data",
+        str(index / "data"),
+        "--find-links",
+        str(index / "wheels"),
+        "--no-index",
+        "--offline",
+        "--with",
+        "qvlpeer==1.0",
+        "--oracle-cmd",
+        "sleep 2; true",
+    ]
     env = {**os.environ, "QVL_CACHE": str(index / "cache"), "UV_CACHE_DIR": str(index / "uv-cache")}
-    process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
-                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    process = subprocess.Popen(
+        args,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
+    )
     deadline = clock.monotonic() + 120
     while clock.monotonic() < deadline and not (index / "cache" / "bisect").is_dir():
         clock.sleep(0.2)
@@ -397,24 +584,41 @@ def test_sigint_stops_a_bisect_started_in_the_background(index):
 def test_an_install_error_keeps_its_cause():
     from harness.core.errors import one_line
 
-    stderr = "  × No solution found when resolving dependencies:\n" + "  ╰─▶ " + "x " * 300 + "\n      because qvltoy==9 needs torch<1"
+    stderr = (
+        "  × No solution found when resolving dependencies:\n"
+        + "  ╰─▶ "
+        + "x " * 300
+        + "\n      because qvltoy==9 needs torch<1"
+    )
     line = one_line(stderr)
-    assert line.startswith("No solution found") and line.endswith("because qvltoy==9 needs torch<1") and len(line) <= 300
+    assert (
+        line.startswith("No solution found") and line.endswith("because qvltoy==9 needs torch<1") and len(line) <= 300
+    )
 
 
 def test_steps_between_two_stacks_merge_uploads_and_keep_co_releases_together():
     def history(package: str, uploads: dict[str, float]) -> list[pypi.Release]:
         return [pypi.Release(package, v, T0 + timedelta(hours=h)) for v, h in uploads.items()]
 
-    histories = {"unsloth": history("unsloth", {"1.0": 0, "1.1": 10, "1.2": 30, "1.3": 50}),
-                 "unsloth-zoo": history("unsloth-zoo", {"1.0": 0, "1.1": 10.5, "1.2": 40}),
-                 "peft": history("peft", {"1.0": 0, "2.0": 20})}
+    histories = {
+        "unsloth": history("unsloth", {"1.0": 0, "1.1": 10, "1.2": 30, "1.3": 50}),
+        "unsloth-zoo": history("unsloth-zoo", {"1.0": 0, "1.1": 10.5, "1.2": 40}),
+        "peft": history("peft", {"1.0": 0, "2.0": 20}),
+    }
     before = {"unsloth": "1.0", "unsloth-zoo": "1.0", "peft": "1.0"}
     after = {"unsloth": "1.2", "unsloth-zoo": "1.2", "peft": "1.0"}
     points = candidates.between_stacks(before, after, histories, timedelta(hours=1))
-    assert [p.key for p in points] == ["previous", "unsloth==1.1 + unsloth-zoo==1.1", "unsloth==1.2", "unsloth-zoo==1.2"]
+    assert [p.key for p in points] == [
+        "previous",
+        "unsloth==1.1 + unsloth-zoo==1.1",
+        "unsloth==1.2",
+        "unsloth-zoo==1.2",
+    ]
     assert points[0].pins == ("unsloth==1.0", "unsloth-zoo==1.0")  # peft did not move: the base has it
-    assert points[2].pins == ("unsloth==1.2", "unsloth-zoo==1.1") and points[-1].pins == ("unsloth==1.2", "unsloth-zoo==1.2")
+    assert points[2].pins == ("unsloth==1.2", "unsloth-zoo==1.1") and points[-1].pins == (
+        "unsloth==1.2",
+        "unsloth-zoo==1.2",
+    )
     with pytest.raises(HarnessError, match="unsloth went back from 1.2 to 1.0: a downgrade is not bisected"):
         candidates.between_stacks(after, before, histories, timedelta(hours=1))
 
@@ -429,21 +633,40 @@ def test_an_overlay_shadows_what_pythonpath_holds(index, capsys, monkeypatch):
     with zipfile.ZipFile(index / "wheels" / "qvlpeer-1.2-py3-none-any.whl") as wheel:
         wheel.extractall(site)
     monkeypatch.setenv("PYTHONPATH", str(site))
-    status, out = bisect(index, capsys, "qvltoy", "--good", "1.0", "--bad", "1.9", "--oracle-cmd", oracle("qvltoy.N < 5"))
+    status, out = bisect(
+        index, capsys, "qvltoy", "--good", "1.0", "--bad", "1.9", "--oracle-cmd", oracle("qvltoy.N < 5")
+    )
     assert status == 0 and "first bad: qvltoy==1.5" in out, out
 
 
 # --- what is checked before the first probe --------------------------------------------------------------
 
 
-@pytest.mark.parametrize("args, message", [
-    (("--good", "1.0", "--bad", "3.5"), "--bad 3.5: qvltoy has no release 3.5 on the index (its releases: 1.0 .. 2.1rc1)"),
-    (("--good", "1.0", "--bad", "2.1rc1"), "--bad 2.1rc1: qvltoy 2.1rc1 is a pre-release; add --pre to bisect over"),
-    (("--good", "1.0", "--bad", "1.9", "--exclude-newer", "2025-01-05"),
-     "--bad 1.9: qvltoy 1.9 was uploaded 2025-01-10 00:00 UTC, after --exclude-newer 2025-01-05 00:00"),
-    (("--good", "1.4", "--bad", "1.4"), "--good and --bad both name 1.4: a bisect needs a good and a bad release that differ"),
-    (("--good", "1.0", "--bad", "1.9", "--record", "nosuch-id"), "--record nosuch-id: no such known failure in known_failures.toml"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (
+            ("--good", "1.0", "--bad", "3.5"),
+            "--bad 3.5: qvltoy has no release 3.5 on the index (its releases: 1.0 .. 2.1rc1)",
+        ),
+        (
+            ("--good", "1.0", "--bad", "2.1rc1"),
+            "--bad 2.1rc1: qvltoy 2.1rc1 is a pre-release; add --pre to bisect over",
+        ),
+        (
+            ("--good", "1.0", "--bad", "1.9", "--exclude-newer", "2025-01-05"),
+            "--bad 1.9: qvltoy 1.9 was uploaded 2025-01-10 00:00 UTC, after --exclude-newer 2025-01-05 00:00",
+        ),
+        (
+            ("--good", "1.4", "--bad", "1.4"),
+            "--good and --bad both name 1.4: a bisect needs a good and a bad release that differ",
+        ),
+        (
+            ("--good", "1.0", "--bad", "1.9", "--record", "nosuch-id"),
+            "--record nosuch-id: no such known failure in known_failures.toml",
+        ),
+    ],
+)
 def test_inputs_are_refused_before_any_probe(index, capsys, args, message):
     status, out = bisect(index, capsys, "qvltoy", *args, "--oracle-cmd", oracle("qvltoy.N < 4"))
     assert status == 2 and out.startswith("qvl-harness: error: ") and message in out and out.count("\n") == 1, out
@@ -458,33 +681,73 @@ def test_an_oracle_that_cannot_collect_is_refused_before_any_probe(index, capsys
     tests = tmp_path / "probe_tests"
     tests.mkdir()
     (tests / "test_toy.py").write_text("def test_behaviour():\n    import qvltoy\n    assert qvltoy.N < 4\n")
-    status, out = bisect(index, capsys, "qvltoy", "--good", "1.0", "--bad", "1.9",
-                         "--oracle-pytest", f"{tests} -p no:harness.pytest.plugin -k no_such_test")
-    assert status == 2 and "does not collect in the base python" in out and out.rstrip().endswith(": it selects no test")
+    status, out = bisect(
+        index,
+        capsys,
+        "qvltoy",
+        "--good",
+        "1.0",
+        "--bad",
+        "1.9",
+        "--oracle-pytest",
+        f"{tests} -p no:harness.pytest.plugin -k no_such_test",
+    )
+    assert (
+        status == 2 and "does not collect in the base python" in out and out.rstrip().endswith(": it selects no test")
+    )
     assert out.count("\n") == 1 and not (index / "cache" / "bisect").exists(), out
 
 
 def test_a_named_endpoint_that_cannot_install_says_a_range_bound_crosses_it(index, capsys):
     (index / "wheels" / "qvltoy-1.0-py3-none-any.whl").write_bytes(b"not a zip")
-    status, out = bisect(index, capsys, "qvltoy", "--good", "1.0", "--bad", "1.9", "--with", "qvlpeer==1.0",
-                         "--oracle-cmd", oracle("qvltoy.N < 4"))
+    status, out = bisect(
+        index,
+        capsys,
+        "qvltoy",
+        "--good",
+        "1.0",
+        "--bad",
+        "1.9",
+        "--with",
+        "qvlpeer==1.0",
+        "--oracle-cmd",
+        oracle("qvltoy.N < 4"),
+    )
     [error] = [line for line in out.splitlines() if line.startswith("qvl-harness: error:")]
-    assert status == 2 and error.startswith("qvl-harness: error: cannot judge endpoint qvltoy==1.0: install failed"), out
-    assert error.endswith("or name it --range-start 1.0 instead of --good 1.0 to let the search cross releases that "
-                          "cannot be judged")
+    assert status == 2 and error.startswith("qvl-harness: error: cannot judge endpoint qvltoy==1.0: install failed"), (
+        out
+    )
+    assert error.endswith(
+        "or name it --range-start 1.0 instead of --good 1.0 to let the search cross releases that cannot be judged"
+    )
     # as the line says: the range bound is crossed, the answer found
-    status, out = bisect(index, capsys, "qvltoy", "--range-start", "1.0", "--bad", "1.9", "--with", "qvlpeer==1.0",
-                         "--oracle-cmd", oracle("qvltoy.N < 4"))
+    status, out = bisect(
+        index,
+        capsys,
+        "qvltoy",
+        "--range-start",
+        "1.0",
+        "--bad",
+        "1.9",
+        "--with",
+        "qvlpeer==1.0",
+        "--oracle-cmd",
+        oracle("qvltoy.N < 4"),
+    )
     assert status == 0 and "first bad: qvltoy==1.4" in out, out
 
 
 def test_evidence_leaves_known_noise_out_and_names_the_whole_output(index, capsys):
-    noisy = ("import sys, qvltoy; "
-             "print('Failed to load CPU gemm_4bit_forward from kernels-community: No module named kernels'); "
-             "print('W1201 13:00:04.723000 15580 torch/utils/_pytree.py:630] <enum X> is an Enum subclass and is now "
-             "natively supported by torch.compile as an opaque value type.'); "
-             "print('the probe says', qvltoy.N); sys.exit(0 if qvltoy.N < 4 else 1)")
-    status, out = bisect(index, capsys, "qvltoy", "--good", "1.0", "--bad", "1.9", "--oracle-cmd", f'python -c "{noisy}"')
+    noisy = (
+        "import sys, qvltoy; "
+        "print('Failed to load CPU gemm_4bit_forward from kernels-community: No module named kernels'); "
+        "print('W1201 13:00:04.723000 15580 torch/utils/_pytree.py:630] <enum X> is an Enum subclass and is now "
+        "natively supported by torch.compile as an opaque value type.'); "
+        "print('the probe says', qvltoy.N); sys.exit(0 if qvltoy.N < 4 else 1)"
+    )
+    status, out = bisect(
+        index, capsys, "qvltoy", "--good", "1.0", "--bad", "1.9", "--oracle-cmd", f'python -c "{noisy}"'
+    )
     assert status == 0 and "first bad: qvltoy==1.4" in out, out
     evidence = out.split("evidence:")[1].split("probes:")[0]
     assert "| the probe says 4" in evidence and "gemm_4bit" not in evidence and "_pytree" not in evidence
@@ -512,7 +775,8 @@ def test_probes_the_harness_starts_run_outside_the_matrix(tmp_path):
     from harness.bisection.oracle import GOOD, Oracle
 
     (tmp_path / "test_cell.py").write_text(
-        "def test_cell(request):\n    assert request.config.getoption('--cell') == 'none'\n")
+        "def test_cell(request):\n    assert request.config.getoption('--cell') == 'none'\n"
+    )
     run = Oracle(pytest_selection=str(tmp_path / "test_cell.py"), rootdir=tmp_path).run(Path(sys.executable), "probe")
     assert run.verdict == GOOD, run.tail
     assert Oracle(command='test "$QVL_CELL" = none').run(Path(sys.executable), "probe").verdict == GOOD

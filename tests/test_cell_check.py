@@ -25,16 +25,22 @@ def run(pytester: pytest.Pytester, *args: str) -> tuple[int, list[str]]:
 
 
 def test_an_unknown_cell_gets_one_line_with_the_known_cells(pytester):
-    assert run(pytester, "--cell", "nope") == (4, [
-        f"ERROR: qvl-harness: --cell 'nope' is not a cell of matrix.toml; known cells: {KNOWN} "
-        "(or --cell none for a stack outside the matrix)"])
+    assert run(pytester, "--cell", "nope") == (
+        4,
+        [
+            f"ERROR: qvl-harness: --cell 'nope' is not a cell of matrix.toml; known cells: {KNOWN} "
+            "(or --cell none for a stack outside the matrix)"
+        ],
+    )
 
 
 def test_an_unknown_qvl_cell_is_named_as_such(pytester, monkeypatch):
     monkeypatch.setenv("QVL_CELL", "nope")
     code, out = run(pytester)
-    assert code == 4 and out == [f"ERROR: qvl-harness: QVL_CELL 'nope' is not a cell of matrix.toml; "
-                                 f"known cells: {KNOWN} (or --cell none for a stack outside the matrix)"]
+    assert code == 4 and out == [
+        f"ERROR: qvl-harness: QVL_CELL 'nope' is not a cell of matrix.toml; "
+        f"known cells: {KNOWN} (or --cell none for a stack outside the matrix)"
+    ]
 
 
 def test_another_cells_pins_get_one_line_naming_each_with_both_versions(pytester, monkeypatch):
@@ -43,7 +49,9 @@ def test_another_cells_pins_get_one_line_naming_each_with_both_versions(pytester
     assert code == 4 and len(out) == 1, out
     assert out[0].startswith(f"ERROR: qvl-harness: this environment does not have cell {OTHER.name}'s stack: ")
     assert f"transformers {OTHER.pins['transformers']} (installed: {dist_version('transformers')})" in out[0]
-    own_env = f"QVL_CELL={OTHER.name} tox -e gpu" if os.environ.get(workers.GPU_RUN_VAR) else f"tox -e cell-{OTHER.name}"
+    own_env = (
+        f"QVL_CELL={OTHER.name} tox -e gpu" if os.environ.get(workers.GPU_RUN_VAR) else f"tox -e cell-{OTHER.name}"
+    )
     assert out[0].endswith(f"run the cell in its own env ({own_env}) or say --cell none")
 
 
@@ -69,12 +77,15 @@ def test_on_a_gpu_runner_torch_is_held_to_the_cells_gpu_range_only():
     assert ("torch", f"{refuses.gpu.torch} on a GPU runner", torch) in set(cellcheck.mismatches(refuses, gpu_run=True))
 
 
-@pytest.mark.parametrize("package, pinned, installed, same", [
-    ("torch", "2.13.0", "2.13.0+cpu", True),  # a build label
-    ("unsloth", "2025.1.5+ga72a9d9", "2025.1.5+ga72a9d9", True),  # a commit, as the stack shows it
-    ("unsloth", "2025.1.5", "2025.1.5+ga72a9d9", False),  # the commit after the release is not the release
-    ("unsloth", "2025.1.5+ga72a9d9", "2025.1.5", False),
-    ("transformers", "4.46.3", "4.48.0", False),
-])
+@pytest.mark.parametrize(
+    "package, pinned, installed, same",
+    [
+        ("torch", "2.13.0", "2.13.0+cpu", True),  # a build label
+        ("unsloth", "2025.1.5+ga72a9d9", "2025.1.5+ga72a9d9", True),  # a commit, as the stack shows it
+        ("unsloth", "2025.1.5", "2025.1.5+ga72a9d9", False),  # the commit after the release is not the release
+        ("unsloth", "2025.1.5+ga72a9d9", "2025.1.5", False),
+        ("transformers", "4.46.3", "4.48.0", False),
+    ],
+)
 def test_versions_compare_as_the_stack_shows_them(package, pinned, installed, same):
     assert cellcheck.same_version(package, pinned, installed) is same

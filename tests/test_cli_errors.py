@@ -22,8 +22,15 @@ RUNNER_FREEZE = REPO_ROOT / "fixtures" / "runners" / "h100-cuda130-py312.txt"
 def qvl(*args: str, python=sys.executable, stdout=subprocess.PIPE) -> subprocess.CompletedProcess:
     # stdout block-buffered, as a user's is (tox sets PYTHONUNBUFFERED): what is left at exit is flushed then
     env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
-    return subprocess.run([str(python), "-m", "harness.cli", *map(str, args)], stdout=stdout, stderr=subprocess.PIPE,
-                          text=True, cwd=REPO_ROOT, timeout=300, env=env)
+    return subprocess.run(
+        [str(python), "-m", "harness.cli", *map(str, args)],
+        stdout=stdout,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=REPO_ROOT,
+        timeout=300,
+        env=env,
+    )
 
 
 def one_error_line(done: subprocess.CompletedProcess) -> str:
@@ -56,9 +63,14 @@ def test_wheelhouse_refuses_a_dest_it_would_empty(tmp_path):
     assert (tmp_path / "notes.txt").read_text() == "mine"
 
 
-@pytest.mark.parametrize("where, why", [("file", "a file is there, not a folder"),
-                                        ("file/sub", "cannot make this folder: Not a directory"),
-                                        ("/proc/nope", "cannot make this folder: No such file or directory")])
+@pytest.mark.parametrize(
+    "where, why",
+    [
+        ("file", "a file is there, not a folder"),
+        ("file/sub", "cannot make this folder: Not a directory"),
+        ("/proc/nope", "cannot make this folder: No such file or directory"),
+    ],
+)
 def test_preview_folder_that_cannot_be(tmp_path, where, why):
     (tmp_path / "file").write_text("")
     out_dir = tmp_path / where
@@ -73,15 +85,25 @@ def test_a_file_the_system_refuses_is_one_line(results_file, tmp_path):
     assert line == f"qvl-harness: error: {target}: Not a directory"
 
 
-@pytest.mark.parametrize("args, expected", [
-    (["hub", "serve"], "qvl-harness hub serve: error: the following arguments are required: --snapshot "
-                       "(see qvl-harness hub serve --help)"),
-    (["hub", "serve", "--snapshot", "2024-12", "--port", "99999"],
-     "qvl-harness hub serve: error: argument --port: 99999 is not a port (0-65535; 0 picks a free one) "
-     "(see qvl-harness hub serve --help)"),
-    (["hub", "serve", "--snapshot", "2024-12", "--base", "/nonexistent"],
-     "qvl-harness: error: --base /nonexistent: not a checkpoint folder (no config.json in it)"),
-])
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (
+            ["hub", "serve"],
+            "qvl-harness hub serve: error: the following arguments are required: --snapshot "
+            "(see qvl-harness hub serve --help)",
+        ),
+        (
+            ["hub", "serve", "--snapshot", "2024-12", "--port", "99999"],
+            "qvl-harness hub serve: error: argument --port: 99999 is not a port (0-65535; 0 picks a free one) "
+            "(see qvl-harness hub serve --help)",
+        ),
+        (
+            ["hub", "serve", "--snapshot", "2024-12", "--base", "/nonexistent"],
+            "qvl-harness: error: --base /nonexistent: not a checkpoint folder (no config.json in it)",
+        ),
+    ],
+)
 def test_bad_values(args, expected):
     assert one_error_line(qvl(*args)) == expected
 
@@ -102,8 +124,9 @@ def test_a_stack_module_missing_mid_command_names_the_cell_env():
         importlib.import_module("transformers.no_such_module_here")
     line = cellenv.missing_stack(missing.value, ["hub", "serve", "--snapshot", "2024-12"])
     assert line.startswith("transformers is not installed in ")
-    assert ("tox -e cell-canary --notest, then tox exec -e cell-canary -- qvl-harness hub serve --snapshot 2024-12"
-            in line)
+    assert (
+        "tox -e cell-canary --notest, then tox exec -e cell-canary -- qvl-harness hub serve --snapshot 2024-12" in line
+    )
     with pytest.raises(ModuleNotFoundError) as other:
         importlib.import_module("no_such_package_here")
     assert cellenv.missing_stack(other.value, []) is None  # not the stack: a bug, left to its traceback
@@ -112,7 +135,10 @@ def test_a_stack_module_missing_mid_command_names_the_cell_env():
 def test_hub_serve_without_the_stack_says_where_to_run_it(tmp_path_factory):
     python = stackless_python(tmp_path_factory)
     line = one_error_line(qvl("hub", "serve", "--snapshot", "2024-12", python=python))
-    assert line.startswith("qvl-harness: error: hub serve needs the stack under test "
-                           "(torch, transformers not installed")
-    assert line.endswith("run it in a cell env: tox -e cell-canary --notest, then tox exec -e cell-canary -- "
-                         "qvl-harness hub serve --snapshot 2024-12 (any cell of `qvl-harness matrix`)")
+    assert line.startswith(
+        "qvl-harness: error: hub serve needs the stack under test (torch, transformers not installed"
+    )
+    assert line.endswith(
+        "run it in a cell env: tox -e cell-canary --notest, then tox exec -e cell-canary -- "
+        "qvl-harness hub serve --snapshot 2024-12 (any cell of `qvl-harness matrix`)"
+    )

@@ -31,8 +31,16 @@ def toy(tmp_path, monkeypatch):
     for version, broken in (("1.0", False), ("1.1", True)):
         write_wheel(wheels, "unsloth", version, files=release_files(version, broken))
     uploaded = {"1.0": T0 + timedelta(hours=1), "1.1": T0 + timedelta(days=len(HISTORY), hours=1)}
-    (data / "unsloth.json").write_text(json.dumps({"releases": {
-        v: [{"upload_time_iso_8601": t.isoformat().replace("+00:00", "Z"), "yanked": False}] for v, t in uploaded.items()}}))
+    (data / "unsloth.json").write_text(
+        json.dumps(
+            {
+                "releases": {
+                    v: [{"upload_time_iso_8601": t.isoformat().replace("+00:00", "Z"), "yanked": False}]
+                    for v, t in uploaded.items()
+                }
+            }
+        )
+    )
     monkeypatch.setenv("QVL_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("UV_CACHE_DIR", str(tmp_path / "uv-cache"))
     return tmp_path, shas
@@ -40,9 +48,25 @@ def toy(tmp_path, monkeypatch):
 
 def bisect(toy, capsys, *args: str) -> tuple[int, str]:
     root, _ = toy
-    status = main(["bisect", "unsloth", "--commits", str(root / "repo"), "--oracle-cmd", ORACLE, *args,
-                   "--release-data", str(root / "data"), "--find-links", str(root / "wheels"), "--no-index", "--offline",
-                   "--base-python", sys.executable])
+    status = main(
+        [
+            "bisect",
+            "unsloth",
+            "--commits",
+            str(root / "repo"),
+            "--oracle-cmd",
+            ORACLE,
+            *args,
+            "--release-data",
+            str(root / "data"),
+            "--find-links",
+            str(root / "wheels"),
+            "--no-index",
+            "--offline",
+            "--base-python",
+            sys.executable,
+        ]
+    )
     captured = capsys.readouterr()
     return status, captured.out + captured.err
 
@@ -53,12 +77,20 @@ def test_places_each_release_on_the_commit_it_was_made_from(toy):
     placed = repo.place("unsloth", "1.0")
     assert placed.commit.sha == shas[0] and placed.how == "the commit that sets its __version__"
     wheel = write_wheel(root, "unsloth", "1.1", files=release_files("1.1", True))
-    assert repo.place("unsloth", "1.1", wheel).how == "the commit that sets its __version__; its files equal the wheel's"
-    patched = write_wheel(root / "data", "unsloth", "1.1", files={**release_files("1.1", True), "unsloth/flag.py": "X = 1\n"})
-    assert "1 file(s) of the wheel differ from it: built from a later commit" in repo.place("unsloth", "1.1", patched).how
+    assert (
+        repo.place("unsloth", "1.1", wheel).how == "the commit that sets its __version__; its files equal the wheel's"
+    )
+    patched = write_wheel(
+        root / "data", "unsloth", "1.1", files={**release_files("1.1", True), "unsloth/flag.py": "X = 1\n"}
+    )
+    assert (
+        "1 file(s) of the wheel differ from it: built from a later commit" in repo.place("unsloth", "1.1", patched).how
+    )
     never = repo.place("unsloth", "0.9")
-    assert never.commit is None and never.how == ('no tag names it and no commit on main sets __version__ = "0.9" '
-                                                  "(unsloth/_version.py or unsloth/models/_utils.py)")
+    assert never.commit is None and never.how == (
+        'no tag names it and no commit on main sets __version__ = "0.9" '
+        "(unsloth/_version.py or unsloth/models/_utils.py)"
+    )
     git(root / "repo", "tag", "v1.1", shas[-2])  # a tag wins over the version line (projects that tag say so)
     assert repo.place("unsloth", "1.1").commit.sha == shas[-2]
 
@@ -96,10 +128,13 @@ def test_the_commit_search_finds_a_fix_too(toy, capsys):
     assert f"first fixed commit: {fixed}" in out and "Revert" in out
 
 
-@pytest.mark.parametrize("args, message", [
-    (("--good", "nosuchref", "--bad", "HEAD"), "'nosuchref' is not a commit of "),
-    (("--good", "HEAD", "--bad", "HEAD~3"), "is not an ancestor of"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (("--good", "nosuchref", "--bad", "HEAD"), "'nosuchref' is not a commit of "),
+        (("--good", "HEAD", "--bad", "HEAD~3"), "is not an ancestor of"),
+    ],
+)
 def test_a_bad_ref_is_one_line(toy, capsys, args, message):
     status, out = bisect(toy, capsys, *args)
     assert status == 2 and message in out and len(out.strip().splitlines()) == 1, out
@@ -107,8 +142,23 @@ def test_a_bad_ref_is_one_line(toy, capsys, args, message):
 
 def test_a_missing_clone_is_one_line(toy, capsys):
     root, _ = toy
-    status = main(["bisect", "unsloth", "--commits", str(root / "nowhere"), "--good", "a", "--bad", "b",
-                   "--oracle-cmd", "true", "--release-data", str(root / "data"), "--offline"])
+    status = main(
+        [
+            "bisect",
+            "unsloth",
+            "--commits",
+            str(root / "nowhere"),
+            "--good",
+            "a",
+            "--bad",
+            "b",
+            "--oracle-cmd",
+            "true",
+            "--release-data",
+            str(root / "data"),
+            "--offline",
+        ]
+    )
     out = capsys.readouterr().err
     assert status == 2 and "nowhere: no such git repository or bundle" in out and len(out.strip().splitlines()) == 1
 
@@ -126,7 +176,10 @@ def test_a_cell_pins_a_commit_installed_and_read_like_a_release(toy):
     root, shas = toy
     cell = parse_matrix(CELL.format(repo=root / "repo", rev=shas[FIRST_BAD][:8])).cell("commit")
     assert cell.stack["unsloth"] == f"1.0+g{shas[FIRST_BAD][:7]}"
-    assert cell.code_under_test() == [f"unsloth @ git+{(root / 'repo').as_uri()}@{shas[FIRST_BAD]}", "unsloth-zoo==2025.1.3"]
+    assert cell.code_under_test() == [
+        f"unsloth @ git+{(root / 'repo').as_uri()}@{shas[FIRST_BAD]}",
+        "unsloth-zoo==2025.1.3",
+    ]
     assert cell.releases() == ["unsloth-zoo==2025.1.3"]  # what the release cache fetches
     code = loading.cell_code(cell, "unsloth")
     assert code.read("unsloth/flag.py") == "BROKEN = True\n" and code.label == f"unsloth @ {shas[FIRST_BAD][:7]} (1.0)"
@@ -135,10 +188,13 @@ def test_a_cell_pins_a_commit_installed_and_read_like_a_release(toy):
         code.read("unsloth/absent.py")
 
 
-@pytest.mark.parametrize("rev, message", [
-    ("deadbeef", "'deadbeef' is not a commit of "),
-    ("HEAD:README.md", "is not a commit of"),
-])
+@pytest.mark.parametrize(
+    "rev, message",
+    [
+        ("deadbeef", "'deadbeef' is not a commit of "),
+        ("HEAD:README.md", "is not a commit of"),
+    ],
+)
 def test_a_cell_with_a_bad_ref_is_one_line(toy, rev, message):
     root, _ = toy
     with pytest.raises(HarnessError) as caught:
@@ -183,14 +239,19 @@ def test_an_installed_commit_shows_in_the_stack_with_its_id(toy, tmp_path):
 
     overlay = Overlays(Base.of(sys.executable), offline=True).get([Repo(root / "repo").requirement("unsloth", shas[2])])
     assert overlay.error is None
-    probe = ("from harness.env.stack import dist_version; from harness.releases import code; "
-             "print(dist_version('unsloth'), code.installed('unsloth').label, code.installed_commit('unsloth')[1])")
+    probe = (
+        "from harness.env.stack import dist_version; from harness.releases import code; "
+        "print(dist_version('unsloth'), code.installed('unsloth').label, code.installed_commit('unsloth')[1])"
+    )
     import subprocess
 
-    out = subprocess.run([str(overlay.python), "-c", probe], capture_output=True, text=True, check=True,
-                         env=python_env()).stdout.split()
+    out = subprocess.run(
+        [str(overlay.python), "-c", probe], capture_output=True, text=True, check=True, env=python_env()
+    ).stdout.split()
     assert out == [f"1.0+g{shas[2][:7]}", "unsloth==1.0+g" + shas[2][:7], "(installed)", shas[2]]
-    assert release_code.is_code_under_test("unsloth==1.0") and not release_code.is_code_under_test(f"unsloth @ git+x@{shas[2]}")
+    assert release_code.is_code_under_test("unsloth==1.0") and not release_code.is_code_under_test(
+        f"unsloth @ git+x@{shas[2]}"
+    )
 
 
 def test_releases_place_prints_a_line_per_release_and_fails_on_one_it_cannot_place(toy, capsys):

@@ -44,7 +44,9 @@ def hooked_model(version):
 def test_release_code_runs_from_the_wheel_without_the_package():
     module = zoo("2025.3.13")
     assert module.__file__.endswith("unsloth_zoo-2025.3.13-py3-none-any.whl/unsloth_zoo/peft_utils.py")
-    assert "torch.is_floating_point(input[0])" in release_code.from_wheel("unsloth-zoo", "2025.3.13").read("unsloth_zoo/peft_utils.py")
+    assert "torch.is_floating_point(input[0])" in release_code.from_wheel("unsloth-zoo", "2025.3.13").read(
+        "unsloth_zoo/peft_utils.py"
+    )
     assert callable(dtype_grad.requires_grad_function(module))
     assert "unsloth_zoo" not in sys.modules or sys.modules["unsloth_zoo"].__dict__ is not module.__dict__
 
@@ -89,7 +91,10 @@ def test_pre_hook_is_found_and_called_as_torch_calls_it(version, raises):
 
 def test_record_hooked_inputs_sees_the_tensor_before_the_zoo_hook_raises():
     model = hooked_model("2025.1.4")
-    with dtype_grad.record_hooked_inputs(model) as seen, pytest.raises(RuntimeError, match=dtype_grad.DtypeGrad().entry.symptom):
+    with (
+        dtype_grad.record_hooked_inputs(model) as seen,
+        pytest.raises(RuntimeError, match=dtype_grad.DtypeGrad().entry.symptom),
+    ):
         model(torch.ones(2, 4, dtype=torch.uint8))
     assert seen == [("tower", torch.uint8, (2, 4))]
 

@@ -56,45 +56,58 @@ def test_tiny_model_takes_an_image_through_its_processor(family):
 def test_first_release_and_pixel_cast_match_the_installed_source(family):
     module = f"transformers.models.{family.module}.modeling_{family.module}"
     if not family.available(INSTALLED):
-        has_class = importlib.util.find_spec(f"transformers.models.{family.module}") is not None and \
-            hasattr(importlib.import_module(module), family.model_class)
+        has_class = importlib.util.find_spec(f"transformers.models.{family.module}") is not None and hasattr(
+            importlib.import_module(module), family.model_class
+        )
         assert not has_class, f"transformers {INSTALLED} has {family.model_class}, declared from {family.since}"
         return
     assert hasattr(importlib.import_module(module), family.model_class)
-    check_cast(family, INSTALLED, lambda name: inspect.getsource(
-        importlib.import_module(f"transformers.models.{name}.modeling_{name}")))
+    check_cast(
+        family,
+        INSTALLED,
+        lambda name: inspect.getsource(importlib.import_module(f"transformers.models.{name}.modeling_{name}")),
+    )
 
 
 def check_cast(family, version: str, source_of):
     declared = family.pixel_cast(version)
     assert declared is not None, f"{family.id}: no pixel cast declared for transformers {version}"
-    assert declared.source in source_of(declared.module), \
+    assert declared.source in source_of(declared.module), (
         f"{family.id}: transformers {version} does not cast with {declared.source!r} ({declared.versions})"
+    )
     for other in family.pixel_casts:
         if other.source != declared.source:
-            assert other.source not in source_of(other.module), \
+            assert other.source not in source_of(other.module), (
                 f"{family.id}: transformers {version} still casts with {other.source!r}, declared for {other.versions}"
+            )
 
 
 def wheel_versions() -> list[str]:
-    return sorted((w.name.split("-")[1] for w in WHEELS.glob("transformers-*.whl")),
-                  key=lambda v: [int(x) for x in re.findall(r"\d+", v)])
+    return sorted(
+        (w.name.split("-")[1] for w in WHEELS.glob("transformers-*.whl")),
+        key=lambda v: [int(x) for x in re.findall(r"\d+", v)],
+    )
 
 
-@pytest.mark.skipif(not wheel_versions(), reason=f"no transformers wheels in {WHEELS} "
-                    "(pip download transformers==4.49.0 --no-deps -d DIR, for each release to check)")
+@pytest.mark.skipif(
+    not wheel_versions(),
+    reason=f"no transformers wheels in {WHEELS} "
+    "(pip download transformers==4.49.0 --no-deps -d DIR, for each release to check)",
+)
 @pytest.mark.parametrize("family", registry.families(), ids=lambda f: f.id)
 def test_declarations_match_the_source_of_other_releases(family):
     for version in wheel_versions():
         with zipfile.ZipFile(WHEELS / f"transformers-{version}-py3-none-any.whl") as wheel:
+
             def source_of(name):
                 return wheel.read(f"transformers/models/{name}/modeling_{name}.py").decode()
 
             path = f"transformers/models/{family.module}/modeling_{family.module}.py"
             has_class = path in wheel.namelist() and f"class {family.model_class}(" in source_of(family.module)
-            assert has_class == family.available(version), \
-                f"{family.id}: transformers {version} {'has' if has_class else 'lacks'} {family.model_class}, " \
+            assert has_class == family.available(version), (
+                f"{family.id}: transformers {version} {'has' if has_class else 'lacks'} {family.model_class}, "
                 f"declared from {family.since}"
+            )
             if has_class:
                 check_cast(family, version, source_of)
 
@@ -112,10 +125,13 @@ def test_a_release_runs_the_families_it_has():
 
 def test_params_skip_what_this_transformers_lacks():
     for param in registry.params():
-        family, = param.values
+        (family,) = param.values
         skips = [m.kwargs["reason"] for m in param.marks if m.name == "skip"]
-        assert skips == ([] if family.available(INSTALLED) else
-                         [f"not run: needs transformers >= {family.since} (this run: {INSTALLED})"])
+        assert skips == (
+            []
+            if family.available(INSTALLED)
+            else [f"not run: needs transformers >= {family.since} (this run: {INSTALLED})"]
+        )
 
 
 def test_families_lists_each_family_and_what_each_cell_runs(capsys):
@@ -123,8 +139,10 @@ def test_families_lists_each_family_and_what_each_cell_runs(capsys):
     out = capsys.readouterr().out
     for family in registry.families():
         assert re.search(rf"^{re.escape(family.id)} +>={family.since} +{family.model_class} ", out, re.M)
-    assert "u2025-01-05    transformers 4.48.0    runs: mllama qwen2-vl; not run: gemma3 (needs >= 4.50.0), " \
-           "qwen2.5-vl (needs >= 4.49.0), qwen3-vl (needs >= 4.57.0)" in out
+    assert (
+        "u2025-01-05    transformers 4.48.0    runs: mllama qwen2-vl; not run: gemma3 (needs >= 4.50.0), "
+        "qwen2.5-vl (needs >= 4.49.0), qwen3-vl (needs >= 4.57.0)" in out
+    )
     assert "canary         transformers 5.17.0    runs: gemma3 mllama qwen2-vl qwen2.5-vl qwen3-vl; not run: -" in out
 
 
@@ -175,7 +193,8 @@ def test_a_new_family_is_one_module(tmp_path, monkeypatch, capsys):
     assert toy in registry.plan().runs and future in registry.plan().not_run
     reasons = {p.values[0].id: [m.kwargs["reason"] for m in p.marks] for p in registry.params()}
     assert reasons["toy-vl"] == [] and reasons["toy-future-vl"] == [
-        f"not run: needs transformers >= 99.0 (this run: {INSTALLED})"]
+        f"not run: needs transformers >= 99.0 (this run: {INSTALLED})"
+    ]
     check_forward(toy)
 
     assert cli.main(["families", "--cell", "u2024-11-11"]) == 0
@@ -196,9 +215,11 @@ def test_two_modules_with_one_id_are_one_line(tmp_path, monkeypatch):
 
 def test_listing_the_families_needs_no_stack():
     """`qvl-harness families` runs in the harness venv: declarations import neither torch nor transformers."""
-    probe = ("import contextlib, io, sys\nfrom harness import cli\n"
-             "with contextlib.redirect_stdout(io.StringIO()):\n    assert cli.main(['families']) == 0\n"
-             "print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))")
+    probe = (
+        "import contextlib, io, sys\nfrom harness import cli\n"
+        "with contextlib.redirect_stdout(io.StringIO()):\n    assert cli.main(['families']) == 0\n"
+        "print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))"
+    )
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip() == "[]"

@@ -20,15 +20,18 @@ def recorded(tmp_path, captions=None, digests=None, config=CONFIG):
     return goldens.accept(path)
 
 
-@pytest.mark.parametrize("obtained, level", [
-    (CHEST, "exact"),
-    ("Frontal chest  radiograph showing the LUNGS heart and ribs.", "exact"),
-    ("frontal chest radiograph showing the lungs heart", "token"),
-    ("an x-ray of the chest with both lungs", "terms"),
-    ("a shirt with geometric patterns", "mismatch"),
-    ("frontal chest radiograph showing the lungs heart and ribs pattern", "mismatch"),
-    ("radiograph of the lower leg", "mismatch"),
-])
+@pytest.mark.parametrize(
+    "obtained, level",
+    [
+        (CHEST, "exact"),
+        ("Frontal chest  radiograph showing the LUNGS heart and ribs.", "exact"),
+        ("frontal chest radiograph showing the lungs heart", "token"),
+        ("an x-ray of the chest with both lungs", "terms"),
+        ("a shirt with geometric patterns", "mismatch"),
+        ("frontal chest radiograph showing the lungs heart and ribs pattern", "mismatch"),
+        ("radiograph of the lower leg", "mismatch"),
+    ],
+)
 def test_grade_cascade(obtained, level):
     assert goldens.grade(obtained, CHEST, MUST, MUST_NOT).level == level
 
@@ -64,8 +67,11 @@ def test_a_missing_caption_is_graded_missing_and_shifts_no_later_grade(tmp_path)
     golden = goldens.read(recorded(tmp_path, {"chest-pa": CHEST, "tibia-ap": LEG, "hand-pa": HAND}))
     fixtures = [xray("chest-pa"), xray("tibia-ap"), xray("hand-pa")]
     graded = goldens.grades({"chest-pa": CHEST, "hand-pa": HAND}, golden, fixtures, "the load ended in RuntimeError")
-    assert [(fid, g.level) for fid, g in graded.items()] == [("chest-pa", "exact"), ("tibia-ap", "missing"),
-                                                             ("hand-pa", "exact")]
+    assert [(fid, g.level) for fid, g in graded.items()] == [
+        ("chest-pa", "exact"),
+        ("tibia-ap", "missing"),
+        ("hand-pa", "exact"),
+    ]
     assert not graded["tibia-ap"].at_least("mismatch")
     assert graded["tibia-ap"].describe() == "missing, no caption: the load ended in RuntimeError"
 
@@ -73,11 +79,15 @@ def test_a_missing_caption_is_graded_missing_and_shifts_no_later_grade(tmp_path)
 def test_the_suites_grades_keep_every_fixture_of_a_load_that_stopped(tmp_path):
     """A load whose captioning failed after the first X-ray: its later X-rays are missing, under their own ids."""
     golden = goldens.read(recorded(tmp_path, {"chest-pa": CHEST, "tibia-ap": LEG, "hand-pa": HAND}))
-    seen = loading.Observation(plan=None, snapshot="-", captions={"chest-pa": CHEST},
-                               error=RuntimeError("no quant state"))
+    seen = loading.Observation(
+        plan=None, snapshot="-", captions={"chest-pa": CHEST}, error=RuntimeError("no quant state")
+    )
     graded = garbage_output.grades(seen, golden, [xray("chest-pa"), xray("tibia-ap"), xray("hand-pa")])
     assert {fid: g.describe().split(",")[0] for fid, g in graded.items()} == {
-        "chest-pa": "exact", "tibia-ap": "missing", "hand-pa": "missing"}
+        "chest-pa": "exact",
+        "tibia-ap": "missing",
+        "hand-pa": "missing",
+    }
     assert graded["hand-pa"].notes == ("no caption: the load ended in RuntimeError",)
 
 
@@ -94,7 +104,9 @@ def test_offline_sentence_embedder_separates_captions():
 def test_update_flow_writes_obtained_and_never_the_golden(tmp_path):
     golden_file = recorded(tmp_path)
     before = golden_file.read_text()
-    obtained = goldens.write_obtained("m", "cpu", CONFIG, {}, {"chest-pa": "something else"}, {"chest-pa": "d1"}, root=tmp_path)
+    obtained = goldens.write_obtained(
+        "m", "cpu", CONFIG, {}, {"chest-pa": "something else"}, {"chest-pa": "d1"}, root=tmp_path
+    )
     assert obtained.name == "cpu.obtained.json" and golden_file.read_text() == before
     assert goldens.load("m", "cpu", CONFIG, root=tmp_path).caption("chest-pa") == CHEST
     goldens.accept(obtained)
@@ -131,14 +143,16 @@ def test_committed_golden_is_current_and_passes_its_fixtures(xray_fixtures):
     golden = goldens.load(captioner.MODEL_NAME, "cpu", captioner.golden_configuration())
     assert not goldens.stale(golden, {f.id: captioner.fixture_digest(f) for f in xray_fixtures})
     for item in xray_fixtures:
-        assert goldens.grade(golden.caption(item.id), item.description, item.must_mention, item.must_not_mention).level == "exact"
-
-
+        assert (
+            goldens.grade(golden.caption(item.id), item.description, item.must_mention, item.must_not_mention).level
+            == "exact"
+        )
 
 
 def golden_file(root, device_class, arch="cpu", config=CONFIG, captions=None):
-    path = goldens.write_obtained("m", device_class, config, {"arch": arch}, captions or {"chest-pa": CHEST},
-                          {"chest-pa": "d1"}, root=root)
+    path = goldens.write_obtained(
+        "m", device_class, config, {"arch": arch}, captions or {"chest-pa": CHEST}, {"chest-pa": "d1"}, root=root
+    )
     return goldens.accept(path)
 
 
@@ -153,7 +167,9 @@ def test_a_device_without_its_own_golden_falls_back_like_expectations(tmp_path):
     ampere = goldens.select("m", "gpu-a100-sxm4-80gb", "sm_80", CONFIG, root=tmp_path)
     assert ampere.device_class == "cpu" and ampere.required == "terms"
     # a golden recorded in another configuration is passed over, and named when nothing else fits
-    with pytest.raises(HarnessError, match=r"passed over cpu.json \(recipe: golden 'abc', this run 'new'\).*record one"):
+    with pytest.raises(
+        HarnessError, match=r"passed over cpu.json \(recipe: golden 'abc', this run 'new'\).*record one"
+    ):
         goldens.select("m", "gpu-a100-sxm4-80gb", "sm_80", {**CONFIG, "recipe": "new"}, root=tmp_path)
 
 
@@ -183,9 +199,11 @@ def test_adding_a_fixture_then_the_update_flow(pytester, tmp_path, monkeypatch, 
     shutil.copytree(REPO_ROOT / "fixtures", root / "fixtures")
     shutil.copy(REPO_ROOT / "matrix.toml", root)
     with open(root / "fixtures" / "xrays.toml", "a") as manifest:
-        manifest.write('\n[[fixture]]\nid = "chest-pa-j2k"\nsource = "pydicom-data:RG1_J2KI.dcm"\nmodality = "CR"\n'
-                       'body_part = "CHEST"\ndescription = "frontal chest radiograph showing the lungs heart and ribs"\n'
-                       'must_mention = ["chest", "lungs|lung"]\nmust_not_mention = ["shirt", "tibia"]\n')
+        manifest.write(
+            '\n[[fixture]]\nid = "chest-pa-j2k"\nsource = "pydicom-data:RG1_J2KI.dcm"\nmodality = "CR"\n'
+            'body_part = "CHEST"\ndescription = "frontal chest radiograph showing the lungs heart and ribs"\n'
+            'must_mention = ["chest", "lungs|lung"]\nmust_not_mention = ["shirt", "tibia"]\n'
+        )
     suite = str(REPO_ROOT / "suites" / "test_garbage_output.py")
     monkeypatch.setenv("QVL_ROOT", str(root))
     monkeypatch.setenv("QVL_CACHE", str(WARM_CACHE))  # pytester gives the run another HOME: keep the warm cache

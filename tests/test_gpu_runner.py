@@ -32,8 +32,13 @@ def test_tox_gpu_without_a_gpu_refuses_at_once_in_one_line(tmp_path):
     if tox is None:
         pytest.skip("tox is not installed in this environment (the test extra has it)")
     started = time.monotonic()
-    result = subprocess.run([tox, "-e", "gpu", "--workdir", str(tmp_path / "tox")], cwd=REPO_ROOT,
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [tox, "-e", "gpu", "--workdir", str(tmp_path / "tox")],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode != 0 and time.monotonic() - started < 30
     lines = [line for line in (result.stdout + result.stderr).splitlines() if line.strip()]
     assert len(lines) == 1 and "tox -e gpu needs a CUDA GPU" in lines[0], lines
@@ -48,8 +53,14 @@ def test_a_broken_matrix_is_one_line_from_every_tox_command(tmp_path):
     broken = tmp_path / "matrix.toml"
     broken.write_text("[cells.a\n")
     for command in (["-l"], ["-e", "py", "--notest"]):
-        result = subprocess.run([tox, *command, "--workdir", str(tmp_path / "tox")], cwd=REPO_ROOT, capture_output=True,
-                                text=True, timeout=120, env={**os.environ, "QVL_MATRIX": str(broken)})
+        result = subprocess.run(
+            [tox, *command, "--workdir", str(tmp_path / "tox")],
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env={**os.environ, "QVL_MATRIX": str(broken)},
+        )
         lines = [line for line in (result.stdout + result.stderr).splitlines() if line.strip()]
         assert result.returncode != 0 and len(lines) == 1, lines
         assert "qvl-harness: matrix.toml: not valid TOML" in lines[0]

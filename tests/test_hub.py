@@ -89,7 +89,10 @@ def raw(hub, method, path, **headers):
 def test_hf_hub_download_serves_the_checkpoint_bytes(hub):
     local = huggingface_hub.hf_hub_download(PREQUANTIZED, "model.safetensors")
     assert sha256(local) == sha256(served(hub, PREQUANTIZED) / "model.safetensors")
-    assert [(r.method, r.status) for r in hub.requests if r.path.endswith("/model.safetensors")] == [("HEAD", 200), ("GET", 200)]
+    assert [(r.method, r.status) for r in hub.requests if r.path.endswith("/model.safetensors")] == [
+        ("HEAD", 200),
+        ("GET", 200),
+    ]
 
 
 def test_snapshot_download_fetches_every_file_but_dotfiles(hub):
@@ -129,7 +132,9 @@ def test_hffilesystem_glob_lists_json_files_and_reports_an_absent_repo(hub):
     assert "unsloth/qwen2-vl-2b-instruct-unsloth-bnb-4bit/config.json" in found
     assert all(p.endswith(".json") for p in found)
     # The error unsloth's users saw in unslothai/unsloth#1361.
-    with pytest.raises(FileNotFoundError, match=r"qwen2-vl-72b-instruct-unsloth-bnb-4bit/\*\.json \(repository not found\)"):
+    with pytest.raises(
+        FileNotFoundError, match=r"qwen2-vl-72b-instruct-unsloth-bnb-4bit/\*\.json \(repository not found\)"
+    ):
         HfFileSystem().glob(f"{ABSENT_72B_DYNAMIC.lower()}/*.json")
 
 
@@ -164,7 +169,9 @@ def test_gated_repo_needs_access(access_hub):
         assert huggingface_hub.repo_exists("meta-llama/Gated-VL")
         assert huggingface_hub.hf_hub_download("meta-llama/Gated-VL", "config.json", token=ACCESS_TOKEN)
     assert raw(access_hub, "HEAD", "/meta-llama/Gated-VL/resolve/main/config.json")[0] == 401
-    status, headers, _ = raw(access_hub, "HEAD", "/meta-llama/Gated-VL/resolve/main/config.json", Authorization="Bearer hf_wrong")
+    status, headers, _ = raw(
+        access_hub, "HEAD", "/meta-llama/Gated-VL/resolve/main/config.json", Authorization="Bearer hf_wrong"
+    )
     assert (status, headers["X-Error-Code"]) == (403, "GatedRepo")
 
 
@@ -179,11 +186,14 @@ def test_private_repo_is_hidden_without_the_token(access_hub):
 
 
 def test_concurrent_downloads_from_many_threads(hub):
-    jobs = [(repo, name) for repo in (FULL, PREQUANTIZED, DYNAMIC, "Qwen/Qwen2-VL-7B-Instruct")
-            for name in ("config.json", "model.safetensors", "tokenizer.json")]
+    jobs = [
+        (repo, name)
+        for repo in (FULL, PREQUANTIZED, DYNAMIC, "Qwen/Qwen2-VL-7B-Instruct")
+        for name in ("config.json", "model.safetensors", "tokenizer.json")
+    ]
     with ThreadPoolExecutor(max_workers=8) as pool:
         paths = list(pool.map(lambda job: huggingface_hub.hf_hub_download(*job), jobs * 2))
-    for (repo, name), path in zip(jobs * 2, paths):
+    for (repo, name), path in zip(jobs * 2, paths, strict=True):
         assert sha256(path) == sha256(served(hub, repo) / name)
     assert all(r.status == 200 for r in hub.requests)
 
@@ -204,11 +214,21 @@ def test_resolve_headers_and_byte_ranges(hub):
 
 
 def test_pointed_at_restores_the_process_settings(hub_for):
-    before = (constants.ENDPOINT, constants.HF_HUB_CACHE, os.environ["HF_ENDPOINT"], huggingface_hub.hf_api.api.endpoint)
+    before = (
+        constants.ENDPOINT,
+        constants.HF_HUB_CACHE,
+        os.environ["HF_ENDPOINT"],
+        huggingface_hub.hf_api.api.endpoint,
+    )
     with pointed_at(hub_for("2024-12")) as cache:
         assert constants.ENDPOINT == huggingface_hub.hf_api.api.endpoint == hub_for("2024-12").url
         assert constants.HF_HUB_CACHE == str(cache) and cache.is_dir()
-    assert (constants.ENDPOINT, constants.HF_HUB_CACHE, os.environ["HF_ENDPOINT"], huggingface_hub.hf_api.api.endpoint) == before
+    assert (
+        constants.ENDPOINT,
+        constants.HF_HUB_CACHE,
+        os.environ["HF_ENDPOINT"],
+        huggingface_hub.hf_api.api.endpoint,
+    ) == before
     assert not cache.exists()
 
 
@@ -252,7 +272,10 @@ def test_fixture_snapshots_lack_the_72b_dynamic_repo():
         assert snapshot.find(ABSENT_72B_DYNAMIC) is None
         assert snapshot.find("unsloth/qwen2-vl-72b-instruct-bnb-4bit").quantization == "plain-bnb-4bit"
         for size in ("2B", "7B"):
-            assert snapshot.find(f"unsloth/Qwen2-VL-{size}-Instruct-unsloth-bnb-4bit").quantization == f"unsloth-dynamic-{size.lower()}"
+            assert (
+                snapshot.find(f"unsloth/Qwen2-VL-{size}-Instruct-unsloth-bnb-4bit").quantization
+                == f"unsloth-dynamic-{size.lower()}"
+            )
     november = load_snapshot("2024-11")
     assert not [r.id for r in november.repos if r.id.endswith("-unsloth-bnb-4bit")]  # before the dynamic repos
 
@@ -270,16 +293,19 @@ def test_snapshot_at_a_release_date_is_the_hub_it_met():
 GOOD_HEAD = 'description = "x"\ndate = 2024-12-31\n'
 
 
-@pytest.mark.parametrize("text, message", [
-    ("description = ", "not valid TOML"),
-    (GOOD_HEAD + '[[repos]]\nid = "a/b"\nquantization = "8bit"\n', "unknown quantization '8bit'"),
-    (GOOD_HEAD + '[[repos]]\nid = "a/B"\n[[repos]]\nid = "A/b"\n', "A/b is listed twice"),
-    (GOOD_HEAD + '[[repos]]\nid = "no-owner"\n', "not an OWNER/NAME repo id"),
-    (GOOD_HEAD + '[[repos]]\nid = "a/b"\ngated = "yes"\n', "gated must be true or false"),
-    (GOOD_HEAD + '[[repos]]\nid = "a/b"\nsize = 3\n', "unknown key(s) ['size']"),
-    ('description = "x"\n[[repos]]\nid = "a/b"\n', "date must be a TOML date"),
-    (GOOD_HEAD, "at least one [[repos]]"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("description = ", "not valid TOML"),
+        (GOOD_HEAD + '[[repos]]\nid = "a/b"\nquantization = "8bit"\n', "unknown quantization '8bit'"),
+        (GOOD_HEAD + '[[repos]]\nid = "a/B"\n[[repos]]\nid = "A/b"\n', "A/b is listed twice"),
+        (GOOD_HEAD + '[[repos]]\nid = "no-owner"\n', "not an OWNER/NAME repo id"),
+        (GOOD_HEAD + '[[repos]]\nid = "a/b"\ngated = "yes"\n', "gated must be true or false"),
+        (GOOD_HEAD + '[[repos]]\nid = "a/b"\nsize = 3\n', "unknown key(s) ['size']"),
+        ('description = "x"\n[[repos]]\nid = "a/b"\n', "date must be a TOML date"),
+        (GOOD_HEAD, "at least one [[repos]]"),
+    ],
+)
 def test_bad_snapshots_are_one_line_errors(text, message):
     with pytest.raises(HarnessError) as caught:
         parse_snapshot(text, "bad")
@@ -314,11 +340,17 @@ def test_hub_serve_with_an_unknown_snapshot_is_a_harness_error():
 
 @pytest.mark.slow
 def test_hub_serve_answers_until_interrupted():
-    process = subprocess.Popen([sys.executable, "-m", "harness.cli", "hub", "serve", "--snapshot", "2024-12"],
-                               cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "harness.cli", "hub", "serve", "--snapshot", "2024-12"],
+        cwd=REPO_ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     reader = ThreadPoolExecutor(max_workers=1)  # bounds the wait for the two lines it prints
     try:
-        _serving, export = reader.submit(lambda: [process.stdout.readline().strip() for _ in range(2)]).result(timeout=120)
+        _serving, export = reader.submit(lambda: [process.stdout.readline().strip() for _ in range(2)]).result(
+            timeout=120
+        )
         assert export.startswith("export HF_ENDPOINT=http://127.0.0.1:")
         host, port = export.split("//")[1].split(":")
         connection = http.client.HTTPConnection(host, int(port), timeout=10)

@@ -61,16 +61,29 @@ def test_the_reading_rule_between_observations():
     assert "an issue's 404" in history.state("a/missing", DAY(2024, 1, 1)).describe()
 
 
-@pytest.mark.parametrize("text, message", [
-    ('[[repo]]\nid = "a/b"\nseen = [{ state = "gone", date = 2024-01-01, source = "x" }]\n',
-     "state 'gone' is not one of"),
-    ('[[repo]]\nid = "a/b"\nseen = [{ state = "absent", date = "2024-01-01", source = "x" }]\n',
-     "date must be a TOML date"),
-    ('[[repo]]\nid = "a/b"\nseen = [{ state = "absent", date = 2024-01-01, source = " " }]\n', "needs its evidence"),
-    ('[[repo]]\nid = "ab"\nseen = []\n', "OWNER/NAME"),
-    ('[[repo]]\nid = "a/b"\nseen = [{ state = "present", date = 2024-01-01, source = "x" },'
-     ' { state = "created", date = 2024-02-01, source = "y" }]\n', "no 'present' before it"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        (
+            '[[repo]]\nid = "a/b"\nseen = [{ state = "gone", date = 2024-01-01, source = "x" }]\n',
+            "state 'gone' is not one of",
+        ),
+        (
+            '[[repo]]\nid = "a/b"\nseen = [{ state = "absent", date = "2024-01-01", source = "x" }]\n',
+            "date must be a TOML date",
+        ),
+        (
+            '[[repo]]\nid = "a/b"\nseen = [{ state = "absent", date = 2024-01-01, source = " " }]\n',
+            "needs its evidence",
+        ),
+        ('[[repo]]\nid = "ab"\nseen = []\n', "OWNER/NAME"),
+        (
+            '[[repo]]\nid = "a/b"\nseen = [{ state = "present", date = 2024-01-01, source = "x" },'
+            ' { state = "created", date = 2024-02-01, source = "y" }]\n',
+            "no 'present' before it",
+        ),
+    ],
+)
 def test_a_bad_history_is_one_line(text, message):
     with pytest.raises(HarnessError, match=message):
         hub_history.parse(text, "bad")
@@ -98,8 +111,11 @@ def test_the_sweep_of_2024_12_2_lists_every_mapped_target_with_its_state_that_da
     missing = targets[ABSENT_72B.lower()]
     assert missing.state == "absent" and missing.claimed_by == "404" and "#1361" in missing.evidence
     names = {r.name.lower() for r in found.missing()}
-    assert names == {"unsloth/qwen2-vl-72b-instruct", "qwen/qwen2-vl-72b-instruct",
-                     "unsloth/qwen2-vl-72b-instruct-bnb-4bit"}
+    assert names == {
+        "unsloth/qwen2-vl-72b-instruct",
+        "qwen/qwen2-vl-72b-instruct",
+        "unsloth/qwen2-vl-72b-instruct-bnb-4bit",
+    }
     assert all(r.four_bit for r in found.missing())
     failures = load_registry()
     assert found.expected(failures) == found.missing() and not found.new(failures)
@@ -107,10 +123,16 @@ def test_the_sweep_of_2024_12_2_lists_every_mapped_target_with_its_state_that_da
 
 
 def test_an_absent_target_no_entry_claims_is_a_new_finding():
-    history = hub_history.parse(hub_history.load().dumps().replace(
-        'id = "unsloth/Qwen2-VL-7B-Instruct-unsloth-bnb-4bit"\nseen = [\n    { state = "created"',
-        'id = "unsloth/Qwen2-VL-7B-Instruct-unsloth-bnb-4bit"\nseen = [\n    { state = "absent", date = 2024-12-05, '
-        'source = "a test"},\n    { state = "created"').replace("date = 2024-11-29", "date = 2024-12-20"))
+    history = hub_history.parse(
+        hub_history.load()
+        .dumps()
+        .replace(
+            'id = "unsloth/Qwen2-VL-7B-Instruct-unsloth-bnb-4bit"\nseen = [\n    { state = "created"',
+            'id = "unsloth/Qwen2-VL-7B-Instruct-unsloth-bnb-4bit"\nseen = [\n    { state = "absent", date = 2024-12-05, '
+            'source = "a test"},\n    { state = "created"',
+        )
+        .replace("date = 2024-11-29", "date = 2024-12-20")
+    )
     release = next(r for r in hub_sweep.covered_releases() if r.unsloth.label == "unsloth==2024.12.2")
     new = hub_sweep.sweep(release, history).new(load_registry())
     assert {r.target.lower() for r in new} == {"unsloth/qwen2-vl-7b-instruct-unsloth-bnb-4bit"}
@@ -131,8 +153,9 @@ def test_hub_history_shows_a_record_and_bad_input_is_one_line(capsys):
     out = capsys.readouterr().out
     assert out.startswith(ABSENT_72B + "\n") and "absent   2024-12-05  unslothai/unsloth#1361" in out
     assert main(["hub", "history"]) == 2
-    assert capsys.readouterr().err.strip() == ("qvl-harness: error: hub history: name a REPO to show, "
-                                               "or --merge FILE to fold in, not both")
+    assert capsys.readouterr().err.strip() == (
+        "qvl-harness: error: hub history: name a REPO to show, or --merge FILE to fold in, not both"
+    )
 
 
 def test_merge_keeps_what_changes_an_answer(tmp_path):
@@ -140,8 +163,14 @@ def test_merge_keeps_what_changes_an_answer(tmp_path):
     history_file.write_text(hub_history.load().dumps())
     night = tmp_path / "night.json"
     observed = lambda repo, state: (repo, hub_history.Observation(state, DAY(2026, 11, 30), "a night"))  # noqa: E731
-    hub_history.write_observations(night, [observed("unsloth/Qwen2-VL-7B-Instruct-bnb-4bit", "present"),  # already so
-                                           observed(VANISHING, "absent"), observed("unsloth/brand-new", "present")])
+    hub_history.write_observations(
+        night,
+        [
+            observed("unsloth/Qwen2-VL-7B-Instruct-bnb-4bit", "present"),  # already so
+            observed(VANISHING, "absent"),
+            observed("unsloth/brand-new", "present"),
+        ],
+    )
     assert hub_history.merge_file(night, history_file) == 2
     merged = hub_history.load(history_file)
     assert merged.state(VANISHING, DAY(2026, 11, 30)).state == "absent"
@@ -160,9 +189,30 @@ def test_merge_keeps_what_changes_an_answer(tmp_path):
 def live_night(server, report_dir) -> subprocess.CompletedProcess:
     """`pytest --hub live` of the live sweep, with HF_ENDPOINT at ``server`` standing in for huggingface.co."""
     env = {**os.environ, "HF_ENDPOINT": server.url, "HF_HOME": str(report_dir / "hf-home")}
-    return subprocess.run([sys.executable, "-m", "pytest", LIVE_TEST, "--hub", "live", "--cell", "none", "-q",
-                           "-p", "no:cacheprovider", "-p", "no:randomly", "--report-dir", str(report_dir)],
-                          cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600)
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            LIVE_TEST,
+            "--hub",
+            "live",
+            "--cell",
+            "none",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "-p",
+            "no:randomly",
+            "--report-dir",
+            str(report_dir),
+        ],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -171,8 +221,9 @@ def two_nights(tmp_path_factory, hub_for):
     folders = {}
     night_2 = [r for r in today if r.lower() != VANISHING.lower()]
     for name, repos, status in (("night-1", today, 0), ("night-2", night_2, 1)):
-        snapshot = hub.Snapshot(name, f"the hub of today, {name}", datetime.date.today(),
-                                tuple(hub.HubRepo(r) for r in repos))
+        snapshot = hub.Snapshot(
+            name, f"the hub of today, {name}", datetime.date.today(), tuple(hub.HubRepo(r) for r in repos)
+        )
         folders[name] = tmp_path_factory.mktemp(name)
         done = live_night(hub_for(snapshot), folders[name])
         assert done.returncode == status, done.stdout[-3000:] + done.stderr[-2000:]
@@ -190,8 +241,10 @@ def test_a_repo_gone_overnight_is_a_new_failure_with_its_release(two_nights, cap
 
 
 def test_the_nights_observations_fold_into_the_history(two_nights, tmp_path):
-    observations = {repo.lower(): seen for repo, seen in
-                    hub_history.read_observations(two_nights["night-2"] / "hub-observations-none.json")}
+    observations = {
+        repo.lower(): seen
+        for repo, seen in hub_history.read_observations(two_nights["night-2"] / "hub-observations-none.json")
+    }
     assert observations[VANISHING.lower()].state == "absent"
     assert observations["unsloth/qwen3-vl-8b-instruct"].state == "present"
     history_file = tmp_path / "history.toml"

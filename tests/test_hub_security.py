@@ -16,17 +16,17 @@ SECRET = "not a repo file"
 SNAPSHOT = 'description = "one repo"\ndate = 2025-01-01\n[[repos]]\nid = "owner/repo"\n'
 
 TRAVERSALS = [
-    "/owner/repo/resolve/main/../secret.txt",                    # a plain ../
-    "/owner/repo/resolve/main/%2e%2e/secret.txt",                # encoded dots
-    "/owner/repo/resolve/main/..%2fsecret.txt",                  # an encoded slash
-    "/owner/repo/resolve/main/%2e%2e%2f%2e%2e%2fsecret.txt",     # everything encoded, two levels
-    "/owner/repo/resolve/main/%252e%252e%252fsecret.txt",        # encoded twice
-    "/owner/repo/resolve/main//etc/passwd",                      # an absolute path
-    "/owner/repo/resolve/main/%2Fetc%2Fpasswd",                  # an encoded absolute path
-    "/owner/repo/resolve/main/..%5csecret.txt",                  # an encoded backslash
-    "/owner/repo/resolve/main/..\\secret.txt",                   # a backslash
-    "/../../resolve/main/secret.txt",                            # out of the repo id
-    "/api/models/owner/repo/tree/main/..",                       # a listing of the parent
+    "/owner/repo/resolve/main/../secret.txt",  # a plain ../
+    "/owner/repo/resolve/main/%2e%2e/secret.txt",  # encoded dots
+    "/owner/repo/resolve/main/..%2fsecret.txt",  # an encoded slash
+    "/owner/repo/resolve/main/%2e%2e%2f%2e%2e%2fsecret.txt",  # everything encoded, two levels
+    "/owner/repo/resolve/main/%252e%252e%252fsecret.txt",  # encoded twice
+    "/owner/repo/resolve/main//etc/passwd",  # an absolute path
+    "/owner/repo/resolve/main/%2Fetc%2Fpasswd",  # an encoded absolute path
+    "/owner/repo/resolve/main/..%5csecret.txt",  # an encoded backslash
+    "/owner/repo/resolve/main/..\\secret.txt",  # a backslash
+    "/../../resolve/main/secret.txt",  # out of the repo id
+    "/api/models/owner/repo/tree/main/..",  # a listing of the parent
 ]
 
 
@@ -90,8 +90,9 @@ print(json.dumps({a: reaches(a) for a in ["127.0.0.1", *addresses()]}))
 def test_it_listens_on_loopback_only(hub):
     assert hub._server.server_address[0] == "127.0.0.1"
     # a separate process: this one's sockets are held to loopback (pytest-socket); only own addresses are tried
-    done = subprocess.run([sys.executable, "-c", PROBE, hub.url.rpartition(":")[2]], capture_output=True, text=True,
-                          timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-c", PROBE, hub.url.rpartition(":")[2]], capture_output=True, text=True, timeout=60
+    )
     reached = json.loads(done.stdout)
     assert reached.pop("127.0.0.1") is True  # the probe can connect at all
     others = {a: ok for a, ok in reached.items() if not a.startswith("127.")}

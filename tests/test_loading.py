@@ -18,12 +18,15 @@ def release(unsloth: str, zoo: str) -> loading.Release:
 ZOO_LIST = ["lm_head", "multi_modal_projector", "merger", "modality_projection"]
 
 
-@pytest.mark.parametrize("unsloth, zoo, skips, where", [
-    ("2024.11.11", "2024.11.8", None, "unsloth/models/vision.py:130"),  # no skip list: the seed's full 4-bit
-    ("2024.12.1", "2024.11.8", None, "unsloth/models/vision.py:131"),  # the skip list still commented out
-    ("2024.12.11", "2024.12.6", ZOO_LIST, "unsloth/models/vision.py:130"),
-    ("2025.3.15", "2025.3.13", ZOO_LIST, "unsloth/models/vision.py:267"),  # SKIP_QUANTIZATION_MODULES.copy()
-])
+@pytest.mark.parametrize(
+    "unsloth, zoo, skips, where",
+    [
+        ("2024.11.11", "2024.11.8", None, "unsloth/models/vision.py:130"),  # no skip list: the seed's full 4-bit
+        ("2024.12.1", "2024.11.8", None, "unsloth/models/vision.py:131"),  # the skip list still commented out
+        ("2024.12.11", "2024.12.6", ZOO_LIST, "unsloth/models/vision.py:130"),
+        ("2025.3.15", "2025.3.13", ZOO_LIST, "unsloth/models/vision.py:267"),  # SKIP_QUANTIZATION_MODULES.copy()
+    ],
+)
 def test_load_time_settings_are_evaluated_from_the_release(unsloth, zoo, skips, where):
     settings = loading.load_time_settings(release(unsloth, zoo))
     assert settings.skip_modules == skips and settings.where == where
@@ -37,8 +40,11 @@ def test_the_newest_release_adds_its_architecture_list_to_the_zoo_list():
 
 
 def test_a_pair_that_cannot_import_is_refused():
-    with pytest.raises(HarnessError, match="unsloth==2024.12.11 imports SKIP_QUANTIZATION_MODULES, which "
-                                           "unsloth-zoo==2024.11.8 lacks: that pair fails at import"):
+    with pytest.raises(
+        HarnessError,
+        match="unsloth==2024.12.11 imports SKIP_QUANTIZATION_MODULES, which "
+        "unsloth-zoo==2024.11.8 lacks: that pair fails at import",
+    ):
         loading.load_time_settings(release("2024.12.11", "2024.11.8"))
 
 
@@ -67,11 +73,17 @@ def test_the_release_matcher_is_what_lets_transformers_5_read_the_dynamic_repos(
     newest = release("2026.10.1", "2026.10.7")
     original = getattr(quantizers_utils, "should_convert_module", None)
     with hub.pointed_at(server):
-        plain = quant.linears(transformers.Qwen2VLForConditionalGeneration.from_pretrained(
-            "unsloth/Qwen2-VL-7B-Instruct-unsloth-bnb-4bit", device_map=quant.device()))
+        plain = quant.linears(
+            transformers.Qwen2VLForConditionalGeneration.from_pretrained(
+                "unsloth/Qwen2-VL-7B-Instruct-unsloth-bnb-4bit", device_map=quant.device()
+            )
+        )
         with loading.release_matcher(newest) as matcher:
-            matched = quant.linears(transformers.Qwen2VLForConditionalGeneration.from_pretrained(
-                "unsloth/Qwen2-VL-7B-Instruct-unsloth-bnb-4bit", device_map=quant.device()))
+            matched = quant.linears(
+                transformers.Qwen2VLForConditionalGeneration.from_pretrained(
+                    "unsloth/Qwen2-VL-7B-Instruct-unsloth-bnb-4bit", device_map=quant.device()
+                )
+            )
     assert getattr(quantizers_utils, "should_convert_module", None) is original  # restored
     assert not matched.missing_quant_state and len(matched.quantized_under("visual")) == 4
     if original is None:  # transformers 4.x

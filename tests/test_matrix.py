@@ -57,10 +57,14 @@ def test_gpu_needs_replace_the_cpu_torch_pin():
         ('[cells.a]\nunsloth=2024\nunsloth_zoo="1"\ntransformers="1"\n', "must be a version string"),
         ('[cells.a]\nunsloth="1"\nunsloth_zoo="1"\ntransformers="1"\ntypo="1"\n', "unknown key"),
         ("[extra]\n", "unknown top-level"),
-        ('[cells.a]\nunsloth="1"\nunsloth_zoo="1"\ntransformers="1"\ngpu = { torch = "2.5" }\n',
-         "gpu.torch '2.5' is not a version specifier"),
-        ('[cells.a]\nunsloth="1"\nunsloth_zoo="1"\ntransformers="1"\ngpu = { xformers = "1" }\n',
-         "gpu must be a table like"),
+        (
+            '[cells.a]\nunsloth="1"\nunsloth_zoo="1"\ntransformers="1"\ngpu = { torch = "2.5" }\n',
+            "gpu.torch '2.5' is not a version specifier",
+        ),
+        (
+            '[cells.a]\nunsloth="1"\nunsloth_zoo="1"\ntransformers="1"\ngpu = { xformers = "1" }\n',
+            "gpu must be a table like",
+        ),
     ],
 )
 def test_malformed_matrix_is_one_clear_error(text, message):
@@ -102,10 +106,13 @@ def test_tox_envs_come_from_the_matrix():
     assert set(toxfile.tox_extend_envs()) == {c.tox_env for c in load_matrix().cells.values()}
 
 
-@pytest.mark.parametrize("cell, message", [
-    ('failures = ["no-such-failure"]\n', "failures: unknown id(s) ['no-such-failure']"),
-    ('role = "control"\nfailures = ["404"]\n', "role control, but unsloth 2024.12.11 is inside 404's range"),
-])
+@pytest.mark.parametrize(
+    "cell, message",
+    [
+        ('failures = ["no-such-failure"]\n', "failures: unknown id(s) ['no-such-failure']"),
+        ('role = "control"\nfailures = ["404"]\n', "role control, but unsloth 2024.12.11 is inside 404's range"),
+    ],
+)
 def test_cells_are_checked_against_the_registry(cell, message, tmp_path, capsys):
     path = tmp_path / "matrix.toml"
     path.write_text(f'[cells.x]\n{cell}unsloth = "2024.12.11"\nunsloth_zoo = "2024.12.6"\ntransformers = "4.47.1"\n')
@@ -119,6 +126,10 @@ def test_failure_states_come_from_the_registry():
 
     states = {c.name: c.failure_states(load_registry()) for c in load_matrix().cells.values()}
     assert states["u2024-11-11"]["garbage-output"] == "reproduces"
-    assert states["u2024-12-02"] == {"garbage-output": "fixed", "vision-4bit-at-load": "reproduces", "404": "reproduces"}
+    assert states["u2024-12-02"] == {
+        "garbage-output": "fixed",
+        "vision-4bit-at-load": "reproduces",
+        "404": "reproduces",
+    }
     assert states["u2024-12-11"]["dtype-grad"] == "before"  # the seed's workaround pin
     assert states["u2025-01-06"]["404"] == "fixed"

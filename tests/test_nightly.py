@@ -29,16 +29,28 @@ from harness.env.matrix import load_matrix
 from harness.env.overlay import Base, Overlays, python_env
 from harness.pytest import results
 
-SELECTION = [f"suites/test_404_missing_repo.py::test_the_installed_release_loads_the_72b_name[{name}]"
-             for name in ("unsloth/Qwen2-VL-72B-Instruct", "Qwen/Qwen2-VL-72B-Instruct")]
+SELECTION = [
+    f"suites/test_404_missing_repo.py::test_the_installed_release_loads_the_72b_name[{name}]"
+    for name in ("unsloth/Qwen2-VL-72B-Instruct", "Qwen/Qwen2-VL-72B-Instruct")
+]
 NIGHT_1 = ["unsloth==2024.12.1", "unsloth-zoo==2024.11.8"]
 NIGHT_2 = ["unsloth==2025.1.5", "unsloth-zoo==2025.1.3"]
 # Upload times of these releases on PyPI (the JSON API's earliest file of each).
 UPLOADED = {
-    "unsloth": {"2024.11.11": "2024-11-26T11:44:12Z", "2024.12.1": "2024-12-04T01:32:29Z", "2024.12.2": "2024-12-04T13:49:53Z",
-                "2024.12.11": "2024-12-26T12:07:06Z", "2025.1.5": "2025-01-09T00:50:01Z", "2025.1.6": "2025-01-20T09:28:55Z"},
-    "unsloth-zoo": {"2024.11.8": "2024-11-26T11:29:22Z", "2024.12.1": "2024-12-04T13:50:54Z", "2024.12.6": "2024-12-26T12:04:29Z",
-                    "2025.1.3": "2025-01-10T12:34:31Z"},
+    "unsloth": {
+        "2024.11.11": "2024-11-26T11:44:12Z",
+        "2024.12.1": "2024-12-04T01:32:29Z",
+        "2024.12.2": "2024-12-04T13:49:53Z",
+        "2024.12.11": "2024-12-26T12:07:06Z",
+        "2025.1.5": "2025-01-09T00:50:01Z",
+        "2025.1.6": "2025-01-20T09:28:55Z",
+    },
+    "unsloth-zoo": {
+        "2024.11.8": "2024-11-26T11:29:22Z",
+        "2024.12.1": "2024-12-04T13:50:54Z",
+        "2024.12.6": "2024-12-26T12:04:29Z",
+        "2025.1.3": "2025-01-10T12:34:31Z",
+    },
 }
 
 
@@ -56,16 +68,36 @@ def release_data(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("pypi")
     available = matrix_releases()
     for package, times in UPLOADED.items():
-        releases = {v: [{"upload_time_iso_8601": t, "yanked": False}] for v, t in times.items() if v in available[package]}
+        releases = {
+            v: [{"upload_time_iso_8601": t, "yanked": False}] for v, t in times.items() if v in available[package]
+        }
         (folder / f"{package}.json").write_text(json.dumps({"releases": releases}))
     return folder
 
 
 def night(overlay_python: Path, out: Path) -> subprocess.CompletedProcess:
     # an overlay's stack is no matrix cell's: --cell none (the plugin checks a named cell's pins)
-    return subprocess.run([str(overlay_python), "-m", "pytest", *SELECTION, "-q", "-p", "no:cacheprovider", "--runxfail",
-                           "--report-dir", str(out), "--cell", "none"], cwd=REPO_ROOT, env=python_env(),
-                          capture_output=True, text=True, timeout=600)
+    return subprocess.run(
+        [
+            str(overlay_python),
+            "-m",
+            "pytest",
+            *SELECTION,
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "--runxfail",
+            "--report-dir",
+            str(out),
+            "--cell",
+            "none",
+        ],
+        cwd=REPO_ROOT,
+        env=python_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -109,10 +141,33 @@ def fresh_logs(tmp_path_factory) -> dict[str, str]:
 def triaged(nights, release_data, fresh_logs):
     """`qvl-harness triage` of night 2 against night 1, run in night 2's environment as the nightly does."""
     (first, second), python = (nights[0]["night-1"], nights[0]["night-2"]), nights[1]
-    done = subprocess.run([str(python), "-m", "harness.cli", "triage", "--previous", str(first), "--current", str(second),
-                           "--cell", "none", "--reruns", "2", "--release-data", str(release_data),
-                           "--find-links", str(cache_dir("wheels")), "--no-index", "--offline"],
-                          cwd=REPO_ROOT, env=fresh_logs, capture_output=True, text=True, timeout=1200)
+    done = subprocess.run(
+        [
+            str(python),
+            "-m",
+            "harness.cli",
+            "triage",
+            "--previous",
+            str(first),
+            "--current",
+            str(second),
+            "--cell",
+            "none",
+            "--reruns",
+            "2",
+            "--release-data",
+            str(release_data),
+            "--find-links",
+            str(cache_dir("wheels")),
+            "--no-index",
+            "--offline",
+        ],
+        cwd=REPO_ROOT,
+        env=fresh_logs,
+        capture_output=True,
+        text=True,
+        timeout=1200,
+    )
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-3000:]
     return first, second, done.stdout
 
@@ -129,14 +184,19 @@ def test_night_2_records_the_new_failures_with_their_message(nights):
 def test_triage_rechecks_then_names_the_first_bad_release(triaged):
     _, second, out = triaged
     record = results.read(second / "results-none.json")["triage"]
-    assert all(outcomes == ["failed", "failed"] for outcomes in record["reruns"].values()) and len(record["reruns"]) == 2
+    assert (
+        all(outcomes == ["failed", "failed"] for outcomes in record["reruns"].values()) and len(record["reruns"]) == 2
+    )
     [culprit] = record["culprits"]
     assert culprit["status"] == "found" and culprit["from_log"] == 0, out  # every verdict probed here
     assert culprit["first_bad"] == "unsloth==2024.12.2"
     assert culprit["step"] == "unsloth==2024.12.2 + unsloth-zoo==2024.12.1"  # uploaded a minute apart: one step
     assert culprit["last_good"].startswith("the previous stack (unsloth==2024.12.1 unsloth-zoo==2024.11.8")
     # unsloth 2024.12.2 imports what only zoo 2024.12.1 has; zoo 2024.12.1 alone over the last good stack is good
-    assert "unsloth-zoo==2024.12.1 alone: good" in culprit["evidence"] and "unsloth==2024.12.2 alone: skip" in culprit["evidence"]
+    assert (
+        "unsloth-zoo==2024.12.1 alone: good" in culprit["evidence"]
+        and "unsloth==2024.12.2 alone: skip" in culprit["evidence"]
+    )
     assert sorted(culprit["tests"]) == sorted(record["reruns"])  # one bisect explains both
     assert "first bad: unsloth==2024.12.2 for" in out
 
@@ -148,7 +208,9 @@ def test_the_markdown_summary_leads_with_the_new_failure_and_its_culprit(triaged
     assert text.startswith("## qvl-harness: 2 new failures, 0 flaky, 0 fixed, 0 still failing")
     new_section = text.split("### New failures")[1].split("###")[0]
     assert new_section.count("first bad: unsloth==2024.12.2") == 2
-    assert "| none | unsloth | 2024.12.1 | 2025.1.5 |" in text and "| none | unsloth-zoo | 2024.11.8 | 2025.1.3 |" in text
+    assert (
+        "| none | unsloth | 2024.12.1 | 2025.1.5 |" in text and "| none | unsloth-zoo | 2024.11.8 | 2025.1.3 |" in text
+    )
 
 
 class Texts(HTMLParser):
@@ -174,7 +236,9 @@ class Texts(HTMLParser):
 def test_the_html_report_leads_with_what_changed(triaged, tmp_path):
     first, second, _ = triaged
     out = tmp_path / "report.html"
-    assert main(["report", "build", str(second / "results-none.json"), "--previous", str(first), "--out", str(out)]) == 0
+    assert (
+        main(["report", "build", str(second / "results-none.json"), "--previous", str(first), "--out", str(out)]) == 0
+    )
     parser = Texts()
     parser.feed(out.read_text())
     assert parser.sections[0] == "changes"  # before the matrix and everything else
@@ -186,11 +250,29 @@ def test_a_triage_out_of_time_says_so_and_the_next_run_continues(nights, release
     the triage before it (its environments are cached too)."""
     second = tmp_path / "night-2"
     shutil.copytree(nights[0]["night-2"], second)
-    common = [str(nights[1]), "-m", "harness.cli", "triage", "--previous", str(nights[0]["night-1"]), "--current", str(second),
-              "--cell", "none", "--reruns", "2", "--release-data", str(release_data), "--find-links", str(cache_dir("wheels")),
-              "--no-index", "--offline"]
-    stopped = subprocess.run([*common, "--budget", "0"], cwd=REPO_ROOT, env=fresh_logs, capture_output=True, text=True,
-                             timeout=600)
+    common = [
+        str(nights[1]),
+        "-m",
+        "harness.cli",
+        "triage",
+        "--previous",
+        str(nights[0]["night-1"]),
+        "--current",
+        str(second),
+        "--cell",
+        "none",
+        "--reruns",
+        "2",
+        "--release-data",
+        str(release_data),
+        "--find-links",
+        str(cache_dir("wheels")),
+        "--no-index",
+        "--offline",
+    ]
+    stopped = subprocess.run(
+        [*common, "--budget", "0"], cwd=REPO_ROOT, env=fresh_logs, capture_output=True, text=True, timeout=600
+    )
     assert stopped.returncode == 0, stopped.stderr
     record = results.read(second / "results-none.json")["triage"]
     assert {c["status"] for c in record["culprits"]} == {"out of budget"} and not record["reruns"]
@@ -198,5 +280,7 @@ def test_a_triage_out_of_time_says_so_and_the_next_run_continues(nights, release
     again = subprocess.run(common, cwd=REPO_ROOT, env=fresh_logs, capture_output=True, text=True, timeout=1200)
     assert again.returncode == 0, again.stderr
     [culprit] = results.read(second / "results-none.json")["triage"]["culprits"]
-    assert culprit["first_bad"] == "unsloth==2024.12.2" and culprit["from_log"] == culprit["probes"] > 0  # no probe again
+    assert (
+        culprit["first_bad"] == "unsloth==2024.12.2" and culprit["from_log"] == culprit["probes"] > 0
+    )  # no probe again
     assert "re-run 2/2" in again.stdout and "the same culprit" in again.stdout

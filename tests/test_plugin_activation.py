@@ -9,13 +9,15 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from harness.core.paths import REPO_ROOT
 from stackless import stackless_python
 
-NEEDS_A_CELL = ("ERROR: qvl-harness: this run needs a matrix cell's stack (torch, transformers are not installed "
-                "here): tox -e cell-canary (or tox exec -e cell-NAME -- pytest ...)")
-UNRELATED_TEST = '''
+from harness.core.paths import REPO_ROOT
+
+NEEDS_A_CELL = (
+    "ERROR: qvl-harness: this run needs a matrix cell's stack (torch, transformers are not installed "
+    "here): tox -e cell-canary (or tox exec -e cell-NAME -- pytest ...)"
+)
+UNRELATED_TEST = """
 import os
 import socket
 
@@ -25,7 +27,7 @@ def test_untouched():
     assert "HF_ENDPOINT" not in os.environ
     with socket.socket() as server:  # a socket guard would refuse this
         server.bind(("127.0.0.1", 0))
-'''
+"""
 
 
 @pytest.fixture(scope="module")
@@ -41,8 +43,14 @@ def unrelated_project(tmp_path) -> Path:
 
 def pytest_in(python: Path, cwd: Path, *args: str, **env: str) -> subprocess.CompletedProcess:
     environ = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "QVL_ROOT", "HF_ENDPOINT")}
-    return subprocess.run([str(python), "-m", "pytest", "-p", "no:cacheprovider", *args], cwd=cwd,
-                          env={**environ, **env}, capture_output=True, text=True, timeout=600)
+    return subprocess.run(
+        [str(python), "-m", "pytest", "-p", "no:cacheprovider", *args],
+        cwd=cwd,
+        env={**environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
 
 
 def lines(done: subprocess.CompletedProcess) -> list[str]:
@@ -78,8 +86,10 @@ def test_asking_for_the_plugin_by_name_elsewhere_needs_the_stack_too(bare_python
 
 def test_importing_the_plugin_imports_nothing_of_the_stack():
     # the entry point imports it in every pytest run of the venv, a cell env's included
-    code = ("import sys, harness.pytest.plugin, harness.pytest.collector, harness.pytest.providers; "
-            "print(sorted(m for m in ('torch', 'transformers', 'unsloth', 'bitsandbytes', 'peft') "
-            "if m in sys.modules))")
+    code = (
+        "import sys, harness.pytest.plugin, harness.pytest.collector, harness.pytest.providers; "
+        "print(sorted(m for m in ('torch', 'transformers', 'unsloth', 'bitsandbytes', 'peft') "
+        "if m in sys.modules))"
+    )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.stdout.strip() == "[]", done.stderr[-2000:]

@@ -16,8 +16,11 @@ def test_a_line_per_step_and_none_when_quiet(monkeypatch):
     report = Progress(2, "fetching", stream=out)
     report.step("unsloth==2024.12.1", "0.2 MiB")
     report.step("unsloth-zoo==2024.12.6")
-    assert out.getvalue().splitlines() == ["qvl-harness: fetching: 2 steps", "qvl-harness: [1/2] unsloth==2024.12.1: 0.2 MiB",
-                                           "qvl-harness: [2/2] unsloth-zoo==2024.12.6"]
+    assert out.getvalue().splitlines() == [
+        "qvl-harness: fetching: 2 steps",
+        "qvl-harness: [1/2] unsloth==2024.12.1: 0.2 MiB",
+        "qvl-harness: [2/2] unsloth-zoo==2024.12.6",
+    ]
     quiet = io.StringIO()
     Progress(1, "x", stream=quiet, quiet=True).step("y")
     monkeypatch.setenv("QVL_QUIET", "1")

@@ -15,7 +15,7 @@ from harness.failures import registry
 from harness.releases import code as release_code
 from harness.releases.mapper import ReleaseMapper
 
-ENTRY = '''[[failure]]
+ENTRY = """[[failure]]
 id = "{id}"
 package = "{package}"
 affected = "{affected}"
@@ -25,7 +25,7 @@ description = "d"
 evidence = "e"
 found_by = "qvl-harness bisect ..."
 suite = "suites/x.py"
-'''
+"""
 
 
 def entry(**fields) -> str:
@@ -33,21 +33,27 @@ def entry(**fields) -> str:
     return ENTRY.format(**values)
 
 
-@pytest.mark.parametrize("text, message", [
-    (entry() + entry(), "entry #2 (toy): duplicate id 'toy' (entry #1 has it)"),
-    (entry(affected=">=2024.12.2,,<2025.1.6"), "affected '>=2024.12.2,,<2025.1.6' is not a version specifier"),
-    (entry(affected=">=2025.1.6,<2024.12.2"), "affected '>=2025.1.6,<2024.12.2' is an empty range"),
-    (entry(affected=">=2025.1.6,<2025.1.6"), "is an empty range"),
-    (entry(affected=""), "affected is empty"),
-    (entry(package="unslot"), "unknown package 'unslot'"),
-    (entry() + 'requires = { unslot = ">=1" }\n', "requires: unknown package 'unslot'"),
-    (entry() + 'symptom_requires = { transformers = "4.52" }\n', "symptom_requires.transformers '4.52' is not a version specifier"),
-    (entry() + 'cause = "(unclosed"\n', "cause '(unclosed' is not a regular expression"),
-    (entry() + 'reported_as = ["ok", "[x"]\n', "reported_as '[x' is not a regular expression"),
-    (entry() + 'reported_as = "one string"\n', "reported_as must be a list of non-empty strings"),
-    (entry().replace('seed = "s"\n', ""), "missing ['seed']"),
-    (entry() + 'typo = 1\n', "unknown key(s) ['typo']"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        (entry() + entry(), "entry #2 (toy): duplicate id 'toy' (entry #1 has it)"),
+        (entry(affected=">=2024.12.2,,<2025.1.6"), "affected '>=2024.12.2,,<2025.1.6' is not a version specifier"),
+        (entry(affected=">=2025.1.6,<2024.12.2"), "affected '>=2025.1.6,<2024.12.2' is an empty range"),
+        (entry(affected=">=2025.1.6,<2025.1.6"), "is an empty range"),
+        (entry(affected=""), "affected is empty"),
+        (entry(package="unslot"), "unknown package 'unslot'"),
+        (entry() + 'requires = { unslot = ">=1" }\n', "requires: unknown package 'unslot'"),
+        (
+            entry() + 'symptom_requires = { transformers = "4.52" }\n',
+            "symptom_requires.transformers '4.52' is not a version specifier",
+        ),
+        (entry() + 'cause = "(unclosed"\n', "cause '(unclosed' is not a regular expression"),
+        (entry() + 'reported_as = ["ok", "[x"]\n', "reported_as '[x' is not a regular expression"),
+        (entry() + 'reported_as = "one string"\n', "reported_as must be a list of non-empty strings"),
+        (entry().replace('seed = "s"\n', ""), "missing ['seed']"),
+        (entry() + "typo = 1\n", "unknown key(s) ['typo']"),
+    ],
+)
 def test_a_bad_registry_is_one_line_naming_entry_and_key(text, message):
     with pytest.raises(HarnessError) as caught:
         registry.parse_registry(text, "known_failures.toml")
@@ -73,7 +79,7 @@ pytest_plugins = ["pytester"]
 def test_only_the_registry_message_counts_as_a_reproduction(pytester):
     """Inside the range a test reproduces only with the registry's message; another error fails with its own
     text and a line saying what was expected; a pass is XPASS(strict); outside the range a pass is a pass."""
-    pytester.makepyfile('''
+    pytester.makepyfile("""
         import pytest
         from harness.failures import registry
 
@@ -95,13 +101,15 @@ def test_only_the_registry_message_counts_as_a_reproduction(pytester):
         @pytest.mark.parametrize("version", [pytest.param("2025.3.13", marks=marks("2025.3.13"))])
         def test_passes_outside_the_range(version):
             pass
-    ''')
+    """)
     result = pytester.runpytest_subprocess("-p", "harness.pytest.plugin", "-rxXf")
     result.assert_outcomes(xfailed=1, failed=2, passed=1)
-    result.stdout.fnmatch_lines([
-        "*known failure 'dtype-grad' (cause) was expected in unsloth-zoo==2025.1.3, but the test failed with something else*",
-        "*[[]XPASS(strict)[]] known failure 'dtype-grad' (cause) was expected in unsloth-zoo==2025.1.3*",
-    ])
+    result.stdout.fnmatch_lines(
+        [
+            "*known failure 'dtype-grad' (cause) was expected in unsloth-zoo==2025.1.3, but the test failed with something else*",
+            "*[[]XPASS(strict)[]] known failure 'dtype-grad' (cause) was expected in unsloth-zoo==2025.1.3*",
+        ]
+    )
 
 
 def test_known_prints_package_range_conditions_message_and_command(capsys):
@@ -116,14 +124,18 @@ def test_known_prints_package_range_conditions_message_and_command(capsys):
 # --- the ranges' edges, read in the edge releases' own code (`qvl-harness releases fetch` fetches every
 # release an entry's `edges` lists) ------------------------------------------------------------------------
 
+
 def imported_names(code, relpath: str) -> set[str]:
-    return {alias.name for node in ast.walk(code.parse(relpath)) if isinstance(node, ast.ImportFrom)
-            for alias in node.names}
+    return {
+        alias.name for node in ast.walk(code.parse(relpath)) if isinstance(node, ast.ImportFrom) for alias in node.names
+    }
 
 
 def assigns(code, relpath: str, name: str) -> bool:
-    return any(isinstance(node, ast.Assign) and any(getattr(t, "id", None) == name for t in node.targets)
-               for node in ast.walk(code.parse(relpath)))
+    return any(
+        isinstance(node, ast.Assign) and any(getattr(t, "id", None) == name for t in node.targets)
+        for node in ast.walk(code.parse(relpath))
+    )
 
 
 def skip_list_arguments(code) -> set[str]:
@@ -137,8 +149,14 @@ def skip_list_arguments(code) -> set[str]:
 
 
 def base_requirement(code, name: str, python: str = "3.11") -> SpecifierSet:
-    env = {**default_environment(), "python_version": python, "sys_platform": "linux", "platform_system": "Linux",
-           "platform_machine": "x86_64", "extra": ""}
+    env = {
+        **default_environment(),
+        "python_version": python,
+        "sys_platform": "linux",
+        "platform_system": "Linux",
+        "platform_machine": "x86_64",
+        "extra": "",
+    }
     (req,) = [r for r in release_code.requires(code) if r.name == name and (r.marker is None or r.marker.evaluate(env))]
     return req.specifier
 
@@ -177,8 +195,9 @@ def test_vision_4bit_at_load_symptom_ends_where_the_zoo_requires_a_fixed_transfo
         assert failure.expected(version, "symptom", old_stack) is admits_symptom
         assert failure.expected(version, "cause", old_stack)
     assert str(failure.symptom_affected) == "<2026.9.5,>=2024.12.1" and failure.first_fixed == "2026.10.4"
-    assert failure.unmet("symptom", {"unsloth": "2025.3.15", "transformers": "4.48.3", "unsloth-zoo": "2026.10.3"}) == \
-        ["unsloth-zoo 2026.10.3 is not <2026.9.5,>=2024.12.1"]
+    assert failure.unmet("symptom", {"unsloth": "2025.3.15", "transformers": "4.48.3", "unsloth-zoo": "2026.10.3"}) == [
+        "unsloth-zoo 2026.10.3 is not <2026.9.5,>=2024.12.1"
+    ]
 
 
 def test_unsloth_passes_a_copy_of_the_skip_list_from_2025_3_10():
@@ -188,12 +207,17 @@ def test_unsloth_passes_a_copy_of_the_skip_list_from_2025_3_10():
     assert ".copy() from 2025.3.10" in history and "2025.3.11" not in history
 
 
-@pytest.mark.parametrize("extra, message", [
-    ('symptom_affected = ">=2025.1.1,<2025.4"\n', "symptom_affected '<2025.4,>=2025.1.1' reaches past affected "
-                                                  "'<2025.3.13,>=2025.1.1' on its upper side"),
-    ('symptom_affected = "<2025.2"\n', "on its lower side"),
-    ('edges = ["torch==2.5.0"]\n', "edges: 'torch==2.5.0' is not unsloth==VERSION or unsloth-zoo==VERSION"),
-])
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (
+            'symptom_affected = ">=2025.1.1,<2025.4"\n',
+            "symptom_affected '<2025.4,>=2025.1.1' reaches past affected '<2025.3.13,>=2025.1.1' on its upper side",
+        ),
+        ('symptom_affected = "<2025.2"\n', "on its lower side"),
+        ('edges = ["torch==2.5.0"]\n', "edges: 'torch==2.5.0' is not unsloth==VERSION or unsloth-zoo==VERSION"),
+    ],
+)
 def test_a_symptom_range_outside_the_cause_or_a_foreign_edge_is_one_line(extra, message):
     with pytest.raises(HarnessError) as caught:
         registry.parse_registry(entry() + extra, "known_failures.toml")

@@ -39,8 +39,10 @@ def test_fetch_fills_an_empty_cache_with_two_versions_of_one_package(index, caps
 
 
 def test_a_missing_release_is_one_line_naming_it(index, capsys):
-    assert main(["releases", "fetch", "-q", "--no-index", "--find-links", str(index),
-                 "unsloth==1.0", "unsloth==1999.1.1"]) == 2
+    assert (
+        main(["releases", "fetch", "-q", "--no-index", "--find-links", str(index), "unsloth==1.0", "unsloth==1999.1.1"])
+        == 2
+    )
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "cannot fetch 1 of 2 release wheel(s): unsloth==1999.1.1" in err
     assert release_code.wheel_path("unsloth", "1.0").is_file()  # the rest still arrived

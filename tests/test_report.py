@@ -16,6 +16,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
+import toymatrix
 from PIL import Image, ImageStat
 
 from harness.cli import main
@@ -24,13 +25,19 @@ from harness.data import xrays
 from harness.pytest import results
 from harness.report import html as report
 
-import toymatrix
-
 CHROMIUM = Path("/usr/bin/chromium")
 # Headless, no sandbox (CI containers run as root), and nothing that phones home.
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                  "--host-resolver-rules=MAP * ~NOTFOUND"]
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--host-resolver-rules=MAP * ~NOTFOUND",
+]
 WINDOW = (1280, 2000)
 
 GOLDEN = {
@@ -39,7 +46,7 @@ GOLDEN = {
 }
 GARBAGE = "a shirt with geometric patterns <script>document.title='pwned'</script>"
 
-SUITE = f'''
+SUITE = f"""
 import os
 
 import pytest
@@ -92,13 +99,18 @@ def test_captions(configuration, request, finding_at_teardown):
                              + ("0" if configuration == "16bit" else "12"), ok=configuration == "16bit")
     summary.add_table(request.config, f"captions: {{configuration}}", ["fixture", "caption"],
                       [[f, GARBAGE] for f in GOLDEN])
-'''
+"""
 
 # (cell, failure id) -> the matrix state the suite above must produce
 EXPECTED_STATES = {
-    ("cell-a", "404"): "reproduced", ("cell-a", "dtype-grad"): "fixed", ("cell-a", "garbage-output"): "not run",
-    ("cell-b", "404"): "unexpected", ("cell-b", "dtype-grad"): "fixed", ("cell-b", "garbage-output"): "not run",
-    ("cell-a", "vision-4bit-at-load"): "not run", ("cell-b", "vision-4bit-at-load"): "not run",
+    ("cell-a", "404"): "reproduced",
+    ("cell-a", "dtype-grad"): "fixed",
+    ("cell-a", "garbage-output"): "not run",
+    ("cell-b", "404"): "unexpected",
+    ("cell-b", "dtype-grad"): "fixed",
+    ("cell-b", "garbage-output"): "not run",
+    ("cell-a", "vision-4bit-at-load"): "not run",
+    ("cell-b", "vision-4bit-at-load"): "not run",
 }
 
 
@@ -108,9 +120,27 @@ def run_suite(where: Path, cell: str, *args: str, stopped: bool = False) -> subp
     matrix = toymatrix.write(where, cell)
     env = {**os.environ, "DEMO_STOPPED_REPRODUCING": "1" if stopped else "0", "QVL_MATRIX": str(matrix)}
     return subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "harness.pytest.collector",
-         "--report-dir", "out", f"--cell={cell}", *args, "test_suite.py"],
-        cwd=where, env=env, capture_output=True, text=True, timeout=300)
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "-p",
+            "harness.pytest.collector",
+            "--report-dir",
+            "out",
+            f"--cell={cell}",
+            *args,
+            "test_suite.py",
+        ],
+        cwd=where,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -129,7 +159,10 @@ def runs(tmp_path_factory) -> dict[str, Path]:
 
 
 def comparable(data: dict) -> dict:
-    return {k: sorted(json.dumps(x, sort_keys=True) for x in data[k]) for k in ("captions", "structure", "known_failures", "tables")}
+    return {
+        k: sorted(json.dumps(x, sort_keys=True) for x in data[k])
+        for k in ("captions", "structure", "known_failures", "tables")
+    }
 
 
 def test_results_file_holds_records_outcomes_and_stack(runs):
@@ -137,12 +170,22 @@ def test_results_file_holds_records_outcomes_and_stack(runs):
     assert data["cell"] == "cell-a" and data["stack"]["packages"]["torch"]
     assert len(data["captions"]) == 4
     worst = next(c for c in data["captions"] if c["configuration"] == "full-4bit" and c["fixture"] == "chest-pa")
-    assert worst["obtained"] == GARBAGE and worst["grade"] == "mismatch" and worst["details"].startswith("mismatch, token 0.")
+    assert (
+        worst["obtained"] == GARBAGE
+        and worst["grade"] == "mismatch"
+        and worst["details"].startswith("mismatch, token 0.")
+    )
     assert worst["test"] == "test_suite.py::test_captions[full-4bit]"
     assert sorted((s["finding"], s["ok"]) for s in data["structure"]) == [
-        ("recorded at teardown", False), ("recorded at teardown", False),
-        ("vision tower linears in 4 bits: 0", True), ("vision tower linears in 4 bits: 12", False)]
-    outcomes = {(k["id"], k["param"]): (k["outcome"], k["state"], k["package"], k["version"], k["origin"]) for k in data["known_failures"]}
+        ("recorded at teardown", False),
+        ("recorded at teardown", False),
+        ("vision tower linears in 4 bits: 0", True),
+        ("vision tower linears in 4 bits: 12", False),
+    ]
+    outcomes = {
+        (k["id"], k["param"]): (k["outcome"], k["state"], k["package"], k["version"], k["origin"])
+        for k in data["known_failures"]
+    }
     assert outcomes == {
         ("404", "unsloth-2024.12.1"): ("passed", "fixed", "unsloth", "2024.12.1", "wheel"),
         ("404", "unsloth-2024.12.11"): ("xfailed", "reproduced", "unsloth", "2024.12.11", "wheel"),
@@ -161,10 +204,17 @@ def test_xpass_strict_is_recorded_as_unexpected(runs):
 def test_records_survive_xdist_workers(runs):
     """cell-b ran under xdist: every record reached the controller; only the stopped 404 outcome differs."""
     a, b = (comparable(results.read(runs[cell])) for cell in ("cell-a", "cell-b"))
-    assert {k: v for k, v in a.items() if k != "known_failures"} == {k: v for k, v in b.items() if k != "known_failures"}
+    assert {k: v for k, v in a.items() if k != "known_failures"} == {
+        k: v for k, v in b.items() if k != "known_failures"
+    }
     assert len(a["known_failures"]) == len(b["known_failures"]) == 4
-    only_a, only_b = set(a["known_failures"]) - set(b["known_failures"]), set(b["known_failures"]) - set(a["known_failures"])
-    assert [json.loads(k)["param"] for k in only_a] == [json.loads(k)["param"] for k in only_b] == ["unsloth-2024.12.11"]
+    only_a, only_b = (
+        set(a["known_failures"]) - set(b["known_failures"]),
+        set(b["known_failures"]) - set(a["known_failures"]),
+    )
+    assert (
+        [json.loads(k)["param"] for k in only_a] == [json.loads(k)["param"] for k in only_b] == ["unsloth-2024.12.11"]
+    )
 
 
 def test_record_caption_refuses_an_unknown_grade():
@@ -197,6 +247,7 @@ def test_cli_builds_the_report(runs, tmp_path, capsys):
 
 
 # --- in Chromium ----------------------------------------------------------------------------------
+
 
 class Node:
     def __init__(self, tag: str, attrs: dict, parent: Node | None = None):
@@ -240,14 +291,21 @@ class DomBuilder(HTMLParser):
 
 
 def chromium(*args: str, profile: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([str(CHROMIUM), *CHROMIUM_FLAGS, f"--user-data-dir={profile}", *args],
-                          capture_output=True, text=True, timeout=120, check=True)
+    return subprocess.run(
+        [str(CHROMIUM), *CHROMIUM_FLAGS, f"--user-data-dir={profile}", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
 
 
 @pytest.fixture(scope="module")
 def rendered(request, tmp_path_factory) -> Path:
     if not CHROMIUM.is_file():
-        pytest.skip(f"{CHROMIUM} is absent: install Debian's chromium (apt-get install -y chromium) to test the report in a browser")
+        pytest.skip(
+            f"{CHROMIUM} is absent: install Debian's chromium (apt-get install -y chromium) to test the report in a browser"
+        )
     runs = request.getfixturevalue("runs")  # only once a browser is there to look at them
     return report.render([runs["cell-a"], runs["cell-b"]], tmp_path_factory.mktemp("report") / "report.html")
 
@@ -267,7 +325,7 @@ def test_chromium_dom_has_a_data_uri_thumbnail_per_fixture(dom):
         [img] = card.find_all("img")
         prefix = "data:image/png;base64,"
         assert img.attrs["src"].startswith(prefix)
-        thumbnail = Image.open(io.BytesIO(base64.b64decode(img.attrs["src"][len(prefix):])))
+        thumbnail = Image.open(io.BytesIO(base64.b64decode(img.attrs["src"][len(prefix) :])))
         assert max(thumbnail.size) == report.THUMBNAIL_SIDE
         assert thumbnail.size == (int(img.attrs["width"]), int(img.attrs["height"]))
         assert ImageStat.Stat(thumbnail.convert("L")).stddev[0] > 20, f"{item.id}: thumbnail is flat"
@@ -297,8 +355,11 @@ def test_chromium_dom_escapes_recorded_text(dom):
 
 def test_chromium_dom_matrix_states(dom):
     [matrix] = dom.find_all("section", id="matrix")
-    states = {(td.attrs["data-cell"], td.attrs["data-failure"]): td.attrs["data-state"] for td in matrix.find_all("td")
-              if "data-state" in td.attrs}
+    states = {
+        (td.attrs["data-cell"], td.attrs["data-failure"]): td.attrs["data-state"]
+        for td in matrix.find_all("td")
+        if "data-state" in td.attrs
+    }
     assert states == EXPECTED_STATES
     [unexpected] = matrix.find_all("td", data_cell="cell-b", data_failure="404")
     assert "unexpected" in unexpected.attrs["class"] and unexpected.all_text().split() == ["✖", "unexpected", "1"]
@@ -312,7 +373,9 @@ def test_chromium_dom_matrix_states(dom):
 
 def test_chromium_screenshot_renders_the_report(rendered, tmp_path):
     png = tmp_path / "report.png"
-    chromium(f"--screenshot={png}", f"--window-size={WINDOW[0]},{WINDOW[1]}", rendered.as_uri(), profile=tmp_path / "profile")
+    chromium(
+        f"--screenshot={png}", f"--window-size={WINDOW[0]},{WINDOW[1]}", rendered.as_uri(), profile=tmp_path / "profile"
+    )
     shot = Image.open(png).convert("RGB")
     assert shot.size == WINDOW
     assert ImageStat.Stat(shot.convert("L")).stddev[0] > 10, "screenshot is blank"
@@ -328,23 +391,54 @@ def test_chromium_screenshot_renders_the_report(rendered, tmp_path):
 
 # --- the compact matrix at 7 and at 30 cells --------------------------------------------------------
 
-STATE_COLOURS = {"unexpected": (0xFF, 0xCE, 0xCB), "reproduced": (0xFF, 0xF1, 0xB8), "fixed": (0xC8, 0xF0, 0xD2),
-                 "passed": (0xDD, 0xF4, 0xFF), "not run": (0xEA, 0xEE, 0xF2)}
+STATE_COLOURS = {
+    "unexpected": (0xFF, 0xCE, 0xCB),
+    "reproduced": (0xFF, 0xF1, 0xB8),
+    "fixed": (0xC8, 0xF0, 0xD2),
+    "passed": (0xDD, 0xF4, 0xFF),
+    "not run": (0xEA, 0xEE, 0xF2),
+}
 
 
 def synthetic_run(cell: str, states: dict[str, str], unexpected: int = 0) -> dict:
     """A results document of ``cell`` with one known-failure record per failure in ``states``, plus
     ``unexpected`` failing tests of the first failure (an incomplete wheelhouse fails them all)."""
-    run = results.empty(cell, {"packages": {"unsloth": "2026.10.1", "unsloth-zoo": "2026.10.7", "transformers": "5.17.0"}},
-                        "2026-11-23T02:17:00+00:00", False)
+    run = results.empty(
+        cell,
+        {"packages": {"unsloth": "2026.10.1", "unsloth-zoo": "2026.10.7", "transformers": "5.17.0"}},
+        "2026-11-23T02:17:00+00:00",
+        False,
+    )
     for failure, state in states.items():
         if state != "not run":
-            run["known_failures"].append({"id": failure, "package": "unsloth", "version": "2026.10.1", "origin": "installed",
-                                          "param": "", "outcome": "passed", "state": state, "message": "", "test": f"t::{failure}"})
+            run["known_failures"].append(
+                {
+                    "id": failure,
+                    "package": "unsloth",
+                    "version": "2026.10.1",
+                    "origin": "installed",
+                    "param": "",
+                    "outcome": "passed",
+                    "state": state,
+                    "message": "",
+                    "test": f"t::{failure}",
+                }
+            )
     first = next(iter(states))
-    run["known_failures"] += [{"id": first, "package": "unsloth", "version": "2026.10.1", "origin": "installed", "param": str(i),
-                               "outcome": "error", "state": "unexpected", "test": f"suites/test_x.py::test_{i}",
-                               "message": "HarnessError: unsloth==2026.10.1 is not in the release cache"} for i in range(unexpected)]
+    run["known_failures"] += [
+        {
+            "id": first,
+            "package": "unsloth",
+            "version": "2026.10.1",
+            "origin": "installed",
+            "param": str(i),
+            "outcome": "error",
+            "state": "unexpected",
+            "test": f"suites/test_x.py::test_{i}",
+            "message": "HarnessError: unsloth==2026.10.1 is not in the release cache",
+        }
+        for i in range(unexpected)
+    ]
     return run
 
 
@@ -384,11 +478,17 @@ def test_chromium_matrix_stays_a_grid_of_short_verdicts(cells, tmp_path):
     html_file = report.render(paths, tmp_path / "report.html")
     png = tmp_path / f"matrix-{cells}.png"
     window = (1280, 400 + 40 * cells)
-    chromium(f"--screenshot={png}", f"--window-size={window[0]},{window[1]}", html_file.as_uri(), profile=tmp_path / "profile")
+    chromium(
+        f"--screenshot={png}",
+        f"--window-size={window[0]},{window[1]}",
+        html_file.as_uri(),
+        profile=tmp_path / "profile",
+    )
     bands, right = matrix_bands(png)
     assert len(bands) == cells + 1, bands  # one band per cell row, one for the legend
     assert right < window[0] - 20, f"the matrix is wider than the window (reaches x={right})"
     heights = [h for _, h in bands[:-1]]
-    assert max(heights) <= 40 and max(heights) - min(heights) <= 2, heights  # cell-02's 84 failures did not grow its row
+    assert max(heights) <= 40 and max(heights) - min(heights) <= 2, (
+        heights
+    )  # cell-02's 84 failures did not grow its row
     assert bands[-2][0] + bands[-2][1] - bands[0][0] <= 42 * cells  # the whole grid within ~40px per cell
-

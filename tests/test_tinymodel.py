@@ -28,7 +28,8 @@ def test_tokenizer_has_qwen2_vl_special_tokens(tiny_checkpoint, tiny_processor):
     assert tokenizer.eos_token == "<|im_end|>"
     text = tiny_processor.apply_chat_template(
         [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "hi"}]}],
-        add_generation_prompt=True, tokenize=False,
+        add_generation_prompt=True,
+        tokenize=False,
     )
     assert text.endswith("<|vision_start|><|image_pad|><|vision_end|>hi<|im_end|>\n<|im_start|>assistant\n")
 
@@ -56,8 +57,11 @@ def test_16bit_model_captions_a_real_xray(tiny_checkpoint, tiny_processor, chest
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("skip, visual_quantized", [(("lm_head",), True), (("lm_head", "visual", "model.visual", "merger"), False)],
-                         ids=["full-4bit", "vision-16bit"])
+@pytest.mark.parametrize(
+    "skip, visual_quantized",
+    [(("lm_head",), True), (("lm_head", "visual", "model.visual", "merger"), False)],
+    ids=["full-4bit", "vision-16bit"],
+)
 def test_4bit_load_quantizes_the_expected_modules(tiny_checkpoint, tiny_processor, chest_xray, skip, visual_quantized):
     import bitsandbytes as bnb
 
@@ -74,11 +78,20 @@ def test_4bit_load_quantizes_the_expected_modules(tiny_checkpoint, tiny_processo
 
 
 def test_skip_lists_keep_what_transformers_4_46_kept():
-    names = ["lm_head", "visual.blocks.0.mlp.fc1", "visual.blocks.10.mlp.fc1", "visual.merger.mlp.0",
-             "model.visual.blocks.1.attn.qkv", "model.layers.0.mlp.gate_proj"]
+    names = [
+        "lm_head",
+        "visual.blocks.0.mlp.fc1",
+        "visual.blocks.10.mlp.fc1",
+        "visual.merger.mlp.0",
+        "model.visual.blocks.1.attn.qkv",
+        "model.layers.0.mlp.gate_proj",
+    ]
     assert tinymodel.kept_by_skip_list(names, None) == ["lm_head"]  # null: the untied head only
     assert tinymodel.kept_by_skip_list(names, ["lm_head", "merger", "visual.blocks.1.mlp", "visual.blocks.0.mlp"]) == [
-        "lm_head", "visual.blocks.0.mlp.fc1", "visual.merger.mlp.0"]  # blocks.1 is not blocks.10; attn is not mlp
+        "lm_head",
+        "visual.blocks.0.mlp.fc1",
+        "visual.merger.mlp.0",
+    ]  # blocks.1 is not blocks.10; attn is not mlp
 
 
 @pytest.mark.slow

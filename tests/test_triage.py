@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import json
 import os
-from importlib import metadata
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import toymatrix
 
 from harness.cli import main
 from harness.core.errors import HarnessError
@@ -22,9 +22,7 @@ from harness.nightly import diff
 from harness.pytest import results
 from harness.report import markdown
 
-import toymatrix
-
-SUITE = '''
+SUITE = """
 import os
 from pathlib import Path
 
@@ -67,7 +65,7 @@ else:
 
     def test_added():
         pass
-'''
+"""
 
 
 def run_night(where: Path, night: str) -> Path:
@@ -75,9 +73,28 @@ def run_night(where: Path, night: str) -> Path:
     matrix = toymatrix.write(where, "toy")
     env = {**os.environ, "TOY_NIGHT": night, "QVL_MATRIX": str(matrix)}
     out = where / f"night-{night}"
-    subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "harness.pytest.plugin",
-                    "--report-dir", str(out), "--cell", "toy", "test_toy.py"], cwd=where, env=env, capture_output=True,
-                   text=True, timeout=300)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "-p",
+            "harness.pytest.plugin",
+            "--report-dir",
+            str(out),
+            "--cell",
+            "toy",
+            "test_toy.py",
+        ],
+        cwd=where,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     return out
 
 
@@ -94,15 +111,26 @@ def test_every_test_outcome_is_recorded_with_its_message(nights):
     assert by_test["test_toy.py::test_broken"]["outcome"] == "failed"
     assert by_test["test_toy.py::test_broken"]["message"].startswith("AssertionError: broke on night 2 for good")
     assert by_test["test_toy.py::test_always"]["message"] == "LookupError: still broken: 404 from the hub"
-    assert by_test["test_toy.py::test_steady"] == {**by_test["test_toy.py::test_steady"], "outcome": "passed", "message": ""}
+    assert by_test["test_toy.py::test_steady"] == {
+        **by_test["test_toy.py::test_steady"],
+        "outcome": "passed",
+        "message": "",
+    }
     assert second["rootdir"] == str(nights[1].parent) and second["runxfail"] is False
 
 
 def test_comparison_classifies_every_test(nights):
     comparison = diff.compare(diff.load_runs(nights[0]), diff.load_runs(nights[1]))
     kinds = {c.test.split("::")[1]: c.kind for c in comparison.changes}
-    assert kinds == {"test_flaky": "new failure", "test_broken": "new failure", "test_new": "new failure",
-                     "test_fixme": "fixed", "test_always": "still failing", "test_added": "new test", "test_old": "removed test"}
+    assert kinds == {
+        "test_flaky": "new failure",
+        "test_broken": "new failure",
+        "test_new": "new failure",
+        "test_fixme": "fixed",
+        "test_always": "still failing",
+        "test_added": "new test",
+        "test_old": "removed test",
+    }
     assert comparison.stack_changes == {"toy": []}
     assert [c.kind for c in comparison.changes][:3] == ["new failure"] * 3  # the report leads with them
 
@@ -114,7 +142,9 @@ def triaged(nights, tmp_path_factory):
         (current / file.name).write_text(file.read_text())
     os.environ["TOY_NIGHT"] = "2"  # the re-runs run in night 2's environment
     try:
-        status = main(["triage", "--previous", str(nights[0]), "--current", str(current), "--reruns", "2", "--cell", "toy"])
+        status = main(
+            ["triage", "--previous", str(nights[0]), "--current", str(current), "--reruns", "2", "--cell", "toy"]
+        )
     finally:
         del os.environ["TOY_NIGHT"]
     assert status == 0
@@ -123,8 +153,11 @@ def triaged(nights, tmp_path_factory):
 
 def test_triage_reruns_new_failures_and_finds_the_flaky_one(nights, triaged):
     record = results.read(triaged / "results-toy.json")["triage"]
-    assert record["reruns"] == {"test_toy.py::test_broken": ["failed", "failed"], "test_toy.py::test_new": ["failed", "failed"],
-                                "test_toy.py::test_flaky": ["passed", "passed"]}
+    assert record["reruns"] == {
+        "test_toy.py::test_broken": ["failed", "failed"],
+        "test_toy.py::test_new": ["failed", "failed"],
+        "test_toy.py::test_flaky": ["passed", "passed"],
+    }
     answers = {c["tests"][0]: (c["status"], c["note"]) for c in record["culprits"]}
     assert answers["test_toy.py::test_new"] == ("new test", "no previous run of this test to compare with")
     status, note = answers["test_toy.py::test_broken"]
@@ -149,15 +182,20 @@ def test_markdown_summary_after_triage(nights, triaged, capsys):
 def test_diff_json_and_a_quiet_night(nights, capsys):
     assert main(["report", "diff", str(nights[0]), str(nights[0]), "--json"]) == 0
     changes = json.loads(capsys.readouterr().out)
-    assert [(c["test"], c["kind"]) for c in changes] == [("test_toy.py::test_always", "still failing"),
-                                                         ("test_toy.py::test_fixme", "still failing")]
+    assert [(c["test"], c["kind"]) for c in changes] == [
+        ("test_toy.py::test_always", "still failing"),
+        ("test_toy.py::test_fixme", "still failing"),
+    ]
 
 
-@pytest.mark.parametrize("make, message", [
-    (lambda d: d / "nothing-here", "no such results file or folder"),
-    (lambda d: d, "no results-*.json in this folder"),
-    (lambda d: (d / "results-x.json").write_text("{}") and d / "results-x.json", "expected format 2"),
-])
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda d: d / "nothing-here", "no such results file or folder"),
+        (lambda d: d, "no results-*.json in this folder"),
+        (lambda d: (d / "results-x.json").write_text("{}") and d / "results-x.json", "expected format 2"),
+    ],
+)
 def test_bad_input_is_one_line(tmp_path, make, message, capsys):
     path = make(tmp_path)
     assert main(["report", "diff", str(path), str(path)]) == 2

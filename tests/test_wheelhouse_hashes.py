@@ -46,8 +46,10 @@ def built(tmp_path_factory):
     shutil.copy2(release_code.wheel_path(*SLIMMED), dest / wheelhouse.RELEASES_DIR)
     # PyPI's digests before slimming; a runner's cache holds the slimmed copy, so the lock says the original's
     locked = lock.load()
-    originals = {p.relative_to(dest).as_posix(): locked[p.name].sha256 if p.name in locked else lock.sha256(p)
-                 for p in wheelhouse._wheels(dest)}
+    originals = {
+        p.relative_to(dest).as_posix(): locked[p.name].sha256 if p.name in locked else lock.sha256(p)
+        for p in wheelhouse._wheels(dest)
+    }
     wheelhouse.slim(dest, "130", set())
     wheelhouse.seal(dest, "canary", ["qvltoy==1.0"], ["unsloth-zoo==2024.11.8"], originals)
     return dest
@@ -60,10 +62,29 @@ def wh(built, tmp_path):
 
 
 def pip_install(wh: Path, target: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-index", "--require-hashes",
-                           "--no-deps", "--find-links", str(wh), "--target", str(target),
-                           "-r", str(wh / "requirements.txt"), "-r", str(wh / "code-under-test.txt")],
-                          capture_output=True, text=True, env={**os.environ, "PIP_CONFIG_FILE": os.devnull})
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-index",
+            "--require-hashes",
+            "--no-deps",
+            "--find-links",
+            str(wh),
+            "--target",
+            str(target),
+            "-r",
+            str(wh / "requirements.txt"),
+            "-r",
+            str(wh / "code-under-test.txt"),
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PIP_CONFIG_FILE": os.devnull},
+    )
 
 
 def test_every_file_is_in_the_manifest_and_every_requirement_is_pinned_with_its_digest(wh):
@@ -75,8 +96,10 @@ def test_every_file_is_in_the_manifest_and_every_requirement_is_pinned_with_its_
     assert "pypi_sha256" not in files["qvltoy-1.0-py3-none-any.whl"]
     requirements = (wh / "requirements.txt").read_text().splitlines()
     toy, harness = wh / "qvltoy-1.0-py3-none-any.whl", wh / "qvl_harness-0.1.0-py3-none-any.whl"
-    assert requirements == [f"qvltoy==1.0 --hash=sha256:{lock.sha256(toy)}",
-                            f"qvl-harness==0.1.0 --hash=sha256:{lock.sha256(harness)}"]
+    assert requirements == [
+        f"qvltoy==1.0 --hash=sha256:{lock.sha256(toy)}",
+        f"qvl-harness==0.1.0 --hash=sha256:{lock.sha256(harness)}",
+    ]
     assert manifest.check(wh) == len(files)
 
 
@@ -93,8 +116,10 @@ def test_a_damaged_wheelhouse_wheel_is_refused_by_the_manifest_and_by_pip(wh, tm
     flip_a_byte(wheel) if damage == "flipped byte" else wheel.write_bytes(wheel.read_bytes()[:-40])
     with pytest.raises(HarnessError) as refused:
         manifest.check(wh)
-    assert str(refused.value) == (f"wheelhouse file {wheel} has sha256 {lock.sha256(wheel)} but its manifest says "
-                                  f"{listed}: changed or truncated on the way; copy the wheelhouse again")
+    assert str(refused.value) == (
+        f"wheelhouse file {wheel} has sha256 {lock.sha256(wheel)} but its manifest says "
+        f"{listed}: changed or truncated on the way; copy the wheelhouse again"
+    )
     done = pip_install(wh, tmp_path / "site")
     assert done.returncode != 0 and "DO NOT MATCH THE HASHES" in done.stderr
     assert not (tmp_path / "site" / "qvltoy").exists()
@@ -102,10 +127,20 @@ def test_a_damaged_wheelhouse_wheel_is_refused_by_the_manifest_and_by_pip(wh, tm
 
 def test_gpu_offline_stops_a_tampered_wheelhouse_before_installing_in_one_line(wh, tmp_path):
     flip_a_byte(wh / "unsloth_zoo-2024.11.8-py3-none-any.whl")
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
-           "QVL_SITE": str(tmp_path / "site"), "QVL_CACHE": str(tmp_path / "cache")}
-    done = subprocess.run([str(REPO_ROOT / ".ci" / "gpu-offline"), str(wh), "tests"], cwd=REPO_ROOT, env=env,
-                          capture_output=True, text=True, timeout=120)
+    env = {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+        "QVL_SITE": str(tmp_path / "site"),
+        "QVL_CACHE": str(tmp_path / "cache"),
+    }
+    done = subprocess.run(
+        [str(REPO_ROOT / ".ci" / "gpu-offline"), str(wh), "tests"],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 2 and done.stdout == ""
     assert done.stderr.count("\n") == 1 and done.stderr.startswith("qvl-harness: error: wheelhouse file ")
     assert "unsloth_zoo-2024.11.8-py3-none-any.whl has sha256 " in done.stderr
@@ -124,12 +159,23 @@ def test_an_unlisted_or_missing_file_is_refused(wh):
 
 def seed(wh: Path, *extra: str) -> int:
     """What `.ci/gpu-offline` does on the runner: the release cache from the wheelhouse's releases/."""
-    return main(["releases", "fetch", "-q", "--no-index", "--find-links", str(wh / wheelhouse.RELEASES_DIR), *extra,
-                 "==".join(SLIMMED)])
+    return main(
+        [
+            "releases",
+            "fetch",
+            "-q",
+            "--no-index",
+            "--find-links",
+            str(wh / wheelhouse.RELEASES_DIR),
+            *extra,
+            "==".join(SLIMMED),
+        ]
+    )
 
 
-def test_the_runner_cache_accepts_the_slimmed_release_its_manifest_names_with_the_locked_digest(wh, tmp_path,
-                                                                                             monkeypatch, capsys):
+def test_the_runner_cache_accepts_the_slimmed_release_its_manifest_names_with_the_locked_digest(
+    wh, tmp_path, monkeypatch, capsys
+):
     monkeypatch.setenv("QVL_CACHE", str(tmp_path / "cache"))
     slimmed = wh / wheelhouse.RELEASES_DIR / f"unsloth-{SLIMMED[1]}-py3-none-any.whl"
     assert seed(wh) == 2  # without the manifest it is not the locked wheel

@@ -32,11 +32,13 @@ def run_lines(workflow: Path) -> list[str]:
 
 def expand(line: str, entry: dict) -> str:
     """``line`` with its ``${{ … }}`` expressions as they evaluate for the matrix cell ``entry``."""
+
     def value(match: re.Match) -> str:
         name = match.group(1)
         if name.startswith("matrix."):
-            return str(entry[name[len("matrix."):]])
+            return str(entry[name[len("matrix.") :]])
         return "1"  # github.run_id and the like
+
     return EXPRESSION.sub(value, line)
 
 
@@ -63,7 +65,9 @@ def test_every_harness_command_in_the_workflow_parses(workflow, capsys):
                 try:
                     parser.parse_args(words[1:])
                 except SystemExit:
-                    pytest.fail(f"{workflow.name}: `{' '.join(words)}` does not parse: {capsys.readouterr().err.strip()}")
+                    pytest.fail(
+                        f"{workflow.name}: `{' '.join(words)}` does not parse: {capsys.readouterr().err.strip()}"
+                    )
                 checked += 1
     assert checked >= 5 * len(matrix_entries(capsys))  # matrix, resolve, triage, diff, build: at least
 
@@ -75,7 +79,9 @@ def test_every_tox_environment_and_matrix_key_exists(workflow, capsys):
     assert all(entry["tox_env"] in environments for entry in entries)
     text = workflow.read_text()
     for key in re.findall(r"(?<![.\w])matrix\.(\w+)", text):
-        assert all(key in entry for entry in entries), f"{workflow.name} reads matrix.{key}, which `matrix --json` lacks"
+        assert all(key in entry for entry in entries), (
+            f"{workflow.name} reads matrix.{key}, which `matrix --json` lacks"
+        )
     named = set()
     for entry in entries:
         for line in run_lines(workflow):

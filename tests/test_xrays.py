@@ -103,10 +103,13 @@ def test_checked_in_manifest_has_no_refused_fixture():
     assert [f"{f.id}: {f.refused}" for f in xrays.load_manifest() if f.refused] == []
 
 
-@pytest.mark.parametrize("keep, reason", [
-    (200, "truncated or unreadable DICOM: no Modality or PixelData element"),
-    (100_000, "truncated DICOM: The number of bytes of pixel data is less than expected"),
-])
+@pytest.mark.parametrize(
+    "keep, reason",
+    [
+        (200, "truncated or unreadable DICOM: no Modality or PixelData element"),
+        (100_000, "truncated DICOM: The number of bytes of pixel data is less than expected"),
+    ],
+)
 def test_a_truncated_dicom_is_called_truncated(tmp_path, monkeypatch, keep, reason):
     """A DICOM cut short was once refused as "modality ? is not an X-ray modality"."""
     monkeypatch.setattr(xrays, "FIXTURES_DIR", tmp_path)

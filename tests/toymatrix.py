@@ -20,8 +20,10 @@ def installed(package: str, fallback: str) -> str:
 
 
 def write(folder: Path, cell: str) -> Path:
-    pins = {**{key: installed(key.replace("_", "-"), version) for key, version in FALLBACK.items()},
-            "transformers": metadata.version("transformers")}
+    pins = {
+        **{key: installed(key.replace("_", "-"), version) for key, version in FALLBACK.items()},
+        "transformers": metadata.version("transformers"),
+    }
     matrix = folder / "matrix.toml"
     matrix.write_text(f"[cells.{cell}]\n" + "".join(f'{key} = "{version}"\n' for key, version in pins.items()))
     return matrix

@@ -21,7 +21,7 @@ dynamic = ["version"]
 """
 
 # A PEP 517 backend that zips unsloth/ into a wheel named after unsloth/models/_utils.py's __version__.
-BACKEND = '''import base64, hashlib, pathlib, re, zipfile
+BACKEND = """import base64, hashlib, pathlib, re, zipfile
 
 def _wheel(directory, name="unsloth"):
     version = re.search(r'__version__ = "([^"]+)"', pathlib.Path("unsloth/models/_utils.py").read_text()).group(1)
@@ -40,7 +40,7 @@ def _wheel(directory, name="unsloth"):
 
 def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):
     return _wheel(wheel_directory)
-'''
+"""
 
 # (subject, files changed): 1.0 is released from the first commit, the fourth breaks it, 1.1 from the last.
 HISTORY = [
@@ -56,11 +56,19 @@ FIRST_BAD = 3
 
 
 def git(repo: Path, *args: str, when: datetime | None = None) -> str:
-    env = {**os.environ, "GIT_AUTHOR_NAME": "qvl", "GIT_AUTHOR_EMAIL": "qvl@example.org", "GIT_COMMITTER_NAME": "qvl",
-           "GIT_COMMITTER_EMAIL": "qvl@example.org", "GIT_CONFIG_GLOBAL": os.devnull}
+    env = {
+        **os.environ,
+        "GIT_AUTHOR_NAME": "qvl",
+        "GIT_AUTHOR_EMAIL": "qvl@example.org",
+        "GIT_COMMITTER_NAME": "qvl",
+        "GIT_COMMITTER_EMAIL": "qvl@example.org",
+        "GIT_CONFIG_GLOBAL": os.devnull,
+    }
     if when:
         env["GIT_AUTHOR_DATE"] = env["GIT_COMMITTER_DATE"] = when.isoformat()
-    return subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True, text=True, env=env).stdout.strip()
+    return subprocess.run(
+        ["git", "-C", str(repo), *args], check=True, capture_output=True, text=True, env=env
+    ).stdout.strip()
 
 
 def make_repo(path: Path) -> list[str]:
@@ -82,5 +90,8 @@ def make_repo(path: Path) -> list[str]:
 
 def release_files(version: str, broken: bool) -> dict[str, str]:
     """The files of the toy release wheels, as the commits that set each version have them."""
-    return {"unsloth/models/_utils.py": f'__version__ = "{version}"\n', "unsloth/flag.py": f"BROKEN = {broken}\n",
-            **({"unsloth/loader.py": "def load():\n    return 1\n"} if version != "1.0" else {})}
+    return {
+        "unsloth/models/_utils.py": f'__version__ = "{version}"\n',
+        "unsloth/flag.py": f"BROKEN = {broken}\n",
+        **({"unsloth/loader.py": "def load():\n    return 1\n"} if version != "1.0" else {}),
+    }

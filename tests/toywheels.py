@@ -8,8 +8,14 @@ import zipfile
 from pathlib import Path
 
 
-def write_wheel(directory: Path, name: str, version: str, body: str = "", files: dict[str, str] | None = None,
-                requires: list[str] = ()) -> Path:
+def write_wheel(
+    directory: Path,
+    name: str,
+    version: str,
+    body: str = "",
+    files: dict[str, str] | None = None,
+    requires: list[str] = (),
+) -> Path:
     """``name-version-py3-none-any.whl`` with ``name/__init__.py`` = ``body`` (plus ``files``), its
     ``Requires-Dist`` lines ``requires``, RECORD included."""
     dist = f"{name}-{version}.dist-info"

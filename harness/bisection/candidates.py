@@ -65,8 +65,9 @@ def index_of(points: list[Point], value: str, by_date: bool, releases: list[pypi
     raise HarnessError(f"{value} is outside the range {points[0].key} .. {points[-1].key}")
 
 
-def between_stacks(before: dict[str, str], after: dict[str, str], histories: dict[str, list[pypi.Release]],
-                   together: timedelta) -> list[Point]:
+def between_stacks(
+    before: dict[str, str], after: dict[str, str], histories: dict[str, list[pypi.Release]], together: timedelta
+) -> list[Point]:
     """The states from stack ``before`` to stack ``after`` (package -> version), one upload at a time.
 
     Only the packages whose versions differ move: every release of each between its two versions
@@ -83,11 +84,21 @@ def between_stacks(before: dict[str, str], after: dict[str, str], histories: dic
         events += [r for r in history if Version(old.version) < Version(r.version) <= Version(new.version)]
     events.sort(key=lambda r: r.uploaded)
     state = {name: before[name] for name in moving}
-    points = [Point("previous", "the previous stack (" + " ".join(f"{n}=={v}" for n, v in state.items()) + ")",
-                    min((r.uploaded for r in events), default=datetime.now(timezone.utc)), _pins(state))]
+    points = [
+        Point(
+            "previous",
+            "the previous stack (" + " ".join(f"{n}=={v}" for n, v in state.items()) + ")",
+            min((r.uploaded for r in events), default=datetime.now(timezone.utc)),
+            _pins(state),
+        )
+    ]
     step: list[pypi.Release] = []
     for release in [*events, None]:
-        if step and (release is None or release.uploaded - step[0].uploaded > together or release.package in {r.package for r in step}):
+        if step and (
+            release is None
+            or release.uploaded - step[0].uploaded > together
+            or release.package in {r.package for r in step}
+        ):
             state.update({r.package: r.version for r in step})
             key = " + ".join(r.requirement for r in step)
             points.append(Point(key, key, step[-1].uploaded, _pins(state)))

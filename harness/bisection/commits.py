@@ -13,8 +13,12 @@ from harness.releases.git import Commit, Repo
 
 
 def commit_point(repo: Repo, package: str, commit: Commit) -> Point:
-    return Point(commit.sha[:12], f"{package} @ {commit.sha[:12]} \"{commit.subject}\"", commit.date,
-                 (repo.requirement(package, commit.sha),))
+    return Point(
+        commit.sha[:12],
+        f'{package} @ {commit.sha[:12]} "{commit.subject}"',
+        commit.date,
+        (repo.requirement(package, commit.sha),),
+    )
 
 
 def endpoint(repo: Repo, package: str, value: str, releases: set[str]) -> tuple[Commit, str]:
@@ -25,8 +29,10 @@ def endpoint(repo: Repo, package: str, value: str, releases: set[str]) -> tuple[
     wheel = release_code.wheel_path(package, value)
     placed = repo.place(package, value, wheel if wheel.is_file() else None)
     if placed.commit is None:
-        raise HarnessError(f"cannot place {package} {value} on a commit of {repo.location}: {placed.how}; "
-                           "name commits with --good/--bad instead")
+        raise HarnessError(
+            f"cannot place {package} {value} on a commit of {repo.location}: {placed.how}; "
+            "name commits with --good/--bad instead"
+        )
     return placed.commit, f"{package} {value} is commit {placed.commit.describe()} ({placed.how})"
 
 
@@ -40,11 +46,12 @@ def answer(repo: Repo, outcome: Outcome) -> list[str]:
     if not (outcome.first_new and outcome.last_old):
         return []
     found = repo.commit(outcome.first_new.key)
-    lines = [f"{outcome.new_name} commit: {found.sha} {found.date:%Y-%m-%d %H:%M %z} \"{found.subject}\""]
+    lines = [f'{outcome.new_name} commit: {found.sha} {found.date:%Y-%m-%d %H:%M %z} "{found.subject}"']
     parents = repo.git("rev-list", "--parents", "-n", "1", found.sha).split()[1:]
     if len(parents) > 1:
         old, new = ("--good", "--bad") if outcome.old == GOOD else ("--bad", "--good")
-        lines.append(f"it is a merge: the change came in on its branch; bisect that with {old} "
-                     f"{repo.git('merge-base', parents[0], parents[1]).strip()[:12]} {new} {parents[1][:12]}")
+        lines.append(
+            f"it is a merge: the change came in on its branch; bisect that with {old} "
+            f"{repo.git('merge-base', parents[0], parents[1]).strip()[:12]} {new} {parents[1][:12]}"
+        )
     return lines
-

@@ -65,8 +65,10 @@ class UnjudgedEndpoint(HarnessError):
 
     def __init__(self, point: Point, run: Run, older: bool):
         self.point, self.run, self.older = point, run, older
-        super().__init__(f"cannot judge endpoint {point.label}: {run.reason}; "
-                         "fix what the probe lacks (see the reason) or choose another endpoint")
+        super().__init__(
+            f"cannot judge endpoint {point.label}: {run.reason}; "
+            "fix what the probe lacks (see the reason) or choose another endpoint"
+        )
 
 
 @dataclass
@@ -96,8 +98,11 @@ def pick(lo: int, hi: int, skipped: set[int]) -> tuple[int, bool] | None:
     in bands, so a gap with a judged end is tried before a gap between two skips (likely inside a
     band), the larger gap first, the one nearer the middle on a tie; the gap's middle is probed."""
     walls = [lo, *sorted(j for j in skipped if lo < j < hi), hi]
-    gaps = [(not (a in skipped and b in skipped), b - a, -abs((a + b) / 2 - (lo + hi) / 2), a, b)
-            for a, b in zip(walls, walls[1:]) if b - a > 1]
+    gaps = [
+        (not (a in skipped and b in skipped), b - a, -abs((a + b) / 2 - (lo + hi) / 2), a, b)
+        for a, b in zip(walls, walls[1:], strict=False)
+        if b - a > 1
+    ]
     if not gaps:
         return None
     judged_end, _, _, a, b = max(gaps)
@@ -135,7 +140,8 @@ class Bisection:
         if len({r.verdict for r in runs}) > 1:
             raise HarnessError(
                 f"flaky oracle: {point.label} was judged {' then '.join(r.verdict for r in runs)} "
-                f"(exits {', '.join(str(r.exit) for r in runs)}); make the oracle deterministic before bisecting")
+                f"(exits {', '.join(str(r.exit) for r in runs)}); make the oracle deterministic before bisecting"
+            )
         return runs[0].verdict
 
     def search(self, lo: int, hi: int, old: str, *, lo_implied: bool, hi_implied: bool) -> Outcome:
@@ -169,8 +175,11 @@ class Bisection:
             elif verdict != expected:
                 if not implied:
                     raise HarnessError(_endpoint_hint(point, verdict, expected, self.runs[point.key][0]))
-                outcome.note = (f"no {old} release in range: {point.label}, the oldest candidate, is already {verdict}" if older_side
-                                else f"not {'fixed' if old == BAD else 'broken'} yet: {point.label}, the newest candidate, is still {verdict}")
+                outcome.note = (
+                    f"no {old} release in range: {point.label}, the oldest candidate, is already {verdict}"
+                    if older_side
+                    else f"not {'fixed' if old == BAD else 'broken'} yet: {point.label}, the newest candidate, is still {verdict}"
+                )
                 return outcome
             elif older_side:
                 self.judged_old = point
@@ -203,5 +212,7 @@ class Bisection:
 
 def _endpoint_hint(point: Point, verdict: str, expected: str, run: Run) -> str:
     flag = "--good" if expected == GOOD else "--bad"
-    return (f"{flag} {point.key} is {verdict}, not {expected} ({run.describe()}): pick another {expected} release; "
-            "bisect looks for the first bad after a good one, --find-fix for the first good after a bad one")
+    return (
+        f"{flag} {point.key} is {verdict}, not {expected} ({run.describe()}): pick another {expected} release; "
+        "bisect looks for the first bad after a good one, --find-fix for the first good after a bad one"
+    )

@@ -31,8 +31,12 @@ from harness.env import overlay
 
 GOOD, BAD, SKIP = "good", "bad", "skip"
 SKIP_EXIT = 125
-PYTEST_SKIP_EXITS = {2: "interrupted or collection error", 3: "pytest internal error", 4: "pytest usage error",
-                     5: "no tests collected"}
+PYTEST_SKIP_EXITS = {
+    2: "interrupted or collection error",
+    3: "pytest internal error",
+    4: "pytest usage error",
+    5: "no tests collected",
+}
 TAIL_LINES = 12
 OUTSIDE_THE_MATRIX = "none"  # the --cell of a run the harness starts on a stack of its own
 PLUGIN_OFF = "no:harness.pytest.plugin"
@@ -77,7 +81,9 @@ def judge_pytest(code: int, junit: Path, patterns: list[str]) -> tuple[str, str]
         if cases and all(s is not None and s.get("type") == "pytest.skip" for s in skipped):
             return SKIP, "every selected test skipped"
         return GOOD, ""
-    problems = [(p.tag, p.get("message") or "", p.text or "") for c in cases for p in c if p.tag in ("failure", "error")]
+    problems = [
+        (p.tag, p.get("message") or "", p.text or "") for c in cases for p in c if p.tag in ("failure", "error")
+    ]
     if any(tag == "failure" and judges(message, text, patterns) for tag, message, text in problems):
         return BAD, ""
     first = next(iter(problems), ("", "pytest exit 1 without a failing test", ""))
@@ -100,8 +106,16 @@ def registry_patterns() -> list[str]:
 class Oracle:
     """A pytest selection (run from the checkout) or a shell command, run inside an overlay."""
 
-    def __init__(self, *, pytest_selection: str | None = None, command: str | None = None, timeout: float = 1800,
-                 runxfail: bool = True, patterns: list[str] = (), rootdir: Path = REPO_ROOT):
+    def __init__(
+        self,
+        *,
+        pytest_selection: str | None = None,
+        command: str | None = None,
+        timeout: float = 1800,
+        runxfail: bool = True,
+        patterns: list[str] = (),
+        rootdir: Path = REPO_ROOT,
+    ):
         """``runxfail=False`` keeps the registry's expectations (a known failure that reproduces is good);
         ``patterns`` are more messages that make a failing test say "bad" (the nightly's own failure);
         a pytest selection runs from ``rootdir`` (the checkout)."""
@@ -122,7 +136,13 @@ class Oracle:
         with tempfile.TemporaryDirectory(prefix="qvl-oracle-") as tmp:
             junit = Path(tmp, "junit.xml")
             if self.pytest_selection:
-                cmd = [*self._pytest(python), "-q", "--tb=short", *["--runxfail"] * self.runxfail, f"--junitxml={junit}"]
+                cmd = [
+                    *self._pytest(python),
+                    "-q",
+                    "--tb=short",
+                    *["--runxfail"] * self.runxfail,
+                    f"--junitxml={junit}",
+                ]
                 code, text = self._execute(cmd, env, cwd=self.rootdir, shell=False)
             else:
                 code, text = self._execute(self.command, env, cwd=Path.cwd(), shell=True)
@@ -141,8 +161,12 @@ class Oracle:
     def collect_error(self, python: Path, installed_by_probe: set[str]) -> str | None:
         """Why the pytest selection does not collect any test in the environment of ``python``; None when it does,
         or when all it lacks is a module of ``installed_by_probe`` (package names a probe installs)."""
-        code, text = self._execute([*self._pytest(Path(python)), "--collect-only", "-q"], self._env(Path(python), "collect"),
-                                   cwd=self.rootdir, shell=False)
+        code, text = self._execute(
+            [*self._pytest(Path(python)), "--collect-only", "-q"],
+            self._env(Path(python), "collect"),
+            cwd=self.rootdir,
+            shell=False,
+        )
         if code == 0:
             return None
         if code is None:
@@ -154,8 +178,11 @@ class Oracle:
         missing = [MISSING_MODULE.fullmatch(error) for error in errors]
         if code == 2 and errors and all(m and canonicalize_name(m[1]) in installed_by_probe for m in missing):
             return None  # the base lacks what each probe installs
-        said = next(iter(errors), None) or next((line for line in reversed(lines) if line.startswith("ERROR")), None) \
+        said = (
+            next(iter(errors), None)
+            or next((line for line in reversed(lines) if line.startswith("ERROR")), None)
             or one_line(text)
+        )
         return f"pytest --collect-only exit {code}: {said}"
 
     def _pytest(self, python: Path) -> list[str]:
@@ -165,8 +192,14 @@ class Oracle:
         return [str(python), "-m", "pytest", *words, "-p", "no:cacheprovider", *cell]
 
     def _env(self, python: Path, label: str) -> dict[str, str]:
-        env = {**os.environ, "VIRTUAL_ENV": str(python.parent.parent), "PATH": f"{python.parent}{os.pathsep}{os.environ.get('PATH', '')}",
-               "QVL_PROBE_PYTHON": str(python), "QVL_PROBE": label, "QVL_CELL": OUTSIDE_THE_MATRIX}
+        env = {
+            **os.environ,
+            "VIRTUAL_ENV": str(python.parent.parent),
+            "PATH": f"{python.parent}{os.pathsep}{os.environ.get('PATH', '')}",
+            "QVL_PROBE_PYTHON": str(python),
+            "QVL_PROBE": label,
+            "QVL_CELL": OUTSIDE_THE_MATRIX,
+        }
         env.pop("PYTHONHOME", None)
         if (python.parent.parent / overlay.MARKER).is_file():
             env.pop("PYTHONPATH", None)  # the overlay's .pth has the base's entries, after its own pins
@@ -174,8 +207,17 @@ class Oracle:
 
     def _execute(self, cmd, env, cwd, shell) -> tuple[int | None, str]:
         """Exit status and output; None on timeout (the whole process group is killed)."""
-        proc = subprocess.Popen(cmd, shell=shell, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                text=True, errors="replace", start_new_session=True)
+        proc = subprocess.Popen(
+            cmd,
+            shell=shell,
+            cwd=cwd,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            errors="replace",
+            start_new_session=True,
+        )
         try:
             output, _ = proc.communicate(timeout=self.timeout)
         except subprocess.TimeoutExpired:

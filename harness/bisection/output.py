@@ -16,10 +16,14 @@ class Reporter:
     def __init__(self, companions, out=print):
         self.companions, self.out = companions, out
 
-    def header(self, packages: list[str], points: list[Point], total: int, by_date: bool, oracle: str, base: str, log) -> None:
+    def header(
+        self, packages: list[str], points: list[Point], total: int, by_date: bool, oracle: str, base: str, log
+    ) -> None:
         of = f" of {total} releases" if total != len(points) and not by_date else ""
-        self.out(f"bisecting {' + '.join(packages)}: {len(points)} candidates {points[0].key} .. {points[-1].key}{of} "
-                 f"({'stack states by date' if by_date else 'by upload time'})")
+        self.out(
+            f"bisecting {' + '.join(packages)}: {len(points)} candidates {points[0].key} .. {points[-1].key}{of} "
+            f"({'stack states by date' if by_date else 'by upload time'})"
+        )
         earlier = f" ({log.count} earlier probes; --resume answers from them)" if log.count and not log.reuse else ""
         self.out(f"oracle: {oracle}\nbase: {base}\nlog: {log.path}{earlier}")
 
@@ -40,12 +44,22 @@ class Reporter:
             self.out(outcome.note)
         elif outcome.ambiguous:
             names = ", ".join(p.key for p in [*outcome.ambiguous, outcome.first_new] if p)
-            tail = "" if outcome.first_new else f", or none in range ({outcome.last_old.label} is the newest judged and is {outcome.old})"
-            self.out(f"undecided: the {outcome.new_name} is one of {names}{tail}: the releases between could not be judged")
-            self.out(f"WARNING: {len(outcome.ambiguous)} candidate(s) could not be judged and leave the answer undecided: "
-                     "fix what their probes lack (the reasons below), then continue with --resume")
+            tail = (
+                ""
+                if outcome.first_new
+                else f", or none in range ({outcome.last_old.label} is the newest judged and is {outcome.old})"
+            )
+            self.out(
+                f"undecided: the {outcome.new_name} is one of {names}{tail}: the releases between could not be judged"
+            )
+            self.out(
+                f"WARNING: {len(outcome.ambiguous)} candidate(s) could not be judged and leave the answer undecided: "
+                "fix what their probes lack (the reasons below), then continue with --resume"
+            )
             for point in outcome.ambiguous:
-                self.out(f"  {point.label}: {runs[point.key][-1].reason if point.key in runs else 'not tried (between releases that could not be judged)'}")
+                self.out(
+                    f"  {point.label}: {runs[point.key][-1].reason if point.key in runs else 'not tried (between releases that could not be judged)'}"
+                )
         else:
             last_name = "last good" if outcome.old == GOOD else "last bad"
             when = "committed" if " @ " in outcome.first_new.label else "uploaded"
@@ -56,7 +70,10 @@ class Reporter:
             self.out("evidence:")
             for point in (outcome.last_old, outcome.first_new):
                 point_runs = runs.get(point.key, [])
-                self.out(f"  {point.label}: {point_runs[0].describe()}" + (f" x{len(point_runs)}" if len(point_runs) > 1 else ""))
+                self.out(
+                    f"  {point.label}: {point_runs[0].describe()}"
+                    + (f" x{len(point_runs)}" if len(point_runs) > 1 else "")
+                )
                 self.out("\n".join(f"    | {line}" for line in point_runs[0].tail.splitlines()))
                 if point_runs[0].output:
                     self.out(f"    whole output: {point_runs[0].output}")
@@ -71,9 +88,10 @@ class Reporter:
         for point, run in skips:
             self.out(f"  {point.label}: {run.describe()}")
         if len(skips) * 2 > probes and not undecided:
-            self.out(f"WARNING: {len(skips)} of {probes} probes could not judge their release: the oracle or the probe "
-                     "environment may not fit these releases (see the reasons above) before trusting the answer")
+            self.out(
+                f"WARNING: {len(skips)} of {probes} probes could not judge their release: the oracle or the probe "
+                "environment may not fit these releases (see the reasons above) before trusting the answer"
+            )
 
     def command(self, label: str, argv: list[str]) -> None:
         self.out(f"{label}: {shlex.join(argv)}")
-

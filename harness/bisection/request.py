@@ -50,11 +50,13 @@ class BisectRequest:
         if len(self.packages) > 1 and not self.by_date:
             raise HarnessError("several packages are bisected together only with --by-date")
         if self.record and self.by_date:
-            raise HarnessError("--record needs a single-package bisect "
-                               "(a registry range is over one package's versions)")
+            raise HarnessError(
+                "--record needs a single-package bisect (a registry range is over one package's versions)"
+            )
         if self.commits and (self.by_date or self.find_range):
-            raise HarnessError("--commits continues a search over one package's releases: "
-                               "not with --by-date or --find-range")
+            raise HarnessError(
+                "--commits continues a search over one package's releases: not with --by-date or --find-range"
+            )
 
     @property
     def python(self) -> str:
@@ -64,8 +66,16 @@ class BisectRequest:
     def package(self) -> str:
         return self.packages[0]
 
-    def command(self, good: str | None, bad: str | None, mode: str, start: str | None = None,
-                end: str | None = None, *, resume: bool = True) -> list[str]:
+    def command(
+        self,
+        good: str | None,
+        bad: str | None,
+        mode: str,
+        start: str | None = None,
+        end: str | None = None,
+        *,
+        resume: bool = True,
+    ) -> list[str]:
         """This bisect as a command over ``good``/``bad`` (and the range ``start``..``end``) in ``mode``
         (first-bad, first-fixed, or find-range); with ``resume``, answered from the logged probes."""
         cmd = ["qvl-harness", "bisect", *self.packages]
@@ -73,19 +83,31 @@ class BisectRequest:
         for flag, value in (("--good", good), ("--bad", bad), ("--range-start", start), ("--range-end", end)):
             if value:
                 cmd += [flag, value]
-        for flag, on in (("--by-date", self.by_date), ("--pre", self.pre), ("--no-index", self.no_index),
-                         ("--offline", self.offline)):
+        for flag, on in (
+            ("--by-date", self.by_date),
+            ("--pre", self.pre),
+            ("--no-index", self.no_index),
+            ("--offline", self.offline),
+        ):
             cmd += [flag] * on
-        for flag, value in (("--exclude-newer", self.exclude_newer), ("--oracle-pytest", self.oracle_pytest),
-                            ("--oracle-cmd", self.oracle_cmd), ("--cell", self.cell),
-                            ("--release-data", self.release_data), ("--commits", self.commits),
-                            ("--base-python", self.base_python)):
+        for flag, value in (
+            ("--exclude-newer", self.exclude_newer),
+            ("--oracle-pytest", self.oracle_pytest),
+            ("--oracle-cmd", self.oracle_cmd),
+            ("--cell", self.cell),
+            ("--release-data", self.release_data),
+            ("--commits", self.commits),
+            ("--base-python", self.base_python),
+        ):
             if value:
                 cmd += [flag, str(value)]
         if self.oracle_timeout != DEFAULT_ORACLE_TIMEOUT:
             cmd += ["--oracle-timeout", f"{self.oracle_timeout:g}"]
-        for flag, values in (("--with", self.companions), ("--import-check", self.import_check),
-                             ("--find-links", self.find_links)):
+        for flag, values in (
+            ("--with", self.companions),
+            ("--import-check", self.import_check),
+            ("--find-links", self.find_links),
+        ):
             for value in values:
                 cmd += [flag, value]
         return cmd + ["--resume"] * resume

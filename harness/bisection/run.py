@@ -34,7 +34,9 @@ def companion_source(request: BisectRequest, index, exclude_newer):
     if request.cell:
         cell = load_matrix().cell(request.cell)
         probed = {canonicalize_name(p) for p in request.packages}
-        fixed += [f"{p}=={cell.stack[p]}" for p in CELL_COMPANIONS if p in cell.stack and canonicalize_name(p) not in probed]
+        fixed += [
+            f"{p}=={cell.stack[p]}" for p in CELL_COMPANIONS if p in cell.stack and canonicalize_name(p) not in probed
+        ]
     for text in request.companions:
         if text.endswith("@same-day"):
             same_day.append(text.removesuffix("@same-day"))
@@ -58,7 +60,9 @@ def companion_source(request: BisectRequest, index, exclude_newer):
 
 def bisect(request: BisectRequest) -> int:
     """Run the bisect ``request`` asks for; 0 when every search found its answer, 1 when one is undecided."""
-    index = pypi.DirectoryIndex(request.release_data) if request.release_data else pypi.PyPIIndex(offline=request.offline)
+    index = (
+        pypi.DirectoryIndex(request.release_data) if request.release_data else pypi.PyPIIndex(offline=request.offline)
+    )
     exclude_newer = pypi.parse_date(request.exclude_newer) if request.exclude_newer else None
     oracle = Oracle(pytest_selection=request.oracle_pytest, command=request.oracle_cmd, timeout=request.oracle_timeout)
     repo = Repo(request.commits) if request.commits else None
@@ -75,14 +79,15 @@ def bisect(request: BisectRequest) -> int:
         every = version_points(history)
         first = index_of(every, request.range_start, False, history) if request.range_start else 0
         last = index_of(every, request.range_end, False, history) if request.range_end else len(every) - 1
-        points, total = every[first:last + 1], len(every)
+        points, total = every[first : last + 1], len(every)
     if repo is not None:
         old_end, new_end = (request.bad, request.good) if request.find_fix else (request.good, request.bad)
         if old_end and new_end and not {old_end, new_end} <= {r.version for r in history}:
             # two commits (or a commit and a release) named: search the commits between them directly
             mode = "first-fixed" if request.find_fix else "first-bad"
-            return _commit_searches(request, repo, history, [(mode, old_end, new_end)],
-                                    _probe_kit(request, oracle, index, exclude_newer))
+            return _commit_searches(
+                request, repo, history, [(mode, old_end, new_end)], _probe_kit(request, oracle, index, exclude_newer)
+            )
     if len(points) < 2:
         raise HarnessError("fewer than two candidates in range: nothing to bisect")
 
@@ -103,19 +108,42 @@ def bisect(request: BisectRequest) -> int:
             raise HarnessError(f"--good and --bad both fall on {points[lo].label}: nothing between them to bisect")
         if lo > hi:
             older, newer = ("--good", "--bad") if mode == "first-bad" else ("--bad", "--good")
-            other = "use --find-fix to find when it was fixed" if mode == "first-bad" else "drop --find-fix to find when it broke"
+            other = (
+                "use --find-fix to find when it was fixed"
+                if mode == "first-bad"
+                else "drop --find-fix to find when it broke"
+            )
             raise HarnessError(f"{older} {points[lo].key} must be older than {newer} {points[hi].key}; {other}")
 
     kit = _probe_kit(request, oracle, index, exclude_newer)
     _, base, overlays, companions = kit
-    config = {"packages": list(request.packages), "by_date": request.by_date, "oracle": oracle.describe(),
-              "with": list(request.companions), "cell": request.cell, "base": base.python,
-              "import_check": list(request.import_check)}
-    bisection = open_bisection(canonicalize_name("-".join(request.packages)), config, points,
-                               prober(oracle, overlays, companions), resume=request.resume, companions=companions)
+    config = {
+        "packages": list(request.packages),
+        "by_date": request.by_date,
+        "oracle": oracle.describe(),
+        "with": list(request.companions),
+        "cell": request.cell,
+        "base": base.python,
+        "import_check": list(request.import_check),
+    }
+    bisection = open_bisection(
+        canonicalize_name("-".join(request.packages)),
+        config,
+        points,
+        prober(oracle, overlays, companions),
+        resume=request.resume,
+        companions=companions,
+    )
     reporter = bisection.reporter
-    reporter.header(list(request.packages), points, total, request.by_date, oracle.describe(),
-                    f"{base.python} (python {base.version})", bisection.log)
+    reporter.header(
+        list(request.packages),
+        points,
+        total,
+        request.by_date,
+        oracle.describe(),
+        f"{base.python} (python {base.version})",
+        bisection.log,
+    )
 
     started = time.monotonic()
     outcomes = []
@@ -130,8 +158,10 @@ def bisect(request: BisectRequest) -> int:
         for _, outcome in outcomes:
             reporter.outcome(" + ".join(request.packages), outcome, bisection.runs, request.by_date)
         good, bad = _judged_endpoints(bisection, mode)
-        reporter.command(f"interrupted during the {mode.replace('-', ' ')} search; continue with",
-                         request.command(good, bad, mode, points[0].key, points[-1].key))
+        reporter.command(
+            f"interrupted during the {mode.replace('-', ' ')} search; continue with",
+            request.command(good, bad, mode, points[0].key, points[-1].key),
+        )
         return 130
 
     status = 0
@@ -147,8 +177,11 @@ def bisect(request: BisectRequest) -> int:
     if request.record and status == 0:
         _record(request, oracle, outcomes)
     if repo is not None:
-        adjacent = [(mode, o.last_old.key, o.first_new.key) for mode, o in outcomes
-                    if o.first_new and o.last_old and not o.ambiguous]
+        adjacent = [
+            (mode, o.last_old.key, o.first_new.key)
+            for mode, o in outcomes
+            if o.first_new and o.last_old and not o.ambiguous
+        ]
         if adjacent:
             print("continuing below the releases, over the commits between them:")
             status = max(status, _commit_searches(request, repo, history, adjacent, kit))
@@ -157,8 +190,11 @@ def bisect(request: BisectRequest) -> int:
 
 def _installed_by_probe(request: BisectRequest) -> set[str]:
     """The packages each probe installs: the bisected ones, the companions, a cell's companion pins."""
-    names = [*request.packages, *(re.split(r"==|@", text)[0] for text in request.companions),
-             *(CELL_COMPANIONS if request.cell else ())]
+    names = [
+        *request.packages,
+        *(re.split(r"==|@", text)[0] for text in request.companions),
+        *(CELL_COMPANIONS if request.cell else ()),
+    ]
     return {canonicalize_name(name) for name in names}
 
 
@@ -166,8 +202,13 @@ def _probe_kit(request: BisectRequest, oracle: Oracle, index, exclude_newer) -> 
     """What every probe of this bisect shares, releases and commits alike: the oracle, the base and its
     overlays, the companions."""
     base = Base.of(request.python)
-    overlays = Overlays(base, find_links=request.find_links, no_index=request.no_index, offline=request.offline,
-                        import_check=request.import_check)
+    overlays = Overlays(
+        base,
+        find_links=request.find_links,
+        no_index=request.no_index,
+        offline=request.offline,
+        import_check=request.import_check,
+    )
     return oracle, base, overlays, companion_source(request, index, exclude_newer)
 
 
@@ -175,12 +216,16 @@ def _crossing_hint(exc: UnjudgedEndpoint, mode: str, request: BisectRequest) -> 
     """A named endpoint that could not be judged: a range bound in its place lets the search cross it."""
     if request.find_range:
         return str(exc)
-    named = ("--good" if mode == "first-bad" else "--bad") if exc.older else ("--bad" if mode == "first-bad" else "--good")
+    named = (
+        ("--good" if mode == "first-bad" else "--bad") if exc.older else ("--bad" if mode == "first-bad" else "--good")
+    )
     bound = "--range-start" if exc.older else "--range-end"
     key = exc.point.key
-    return (f"cannot judge endpoint {exc.point.label}: {exc.run.reason}; fix what the probe lacks, choose another "
-            f"endpoint, or name it {bound} {key} instead of {named} {key} to let the search cross releases that "
-            "cannot be judged")
+    return (
+        f"cannot judge endpoint {exc.point.label}: {exc.run.reason}; fix what the probe lacks, choose another "
+        f"endpoint, or name it {bound} {key} instead of {named} {key} to let the search cross releases that "
+        "cannot be judged"
+    )
 
 
 def _answer_ends(outcome) -> tuple[str, str]:
@@ -191,9 +236,11 @@ def _answer_ends(outcome) -> tuple[str, str]:
 
 
 def _totals(overlays: Overlays, bisection: Bisection, started: float) -> None:
-    print(f"environments: {overlays.installed} installed, {overlays.reused} reused; oracle runs: {bisection.oracle_runs}"
-          + (f" (+{bisection.reused_runs} from the log)" if bisection.reused_runs else "")
-          + f"; {time.monotonic() - started:.0f}s")
+    print(
+        f"environments: {overlays.installed} installed, {overlays.reused} reused; oracle runs: {bisection.oracle_runs}"
+        + (f" (+{bisection.reused_runs} from the log)" if bisection.reused_runs else "")
+        + f"; {time.monotonic() - started:.0f}s"
+    )
 
 
 def _commit_searches(request: BisectRequest, repo: Repo, history, pairs: list[tuple[str, str, str]], kit: tuple) -> int:
@@ -205,16 +252,37 @@ def _commit_searches(request: BisectRequest, repo: Repo, history, pairs: list[tu
     for mode, old_end, new_end in pairs:
         (old, old_how), (new, new_how) = (endpoint(repo, package, v, releases) for v in (old_end, new_end))
         if old.sha == new.sha:
-            raise HarnessError(f"{old_end} and {new_end} are the same commit {old.sha[:12]}: nothing between them to bisect")
+            raise HarnessError(
+                f"{old_end} and {new_end} are the same commit {old.sha[:12]}: nothing between them to bisect"
+            )
         points = points_between(repo, package, old, new)
-        config = {"packages": list(request.packages), "commits": str(repo.path), "oracle": oracle.describe(),
-                  "with": list(request.companions), "cell": request.cell, "base": base.python,
-                  "import_check": list(request.import_check)}
-        bisection = open_bisection(f"{canonicalize_name(package)}-commits", config, points,
-                                   prober(oracle, overlays, companions), resume=request.resume, companions=companions)
+        config = {
+            "packages": list(request.packages),
+            "commits": str(repo.path),
+            "oracle": oracle.describe(),
+            "with": list(request.companions),
+            "cell": request.cell,
+            "base": base.python,
+            "import_check": list(request.import_check),
+        }
+        bisection = open_bisection(
+            f"{canonicalize_name(package)}-commits",
+            config,
+            points,
+            prober(oracle, overlays, companions),
+            resume=request.resume,
+            companions=companions,
+        )
         reporter = bisection.reporter
-        reporter.header([package], points, len(points), False, oracle.describe(), f"{base.python} (python {base.version})",
-                        bisection.log)
+        reporter.header(
+            [package],
+            points,
+            len(points),
+            False,
+            oracle.describe(),
+            f"{base.python} (python {base.version})",
+            bisection.log,
+        )
         print(f"{old_how}\n{new_how}\nclone: {repo.location}")
         started = time.monotonic()
         old_state = GOOD if mode == "first-bad" else BAD
@@ -224,8 +292,9 @@ def _commit_searches(request: BisectRequest, repo: Repo, history, pairs: list[tu
         except KeyboardInterrupt:
             good, bad = _judged_endpoints(bisection, mode)
             ends = (old, new) if mode == "first-bad" else (new, old)
-            reporter.command("\ninterrupted; continue with",
-                             request.command(good or ends[0].sha[:12], bad or ends[1].sha[:12], mode))
+            reporter.command(
+                "\ninterrupted; continue with", request.command(good or ends[0].sha[:12], bad or ends[1].sha[:12], mode)
+            )
             return 130
         print()
         reporter.outcome(package, outcome, bisection.runs, False)
@@ -257,11 +326,13 @@ def _record(request: BisectRequest, oracle: Oracle, outcomes) -> None:
         else:
             found.append(outcome.note)
     probes = sum(len(o.probed) for _, o in outcomes)
-    evidence = (f"qvl-harness bisect {datetime.now(timezone.utc):%Y-%m-%d} over PyPI upload order, {probes} probes: "
-                f"{'; '.join(found)}; oracle: {oracle.describe()}")
+    evidence = (
+        f"qvl-harness bisect {datetime.now(timezone.utc):%Y-%m-%d} over PyPI upload order, {probes} probes: "
+        f"{'; '.join(found)}; oracle: {oracle.describe()}"
+    )
     asked = "find-range" if request.find_range else "first-fixed" if request.find_fix else "first-bad"
-    command = shlex.join(request.command(request.good, request.bad, asked, request.range_start, request.range_end,
-                                         resume=False))
+    command = shlex.join(
+        request.command(request.good, request.bad, asked, request.range_start, request.range_end, resume=False)
+    )
     entry = registry.write_range(request.record, package=request.package, evidence=evidence, found_by=command, **bounds)
     print(f"recorded in {registry.REGISTRY.name}: {entry.id} affected {entry.affected}")
-

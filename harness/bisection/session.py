@@ -30,8 +30,11 @@ def prober(oracle: Oracle, overlays: Overlays, companions=no_companions):
         try:
             overlay = overlays.get(requirements)
             if not overlay.error:
-                release_code.fetch([r for r in requirements if release_code.is_code_under_test(r)], quiet=True,
-                                   **overlays.fetch_options)
+                release_code.fetch(
+                    [r for r in requirements if release_code.is_code_under_test(r)],
+                    quiet=True,
+                    **overlays.fetch_options,
+                )
         except HarnessError as exc:
             return Run(None, SKIP, "", 0.0, str(exc))
         if overlay.error:
@@ -41,8 +44,9 @@ def prober(oracle: Oracle, overlays: Overlays, companions=no_companions):
     return probe
 
 
-def open_bisection(name: str, config: dict, points: list[Point], probe, *, resume: bool, companions=no_companions,
-                   out=print) -> Bisection:
+def open_bisection(
+    name: str, config: dict, points: list[Point], probe, *, resume: bool, companions=no_companions, out=print
+) -> Bisection:
     """A bisection of ``points`` whose probes go to the log ``<name>-<digest of config>.jsonl`` (``resume``: its
     earlier runs answer), told by a reporter that shows each probe's companions."""
     digest = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:10]

@@ -19,8 +19,9 @@ GROUPS = (env, data, failures, families, report)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = OneLineParser(prog="qvl-harness",
-                           description="Regression and compatibility harness for 4-bit Qwen2-VL loading with Unsloth.")
+    parser = OneLineParser(
+        prog="qvl-harness", description="Regression and compatibility harness for 4-bit Qwen2-VL loading with Unsloth."
+    )
     parser.set_defaults(argv=[])  # main() fills it: the command line a hint repeats
     sub = parser.add_subparsers(dest="command", required=True)
     for group in GROUPS:

@@ -10,56 +10,82 @@ from pathlib import Path
 
 from harness.cli.args import checkpoint_dir, output_dir, port
 from harness.core.cellenv import needs_stack
-from harness.core.paths import cache_dir
 from harness.core.errors import HarnessError
+from harness.core.paths import cache_dir
 from harness.data import goldens, hub, hub_history, xrays
 from harness.lab import captioner, tinymodel
 
 
 def register(sub) -> None:
     fixtures = sub.add_parser("fixtures", help="X-ray fixtures").add_subparsers(dest="action", required=True)
-    p = fixtures.add_parser("list", help="every fixture and whether it decodes (exit 1 when one is refused)",
-                            description="Example: qvl-harness fixtures list")
+    p = fixtures.add_parser(
+        "list",
+        help="every fixture and whether it decodes (exit 1 when one is refused)",
+        description="Example: qvl-harness fixtures list",
+    )
     p.add_argument("--manifest", type=Path, default=None)
     p.set_defaults(func=cmd_fixtures_list)
-    p = fixtures.add_parser("show", help="describe one fixture and write a preview PNG",
-                            description="Example: qvl-harness fixtures show chest-pa --out-dir previews")
+    p = fixtures.add_parser(
+        "show",
+        help="describe one fixture and write a preview PNG",
+        description="Example: qvl-harness fixtures show chest-pa --out-dir previews",
+    )
     p.add_argument("id")
     p.add_argument("--out-dir", type=Path, help="folder for ID-preview.png (default: the harness cache's previews/)")
     p.add_argument("--manifest", type=Path, default=None)
     p.set_defaults(func=cmd_fixtures_show)
 
     hubs = sub.add_parser("hub", help="the local Hugging Face hub").add_subparsers(dest="action", required=True)
-    p = hubs.add_parser("serve", help="serve a hub snapshot on 127.0.0.1 until Ctrl-C",
-                        description="Example: qvl-harness hub serve --snapshot 2024-12 (then export the HF_ENDPOINT it prints)")
-    p.add_argument("--snapshot", required=True, help="snapshot name (fixtures/hub/history.toml [snapshots]) or path to a .toml")
+    p = hubs.add_parser(
+        "serve",
+        help="serve a hub snapshot on 127.0.0.1 until Ctrl-C",
+        description="Example: qvl-harness hub serve --snapshot 2024-12 (then export the HF_ENDPOINT it prints)",
+    )
+    p.add_argument(
+        "--snapshot", required=True, help="snapshot name (fixtures/hub/history.toml [snapshots]) or path to a .toml"
+    )
     p.add_argument("--port", type=port, default=0, help="port (default: a free one)")
     p.add_argument("--base", type=Path, help="serve stand-ins of this 16-bit checkpoint (default: the tiny Qwen2-VL)")
     p.set_defaults(func=cmd_hub_serve)
     p = hubs.add_parser("list", help="the snapshots and their repos", description="Example: qvl-harness hub list")
     p.set_defaults(func=cmd_hub_list)
-    p = hubs.add_parser("history", help="a repo's record in the hub history, or fold a night's observations into it",
-                        description="Example: qvl-harness hub history unsloth/Qwen2-VL-72B-Instruct-unsloth-bnb-4bit; "
-                                    "qvl-harness hub history --merge reports/hub-observations-canary.json")
+    p = hubs.add_parser(
+        "history",
+        help="a repo's record in the hub history, or fold a night's observations into it",
+        description="Example: qvl-harness hub history unsloth/Qwen2-VL-72B-Instruct-unsloth-bnb-4bit; "
+        "qvl-harness hub history --merge reports/hub-observations-canary.json",
+    )
     p.add_argument("repo", nargs="?", help="OWNER/NAME")
     p.add_argument("--merge", type=Path, metavar="FILE", help="a pytest --hub live observations file")
     p.set_defaults(func=cmd_hub_history)
-    p = hubs.add_parser("unknown", help="the mapped repos the hub history has no record of, most-mapped first",
-                        description="Example: qvl-harness hub unknown --release 2024.12.2")
+    p = hubs.add_parser(
+        "unknown",
+        help="the mapped repos the hub history has no record of, most-mapped first",
+        description="Example: qvl-harness hub unknown --release 2024.12.2",
+    )
     p.add_argument("--release", metavar="VERSION", help="only the repos this matrix release's mapper names")
     p.set_defaults(func=cmd_hub_unknown)
-    p = hubs.add_parser("sweep", help="every target a matrix release maps, with its state the day it shipped",
-                        description="Example: qvl-harness hub sweep --release 2024.12.2")
+    p = hubs.add_parser(
+        "sweep",
+        help="every target a matrix release maps, with its state the day it shipped",
+        description="Example: qvl-harness hub sweep --release 2024.12.2",
+    )
     p.add_argument("--release", metavar="VERSION", required=True, help="a matrix cell's unsloth version")
     p.set_defaults(func=cmd_hub_sweep)
 
     golden = sub.add_parser("goldens", help="golden captions").add_subparsers(dest="action", required=True)
-    p = golden.add_parser("accept", help="promote a reviewed *.obtained.json to the golden beside it",
-                          description="Example: qvl-harness goldens accept fixtures/goldens/tiny-captioner/cpu.obtained.json")
+    p = golden.add_parser(
+        "accept",
+        help="promote a reviewed *.obtained.json to the golden beside it",
+        description="Example: qvl-harness goldens accept fixtures/goldens/tiny-captioner/cpu.obtained.json",
+    )
     p.add_argument("obtained", type=Path)
     p.set_defaults(func=cmd_goldens_accept)
-    p = golden.add_parser("status", help="every golden, what made it stale and how to refresh it (exit 1 when stale)",
-                          description="Example: qvl-harness goldens status")
+    p = golden.add_parser(
+        "status",
+        help="every golden, what made it stale and how to refresh it (exit 1 when stale)",
+        description="Example: qvl-harness goldens status",
+    )
     p.set_defaults(func=cmd_goldens_status)
 
 
@@ -88,10 +114,12 @@ def cmd_fixtures_show(args) -> int:
     item = xrays.fixture(args.id, args.manifest or xrays.MANIFEST)
     out_dir = output_dir(args.out_dir, "--out-dir") if args.out_dir else cache_dir("previews")
     out = xrays.write_preview(item, out_dir)
-    print(f"id: {item.id}\nsource: {item.source} ({item.path})\nmodality: {item.modality} "
-          f"({xrays.XRAY_MODALITIES[item.modality]})\nbody part: {item.body_part}\nview: {item.view}\n"
-          f"description: {item.description}\nmust mention: {', '.join(item.must_mention)}\n"
-          f"must not mention: {', '.join(item.must_not_mention)}\npreview: {out}")
+    print(
+        f"id: {item.id}\nsource: {item.source} ({item.path})\nmodality: {item.modality} "
+        f"({xrays.XRAY_MODALITIES[item.modality]})\nbody part: {item.body_part}\nview: {item.view}\n"
+        f"description: {item.description}\nmust mention: {', '.join(item.must_mention)}\n"
+        f"must not mention: {', '.join(item.must_not_mention)}\npreview: {out}"
+    )
     return 0
 
 
@@ -147,8 +175,10 @@ def _releases(version: str | None):
     releases = hub_sweep.covered_releases()
     chosen = [r for r in releases if version in (None, r.unsloth.version)]
     if not chosen:
-        raise HarnessError(f"--release {version}: no matrix cell has it; "
-                           f"known: {', '.join(dict.fromkeys(r.unsloth.version for r in releases))}")
+        raise HarnessError(
+            f"--release {version}: no matrix cell has it; "
+            f"known: {', '.join(dict.fromkeys(r.unsloth.version for r in releases))}"
+        )
     return chosen
 
 
@@ -157,10 +187,14 @@ def cmd_hub_unknown(args) -> int:
 
     history = hub_history.load()
     mapped = hub_sweep.mapped_repos(_releases(args.release))
-    unknown = sorted((entry for key, entry in mapped.items() if history.record(key) is None),
-                     key=lambda e: (-len(e[1]), -len(e[2]), e[0].lower()))
-    print(f"{len(unknown)} of {len(mapped)} mapped repos have no record in {hub_history.HISTORY_FILE.name} "
-          "(releases naming it, names mapping to it):")
+    unknown = sorted(
+        (entry for key, entry in mapped.items() if history.record(key) is None),
+        key=lambda e: (-len(e[1]), -len(e[2]), e[0].lower()),
+    )
+    print(
+        f"{len(unknown)} of {len(mapped)} mapped repos have no record in {hub_history.HISTORY_FILE.name} "
+        "(releases naming it, names mapping to it):"
+    )
     for repo, releases, names in unknown:
         print(f"  {len(releases):3} {len(names):3}  {repo}")
     return 0
@@ -172,11 +206,15 @@ def cmd_hub_sweep(args) -> int:
     for release in _releases(args.release):
         found = hub_sweep.sweep(release)
         counts = found.counts()
-        print(f"{found.release} against the hub history on {found.day}: {counts['present']} present, "
-              f"{counts['absent'] + counts['error']} absent, {counts['unknown']} unknown targets")
+        print(
+            f"{found.release} against the hub history on {found.day}: {counts['present']} present, "
+            f"{counts['absent'] + counts['error']} absent, {counts['unknown']} unknown targets"
+        )
         for row in sorted(found.targets().values(), key=lambda r: (r.state, r.target.lower())):
-            print(f"  {row.state:8} {row.target}" + (f"  [{row.claimed_by or 'NEW'}] {row.evidence}" if row.state in
-                                                    ("absent", "error") else ""))
+            print(
+                f"  {row.state:8} {row.target}"
+                + (f"  [{row.claimed_by or 'NEW'}] {row.evidence}" if row.state in ("absent", "error") else "")
+            )
     return 0
 
 
@@ -190,7 +228,11 @@ def cmd_goldens_status(args) -> int:
     worst = 0
     for path, problems in goldens.status(captioner.golden_configuration(), digests):
         pending = path.name.endswith(".obtained.json")
-        label = "obtained, awaiting review: qvl-harness goldens accept " + str(path) if pending else ("stale" if problems else "current")
+        label = (
+            "obtained, awaiting review: qvl-harness goldens accept " + str(path)
+            if pending
+            else ("stale" if problems else "current")
+        )
         print(f"{path.relative_to(goldens.GOLDENS_DIR)}: {label}")
         for problem in problems:
             print(f"  {problem}")

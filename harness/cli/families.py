@@ -9,8 +9,11 @@ from harness.families import registry
 
 
 def register(sub) -> None:
-    p = sub.add_parser("families", help="the vision families and what each matrix cell runs of them",
-                       description="Examples: qvl-harness families; qvl-harness families --cell u2025-01-05")
+    p = sub.add_parser(
+        "families",
+        help="the vision families and what each matrix cell runs of them",
+        description="Examples: qvl-harness families; qvl-harness families --cell u2025-01-05",
+    )
     p.add_argument("--cell", action="append", default=[], help="only this cell, family by family (repeatable)")
     p.add_argument("--file", type=Path, help="matrix file (default: matrix.toml of the checkout)")
     p.set_defaults(func=cmd_families)
@@ -22,15 +25,19 @@ def cmd_families(args) -> int:
     every = registry.families()
     print(f"{'family':12} {'transformers':13} {'class':36} {'vision modules':36} sizes")
     for fam in every:
-        print(f"{fam.id:12} {'>=' + fam.since:13} {fam.model_class:36} {', '.join(fam.vision_modules):36} "
-              f"{' '.join(fam.hub_names)}")
+        print(
+            f"{fam.id:12} {'>=' + fam.since:13} {fam.model_class:36} {', '.join(fam.vision_modules):36} "
+            f"{' '.join(fam.hub_names)}"
+        )
     print()
     for cell in cells:
         plan = registry.plan(cell.pins["transformers"])
         if not args.cell:
             skipped = ", ".join(f"{f.id} (needs >= {f.since})" for f in plan.not_run) or "-"
-            print(f"{cell.name:14} transformers {plan.transformers:9} runs: {' '.join(f.id for f in plan.runs)}"
-                  f"; not run: {skipped}")
+            print(
+                f"{cell.name:14} transformers {plan.transformers:9} runs: {' '.join(f.id for f in plan.runs)}"
+                f"; not run: {skipped}"
+            )
             continue
         print(f"cell {cell.name} (transformers {plan.transformers}):")
         for fam in every:

@@ -25,16 +25,20 @@ def missing(modules: tuple[str, ...] = NEEDED) -> list[str]:
 def where_to_run(argv: list[str]) -> str:
     """How to run ``qvl-harness ARGV`` in a cell's environment instead."""
     command = shlex.join(["qvl-harness", *argv])
-    return (f"run it in a cell env: tox -e cell-{EXAMPLE_CELL} --notest, then tox exec -e cell-{EXAMPLE_CELL} -- "
-            f"{command} (any cell of `qvl-harness matrix`)")
+    return (
+        f"run it in a cell env: tox -e cell-{EXAMPLE_CELL} --notest, then tox exec -e cell-{EXAMPLE_CELL} -- "
+        f"{command} (any cell of `qvl-harness matrix`)"
+    )
 
 
 def needs_stack(command: str, argv: list[str], modules: tuple[str, ...] = NEEDED) -> None:
     """Refuse ``qvl-harness COMMAND`` in one line, before any work, when ``modules`` are not installed here."""
     absent = missing(modules)
     if absent:
-        raise HarnessError(f"{command} needs the stack under test "
-                           f"({', '.join(absent)} not installed in {sys.prefix}); {where_to_run(argv or command.split())}")
+        raise HarnessError(
+            f"{command} needs the stack under test "
+            f"({', '.join(absent)} not installed in {sys.prefix}); {where_to_run(argv or command.split())}"
+        )
 
 
 def missing_stack(exc: ModuleNotFoundError, argv: list[str]) -> str | None:

@@ -15,4 +15,4 @@ def one_line(text: str, limit: int = 300) -> str:
     if len(joined) <= limit:
         return joined or "(no output)"
     head = limit // 3  # what failed, and (the end of a tool's message) why
-    return f"{joined[:head]} ... {joined[-(limit - head - 5):]}"
+    return f"{joined[:head]} ... {joined[-(limit - head - 5) :]}"

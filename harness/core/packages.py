@@ -3,7 +3,17 @@
 from __future__ import annotations
 
 # PyPI name -> matrix.toml key / wheel file prefix (where they differ from the PyPI name)
-STACK = ("unsloth", "unsloth-zoo", "transformers", "torch", "bitsandbytes", "peft", "huggingface_hub", "accelerate", "trl")
+STACK = (
+    "unsloth",
+    "unsloth-zoo",
+    "transformers",
+    "torch",
+    "bitsandbytes",
+    "peft",
+    "huggingface_hub",
+    "accelerate",
+    "trl",
+)
 CODE_UNDER_TEST = ("unsloth", "unsloth-zoo")  # installed with --no-deps; their release code is read from wheels
 MATRIX_KEYS = {"unsloth-zoo": "unsloth_zoo"}
 KNOWN = set(STACK) | {"huggingface-hub", "xformers"}  # what a registry entry may name

@@ -40,14 +40,18 @@ def keys(where: str, entry, required: set[str], optional: set[str] = frozenset()
         raise HarnessError(f"{where}: must be a table")
     missing, unknown = sorted(required - set(entry)), sorted(set(entry) - required - optional)
     if missing or unknown:
-        raise HarnessError(f"{where}: " + "; ".join(([f"missing {missing}"] if missing else [])
-                                                   + ([f"unknown key(s) {unknown}"] if unknown else [])))
+        raise HarnessError(
+            f"{where}: "
+            + "; ".join(
+                ([f"missing {missing}"] if missing else []) + ([f"unknown key(s) {unknown}"] if unknown else [])
+            )
+        )
     return entry
 
 
 def version(where: str, key: str, value) -> str:
     if not isinstance(value, str):
-        raise HarnessError(f"{where}: {key} must be a version string like \"2024.11.11\", got {value!r}")
+        raise HarnessError(f'{where}: {key} must be a version string like "2024.11.11", got {value!r}')
     try:
         Version(value)
     except InvalidVersion:
@@ -71,7 +75,9 @@ def specifier(where: str, key: str, value, *, empty_ok: bool = False) -> Specifi
     if lows and highs:
         (low, low_op), (high, high_op) = max(lows), min(highs)
         if low > high or (low == high and (low_op == ">" or high_op == "<")):
-            raise HarnessError(f"{where}: {key} {value!r} is an empty range (its lower bound is not below its upper bound)")
+            raise HarnessError(
+                f"{where}: {key} {value!r} is an empty range (its lower bound is not below its upper bound)"
+            )
     return spec
 
 
@@ -96,5 +102,8 @@ def load_json(path: Path, what: str, keys: set[str], version: int, hint: str = "
     except json.JSONDecodeError as exc:
         raise HarnessError(f"{what} {path}: not valid JSON: {exc}") from None
     if not isinstance(data, dict) or set(data) != keys or data["format"] != version:
-        raise HarnessError(f"{what} {path}: expected format {version} with exactly the keys {sorted(keys)}" + (f" ({hint})" if hint else ""))
+        raise HarnessError(
+            f"{what} {path}: expected format {version} with exactly the keys {sorted(keys)}"
+            + (f" ({hint})" if hint else "")
+        )
     return data

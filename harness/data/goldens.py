@@ -50,12 +50,19 @@ class Golden:
         try:
             return self.captions[fixture_id]["caption"]
         except KeyError:
-            raise HarnessError(f"golden {self.path}: no caption for fixture {fixture_id!r}; "
-                               "record it with --update-golden") from None
+            raise HarnessError(
+                f"golden {self.path}: no caption for fixture {fixture_id!r}; record it with --update-golden"
+            ) from None
 
     def as_dict(self) -> dict:
-        return {"format": FORMAT, "model": self.model, "device_class": self.device_class,
-                "configuration": self.configuration, "environment": self.environment, "captions": self.captions}
+        return {
+            "format": FORMAT,
+            "model": self.model,
+            "device_class": self.device_class,
+            "configuration": self.configuration,
+            "environment": self.environment,
+            "captions": self.captions,
+        }
 
 
 def golden_path(model: str, device_class: str, root: Path = GOLDENS_DIR) -> Path:
@@ -67,13 +74,19 @@ def obtained_path(model: str, device_class: str, root: Path = GOLDENS_DIR) -> Pa
 
 
 def read(path: Path) -> Golden:
-    data = schema.load_json(path, "golden", {"format", "model", "device_class", "configuration", "environment", "captions"}, FORMAT)
-    return Golden(data["model"], data["device_class"], data["configuration"], data["environment"], data["captions"], path)
+    data = schema.load_json(
+        path, "golden", {"format", "model", "device_class", "configuration", "environment", "captions"}, FORMAT
+    )
+    return Golden(
+        data["model"], data["device_class"], data["configuration"], data["environment"], data["captions"], path
+    )
 
 
 def configuration_differs(golden: Golden, configuration: dict) -> str:
     """How ``golden`` was recorded differently from ``configuration`` ("" when it was not)."""
-    differs = {k: (golden.configuration.get(k), v) for k, v in configuration.items() if golden.configuration.get(k) != v}
+    differs = {
+        k: (golden.configuration.get(k), v) for k, v in configuration.items() if golden.configuration.get(k) != v
+    }
     differs.update({k: (v, None) for k, v in golden.configuration.items() if k not in configuration})
     return "; ".join(f"{k}: golden {g!r}, this run {r!r}" for k, (g, r) in sorted(differs.items()))
 
@@ -82,15 +95,21 @@ def load(model: str, device_class: str, configuration: dict, root: Path = GOLDEN
     """The golden of ``model`` on exactly ``device_class``; refused unless recorded in ``configuration``."""
     path = golden_path(model, device_class, root)
     if not path.is_file():
-        raise HarnessError(f"no golden for {model} on device class {device_class} ({path}); {_record_hint(model, device_class, root)}")
+        raise HarnessError(
+            f"no golden for {model} on device class {device_class} ({path}); {_record_hint(model, device_class, root)}"
+        )
     golden = read(path)
     if (golden.model, golden.device_class) != (model, device_class):
-        raise HarnessError(f"golden {path} says it is for {golden.model} on {golden.device_class}, "
-                           f"not {model} on {device_class}: refused")
+        raise HarnessError(
+            f"golden {path} says it is for {golden.model} on {golden.device_class}, "
+            f"not {model} on {device_class}: refused"
+        )
     detail = configuration_differs(golden, configuration)
     if detail:
-        raise HarnessError(f"golden {path} was recorded in a different configuration ({detail}): refused; "
-                           f"{_record_hint(model, device_class, root)}")
+        raise HarnessError(
+            f"golden {path} was recorded in a different configuration ({detail}): refused; "
+            f"{_record_hint(model, device_class, root)}"
+        )
     return golden
 
 
@@ -101,11 +120,17 @@ def select(model: str, device_class: str, arch: str, configuration: dict, root: 
     passed_over = []
     files = sorted(p for p in (root / model).glob("*.json") if not p.name.endswith(".obtained.json"))
     own = [p for p in files if p.stem == device_class]
-    same_arch = [p for p in files if p.stem not in (device_class, "cpu") and arch != "cpu"
-                 and read(p).environment.get("arch") == arch]
+    same_arch = [
+        p
+        for p in files
+        if p.stem not in (device_class, "cpu") and arch != "cpu" and read(p).environment.get("arch") == arch
+    ]
     cpu = [p for p in files if p.stem == "cpu" and device_class != "cpu"]
-    for paths, required, matched in ((own, "token", "this device"), (same_arch, "token", f"same GPU architecture ({arch})"),
-                                     (cpu, "terms", "the CPU golden (no golden for this GPU): graded on the fixtures' terms")):
+    for paths, required, matched in (
+        (own, "token", "this device"),
+        (same_arch, "token", f"same GPU architecture ({arch})"),
+        (cpu, "terms", "the CPU golden (no golden for this GPU): graded on the fixtures' terms"),
+    ):
         for path in paths:
             golden = read(path)
             detail = configuration_differs(golden, configuration)
@@ -113,9 +138,11 @@ def select(model: str, device_class: str, arch: str, configuration: dict, root: 
                 passed_over.append(f"{path.name} ({detail})")
                 continue
             return replace(golden, required=required, matched=matched)
-    raise HarnessError(f"no golden for {model} that fits {device_class}: "
-                       + (f"passed over {'; '.join(passed_over)}; " if passed_over else "none recorded; ")
-                       + _record_hint(model, device_class, root))
+    raise HarnessError(
+        f"no golden for {model} that fits {device_class}: "
+        + (f"passed over {'; '.join(passed_over)}; " if passed_over else "none recorded; ")
+        + _record_hint(model, device_class, root)
+    )
 
 
 def _record_hint(model: str, device_class: str, root: Path) -> str:
@@ -131,17 +158,34 @@ def stale(golden: Golden, digests: dict[str, str]) -> list[str]:
         if entry is None:
             problems.append(f"{fid}: fixture has no golden caption")
         elif entry.get("fixture_digest") != digest:
-            problems.append(f"{fid}: fixture changed since the golden was recorded "
-                            f"(digest {entry.get('fixture_digest')} -> {digest})")
-    problems.extend(f"{fid}: golden caption for a fixture no longer in the manifest" for fid in golden.captions.keys() - digests.keys())
+            problems.append(
+                f"{fid}: fixture changed since the golden was recorded "
+                f"(digest {entry.get('fixture_digest')} -> {digest})"
+            )
+    problems.extend(
+        f"{fid}: golden caption for a fixture no longer in the manifest"
+        for fid in golden.captions.keys() - digests.keys()
+    )
     return sorted(problems)
 
 
-def write_obtained(model: str, device_class: str, configuration: dict, environment: dict,
-           captions: dict[str, str], digests: dict[str, str], root: Path = GOLDENS_DIR) -> Path:
+def write_obtained(
+    model: str,
+    device_class: str,
+    configuration: dict,
+    environment: dict,
+    captions: dict[str, str],
+    digests: dict[str, str],
+    root: Path = GOLDENS_DIR,
+) -> Path:
     """Write the obtained captions for review; an existing golden is never touched."""
-    golden = Golden(model, device_class, configuration, environment,
-                    {fid: {"caption": captions[fid], "fixture_digest": digests[fid]} for fid in sorted(captions)})
+    golden = Golden(
+        model,
+        device_class,
+        configuration,
+        environment,
+        {fid: {"caption": captions[fid], "fixture_digest": digests[fid]} for fid in sorted(captions)},
+    )
     path = obtained_path(model, device_class, root)
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic.write_text(path, json.dumps(golden.as_dict(), indent=2, sort_keys=True) + "\n")
@@ -161,6 +205,7 @@ def accept(obtained: Path) -> Path:
 
 
 # --- graded comparison ---------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Grade:
@@ -225,13 +270,17 @@ def grades(captions: dict[str, str], golden: Golden, fixtures, missing_because: 
     order. A fixture without a caption is graded ``missing`` (``missing_because`` says why), never dropped:
     a dropped one let every later fixture be read with the grade of the next."""
     why = f"no caption: {missing_because}" if missing_because else "no caption"
-    return {f.id: grade(captions[f.id], golden.caption(f.id), f.must_mention, f.must_not_mention)
-            if f.id in captions else Grade("missing", 0.0, notes=(why,)) for f in fixtures}
+    return {
+        f.id: grade(captions[f.id], golden.caption(f.id), f.must_mention, f.must_not_mention)
+        if f.id in captions
+        else Grade("missing", 0.0, notes=(why,))
+        for f in fixtures
+    }
 
 
 def semantic_similarity(embed, a: str, b: str) -> float:
     vectors = embed([a, b])
-    return float(sum(x * y for x, y in zip(vectors[0], vectors[1])))
+    return float(sum(x * y for x, y in zip(vectors[0], vectors[1], strict=True)))
 
 
 @functools.cache
@@ -251,10 +300,14 @@ def embedder():
 
 def refresh_hint(device_class: str) -> str:
     if device_class == "cpu":
-        return ("tox -e cell-canary -- suites/test_garbage_output.py --update-golden, "
-                "then qvl-harness goldens accept fixtures/goldens/tiny-captioner/cpu.obtained.json")
-    return (f"on a {device_class} runner: tox -e gpu -- suites/test_garbage_output.py --update-golden (or take the "
-            f"{device_class}.obtained.json the nightly GPU run uploads), then qvl-harness goldens accept FILE")
+        return (
+            "tox -e cell-canary -- suites/test_garbage_output.py --update-golden, "
+            "then qvl-harness goldens accept fixtures/goldens/tiny-captioner/cpu.obtained.json"
+        )
+    return (
+        f"on a {device_class} runner: tox -e gpu -- suites/test_garbage_output.py --update-golden (or take the "
+        f"{device_class}.obtained.json the nightly GPU run uploads), then qvl-harness goldens accept FILE"
+    )
 
 
 def status(configuration: dict, digests: dict[str, str], root: Path = GOLDENS_DIR) -> list[tuple[Path, list[str]]]:

@@ -140,13 +140,19 @@ def parse_snapshot(text: str, name: str) -> Snapshot:
             raise HarnessError(f"{entry}: id {repo_id!r} is not an OWNER/NAME repo id")
         quantization = raw.get("quantization")
         if quantization is not None and quantization not in quantizations:
-            raise HarnessError(f"{entry} ({repo_id}): unknown quantization {quantization!r}; "
-                               f"known ({QUANTIZATION_FILE.name}): {', '.join(quantizations)}")
-        flags = {flag: schema.boolean(f"{entry} ({repo_id})", flag, raw.get(flag, False)) for flag in ("gated", "private")}
+            raise HarnessError(
+                f"{entry} ({repo_id}): unknown quantization {quantization!r}; "
+                f"known ({QUANTIZATION_FILE.name}): {', '.join(quantizations)}"
+            )
+        flags = {
+            flag: schema.boolean(f"{entry} ({repo_id})", flag, raw.get(flag, False)) for flag in ("gated", "private")
+        }
         repo = HubRepo(repo_id, quantization, **flags)
         clash = next((r for r in repos if r.id.lower() == repo_id.lower()), None)
         if clash:
-            raise HarnessError(f"{entry}: {repo_id} is listed twice (repo ids are case-insensitive; first as {clash.id})")
+            raise HarnessError(
+                f"{entry}: {repo_id} is listed twice (repo ids are case-insensitive; first as {clash.id})"
+            )
         repos.append(repo)
     return Snapshot(name, data["description"], data["date"], tuple(repos))
 
@@ -164,7 +170,9 @@ def derived_snapshot(name: str) -> Snapshot:
         raise HarnessError(f"unknown hub snapshot {name!r}; known: {', '.join(sorted(history.snapshots))}")
     when = history.snapshots[name]
     kinds = {repo.lower(): q.name for q in load_quantizations().values() for repo in q.stands_for}
-    repos = tuple(HubRepo(repo, kinds.get(repo.lower())) for repo in sorted(history.present_on(when.date), key=str.lower))
+    repos = tuple(
+        HubRepo(repo, kinds.get(repo.lower())) for repo in sorted(history.present_on(when.date), key=str.lower)
+    )
     return Snapshot(name, when.description, when.date, repos)
 
 
@@ -173,7 +181,9 @@ def snapshot_at(moment: datetime.date) -> Snapshot:
     snapshots = sorted((load_snapshot(n) for n in snapshot_names()), key=lambda s: s.date)
     before = [s for s in snapshots if s.date <= moment]
     if not before:
-        raise HarnessError(f"no hub snapshot from on or before {moment} (oldest: {snapshots[0].name}, {snapshots[0].date})")
+        raise HarnessError(
+            f"no hub snapshot from on or before {moment} (oldest: {snapshots[0].name}, {snapshots[0].date})"
+        )
     return before[-1]
 
 
@@ -201,10 +211,14 @@ class RepoFile:
     lfs_pointer_size: int | None  # None: a plain git file
 
     @classmethod
-    def of(cls, path: str, data: bytes) -> "RepoFile":
+    def of(cls, path: str, data: bytes) -> RepoFile:
         sha256 = hashlib.sha256(data).hexdigest()
         is_lfs = any(fnmatch.fnmatch(path.rsplit("/", 1)[-1], p) for p in LFS_PATTERNS)
-        blob = f"version https://git-lfs.github.com/spec/v1\noid sha256:{sha256}\nsize {len(data)}\n".encode() if is_lfs else data
+        blob = (
+            f"version https://git-lfs.github.com/spec/v1\noid sha256:{sha256}\nsize {len(data)}\n".encode()
+            if is_lfs
+            else data
+        )
         git_oid = hashlib.sha1(b"blob %d\0" % len(blob) + blob).hexdigest()
         return cls(path, data, git_oid, sha256, len(blob) if is_lfs else None)
 
@@ -237,7 +251,7 @@ class ServedRepo:
     sha: str  # the commit every revision request resolves to
 
     @classmethod
-    def of(cls, repo: HubRepo, files: dict[str, RepoFile]) -> "ServedRepo":
+    def of(cls, repo: HubRepo, files: dict[str, RepoFile]) -> ServedRepo:
         digest = hashlib.sha1(repo.id.encode())
         for path in sorted(files):
             digest.update(f"\0{path}\0{files[path].git_oid}".encode())
@@ -249,7 +263,12 @@ class ServedRepo:
 
     def folder_entry(self, folder: str) -> dict:
         inside = sorted(f.git_oid for p, f in self.files.items() if p.startswith(folder + "/"))
-        return {"type": "directory", "oid": hashlib.sha1("".join(inside).encode()).hexdigest(), "size": 0, "path": folder}
+        return {
+            "type": "directory",
+            "oid": hashlib.sha1("".join(inside).encode()).hexdigest(),
+            "size": 0,
+            "path": folder,
+        }
 
 
 # --- the server --------------------------------------------------------------------------------
@@ -300,7 +319,7 @@ class LocalHub:
 
     # lifecycle
 
-    def start(self) -> "LocalHub":
+    def start(self) -> LocalHub:
         if self._server is not None:
             return self
         by_kind = {kind: checkpoint_files(self.checkpoints(kind)) for kind in {r.kind for r in self.snapshot.repos}}
@@ -312,7 +331,9 @@ class LocalHub:
         server.daemon_threads = True
         server.hub = self
         self._server = server
-        self._thread = threading.Thread(target=server.serve_forever, name=f"local-hub-{self.snapshot.name}", daemon=True)
+        self._thread = threading.Thread(
+            target=server.serve_forever, name=f"local-hub-{self.snapshot.name}", daemon=True
+        )
         self._thread.start()
         return self
 
@@ -324,7 +345,7 @@ class LocalHub:
         self._thread.join()
         self._server = self._thread = None
 
-    def __enter__(self) -> "LocalHub":
+    def __enter__(self) -> LocalHub:
         return self.start()
 
     def __exit__(self, *exc) -> None:
@@ -366,7 +387,11 @@ class LocalHub:
             repo_id, route = "/".join(parts[2:4]), parts[4:]
             if method == "GET" and not route:
                 return self._api(repo_id, "main", ["info"], query, body, authorized)
-            if route and (method, route[0]) in {("GET", "revision"), ("GET", "tree"), ("POST", "paths-info")} and len(route) >= 2:
+            if (
+                route
+                and (method, route[0]) in {("GET", "revision"), ("GET", "tree"), ("POST", "paths-info")}
+                and len(route) >= 2
+            ):
                 return self._api(repo_id, route[1], [route[0], *route[2:]], query, body, authorized)
         elif len(parts) >= 5 and parts[2] == "resolve" and method in ("GET", "HEAD"):
             return self._resolve("/".join(parts[:2]), parts[3], "/".join(parts[4:]), headers, authorized)
@@ -393,15 +418,20 @@ class LocalHub:
         if verb == "tree":
             entries = self._tree(served, path, recursive=query.get("recursive", "").lower() == "true")
             if entries is None:
-                return _error(404, "EntryNotFound", f"{path} does not exist on \"{revision}\"", **{"X-Repo-Commit": served.sha})
+                return _error(
+                    404, "EntryNotFound", f'{path} does not exist on "{revision}"', **{"X-Repo-Commit": served.sha}
+                )
             return _json(200, [self._with_commit(e, served) if expand else e for e in entries])
         form = parse_qs(body.decode())
         expand = form.get("expand", ["false"])[-1].lower() == "true"
         found = []
         for path in form.get("paths", []):
             path = path.strip("/")
-            entry = served.files[path].tree_entry() if path in served.files else (
-                served.folder_entry(path) if path in served.folders else None)
+            entry = (
+                served.files[path].tree_entry()
+                if path in served.files
+                else (served.folder_entry(path) if path in served.folders else None)
+            )
             if entry:
                 found.append(self._with_commit(entry, served) if expand else entry)
         return _json(200, found)
@@ -410,7 +440,10 @@ class LocalHub:
         return f"{self.snapshot.date.isoformat()}T00:00:00.000Z"
 
     def _with_commit(self, entry: dict, served: ServedRepo) -> dict:
-        return {**entry, "lastCommit": {"id": served.sha, "title": "Upload folder using huggingface_hub", "date": self._timestamp()}}
+        return {
+            **entry,
+            "lastCommit": {"id": served.sha, "title": "Upload folder using huggingface_hub", "date": self._timestamp()},
+        }
 
     def _tree(self, served: ServedRepo, folder: str, recursive: bool) -> list[dict] | None:
         folder = folder.strip("/")
@@ -420,7 +453,7 @@ class LocalHub:
         prefix = folder + "/" if folder else ""
 
         def listed(path: str) -> bool:
-            rest = path[len(prefix):]
+            rest = path[len(prefix) :]
             return path.startswith(prefix) and bool(rest) and (recursive or "/" not in rest)
 
         entries = [served.folder_entry(f) for f in sorted(folders) if listed(f)]
@@ -434,7 +467,11 @@ class LocalHub:
             if with_blobs:
                 sibling |= {"size": len(file.data), "blobId": file.git_oid}
                 if file.lfs_pointer_size is not None:
-                    sibling["lfs"] = {"size": len(file.data), "sha256": file.sha256, "pointerSize": file.lfs_pointer_size}
+                    sibling["lfs"] = {
+                        "size": len(file.data),
+                        "sha256": file.sha256,
+                        "pointerSize": file.lfs_pointer_size,
+                    }
             siblings.append(sibling)
         config = json.loads(served.files["config.json"].data) if "config.json" in served.files else {}
         return {
@@ -464,14 +501,20 @@ class LocalHub:
             return served
         commit = {"X-Repo-Commit": served.sha}
         if served.repo.gated and not authorized and path not in UNGATED_FILES:
-            message = (f"Access to model {served.repo.id} is restricted. You must have access to it and be "
-                       "authenticated to access it. Please log in.")
+            message = (
+                f"Access to model {served.repo.id} is restricted. You must have access to it and be "
+                "authenticated to access it. Please log in."
+            )
             return _error(403 if headers.get("Authorization") else 401, "GatedRepo", message, **commit)
         file = served.files.get(path)
         if file is None:
             return _error(404, "EntryNotFound", "Entry not found", **commit)
-        meta = {**commit, "ETag": f'"{file.etag}"', "Accept-Ranges": "bytes",
-                "Content-Type": "application/json" if path.endswith(".json") else "application/octet-stream"}
+        meta = {
+            **commit,
+            "ETag": f'"{file.etag}"',
+            "Accept-Ranges": "bytes",
+            "Content-Type": "application/json" if path.endswith(".json") else "application/octet-stream",
+        }
         if file.lfs_pointer_size is not None:
             meta |= {"X-Linked-Etag": f'"{file.sha256}"', "X-Linked-Size": str(len(file.data))}
         if not headers.get("Range"):
@@ -552,9 +595,15 @@ def pointed_at(hub: LocalHub):
         patched["HF_URL_HOSTS"] = constants.HF_URL_HOSTS | {"127.0.0.1"}
     # Older huggingface_hub (0.x) and transformers also bind some constants by name at import:
     # patch every loaded copy that still holds the constant's value.
-    modules = [m for n, m in list(sys.modules.items()) if n.startswith(("huggingface_hub", "transformers.utils.hub")) and m]
-    saved = [(m, name, getattr(m, name)) for m in modules for name in patched
-             if name in vars(m) and (m is constants or getattr(m, name) == getattr(constants, name))]
+    modules = [
+        m for n, m in list(sys.modules.items()) if n.startswith(("huggingface_hub", "transformers.utils.hub")) and m
+    ]
+    saved = [
+        (m, name, getattr(m, name))
+        for m in modules
+        for name in patched
+        if name in vars(m) and (m is constants or getattr(m, name) == getattr(constants, name))
+    ]
     saved_env = {name: os.environ.get(name) for name in ("HF_ENDPOINT", "HF_HUB_CACHE")}
     saved_api_endpoint = hf_api.api.endpoint
     for module, name, _ in saved:

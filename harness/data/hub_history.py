@@ -96,8 +96,10 @@ class History:
         answer = self.state(repo, observation.date)
         clash = next((o for o in answer.evidence if o.date == observation.date), None)
         if clash is not None and clash.state != observation.state:
-            raise HarnessError(f"{repo}: observed {observation.state} on {observation.date}, but the history has "
-                               f"{clash.state} that day ({clash.source})")
+            raise HarnessError(
+                f"{repo}: observed {observation.state} on {observation.date}, but the history has "
+                f"{clash.state} that day ({clash.source})"
+            )
         if answer.state == ("absent" if observation.state == "absent" else "present"):
             return False
         spelled, seen = self._repos.setdefault(repo.lower(), (repo, []))
@@ -109,11 +111,14 @@ class History:
     def dumps(self) -> str:
         blocks = [HEADER]
         for snapshot in self.snapshots.values():
-            blocks.append(f'\n[snapshots."{snapshot.name}"]\ndate = {snapshot.date}\n'
-                          f"description = {json.dumps(snapshot.description)}\n")
+            blocks.append(
+                f'\n[snapshots."{snapshot.name}"]\ndate = {snapshot.date}\n'
+                f"description = {json.dumps(snapshot.description)}\n"
+            )
         for spelled, seen in sorted(self._repos.values(), key=lambda r: r[0].lower()):
-            lines = "".join(f'    {{ state = "{o.state}", date = {o.date}, source = {json.dumps(o.source)} }},\n'
-                            for o in seen)
+            lines = "".join(
+                f'    {{ state = "{o.state}", date = {o.date}, source = {json.dumps(o.source)} }},\n' for o in seen
+            )
             blocks.append(f'\n[[repo]]\nid = "{spelled}"\nseen = [\n{lines}]\n')
         return "".join(blocks)
 
@@ -123,9 +128,10 @@ def _check_order(repo: str, seen: list[Observation]) -> None:
     if len(set(days)) != len(days):
         raise HarnessError(f"{HISTORY_FILE.name}: {repo} has two observations on one day")
     created = [i for i, o in enumerate(seen) if o.state == "created"]
-    if created and (len(created) > 1 or any(o.state == "present" for o in seen[:created[0]])):
-        raise HarnessError(f"{HISTORY_FILE.name}: {repo}: 'created' must be its only creation, "
-                           "with no 'present' before it")
+    if created and (len(created) > 1 or any(o.state == "present" for o in seen[: created[0]])):
+        raise HarnessError(
+            f"{HISTORY_FILE.name}: {repo}: 'created' must be its only creation, with no 'present' before it"
+        )
 
 
 def _date(where: str, value) -> datetime.date:
@@ -176,15 +182,18 @@ def load(path: Path = HISTORY_FILE) -> History:
 
 
 def write_observations(path: Path, observations: list[tuple[str, Observation]]) -> Path:
-    rows = [{"repo": repo, "state": o.state, "date": o.date.isoformat(), "source": o.source}
-            for repo, o in observations]
+    rows = [
+        {"repo": repo, "state": o.state, "date": o.date.isoformat(), "source": o.source} for repo, o in observations
+    ]
     return atomic.write_text(path, json.dumps({"observations": rows}, indent=1) + "\n")
 
 
 def read_observations(path: Path) -> list[tuple[str, Observation]]:
     try:
-        found = [(r["repo"], Observation(r["state"], datetime.date.fromisoformat(r["date"]), r["source"]))
-                 for r in json.loads(path.read_text())["observations"]]
+        found = [
+            (r["repo"], Observation(r["state"], datetime.date.fromisoformat(r["date"]), r["source"]))
+            for r in json.loads(path.read_text())["observations"]
+        ]
     except OSError as exc:
         raise HarnessError(f"{path}: cannot read it ({exc.strerror})") from None
     except (json.JSONDecodeError, KeyError, TypeError, ValueError):

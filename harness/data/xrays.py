@@ -33,7 +33,13 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
 # pydicom-data files the harness's own decoder tests read beside the fixtures (a wheelhouse carries them too):
 # every compressed radiograph of pydicom-data with its uncompressed original, JPEG lossless and JPEG-LS.
 COMPRESSED_RADIOGRAPHS = ("RG1_J2KR.dcm", "RG1_J2KI.dcm", "RG3_J2KR.dcm", "RG3_J2KI.dcm")
-DECODER_CHECKS = (*COMPRESSED_RADIOGRAPHS, "RG1_UNCR.dcm", "RG3_UNCR.dcm", "JPEG-LL.dcm", "emri_small_jpeg_ls_lossless.dcm")
+DECODER_CHECKS = (
+    *COMPRESSED_RADIOGRAPHS,
+    "RG1_UNCR.dcm",
+    "RG3_UNCR.dcm",
+    "JPEG-LL.dcm",
+    "emri_small_jpeg_ls_lossless.dcm",
+)
 
 
 @dataclass(frozen=True)
@@ -118,8 +124,9 @@ def _decode_dicom(path: Path, modality: str):
     except Exception as exc:  # noqa: BLE001 - pydicom raises many types for undecodable pixel data
         if "less than expected" in str(exc):
             raise ValueError(f"truncated DICOM: {one_line(str(exc).split(' - ')[0], 160)}") from None
-        raise ValueError(f"pixel data cannot be decoded ({ds.file_meta.TransferSyntaxUID.name}): "
-                         f"{one_line(str(exc), 200)}") from None
+        raise ValueError(
+            f"pixel data cannot be decoded ({ds.file_meta.TransferSyntaxUID.name}): {one_line(str(exc), 200)}"
+        ) from None
     if pixels.ndim != 2:
         raise ValueError(f"expected one grayscale frame, got pixel array of shape {pixels.shape}")
     pixels = apply_voi_lut(apply_modality_lut(pixels, ds), ds)
@@ -135,7 +142,9 @@ def decode(path: Path, modality: str, fixture_id: str = "?"):
 
     where = f"fixture {fixture_id!r} ({path.name})"
     if modality not in XRAY_MODALITIES:
-        raise HarnessError(f"{where}: modality {modality!r} is not an X-ray modality (accepted: {', '.join(XRAY_MODALITIES)})")
+        raise HarnessError(
+            f"{where}: modality {modality!r} is not an X-ray modality (accepted: {', '.join(XRAY_MODALITIES)})"
+        )
     if not path.is_file():
         raise HarnessError(f"{where}: file not found: {path}")
     try:
@@ -152,7 +161,9 @@ def decode(path: Path, modality: str, fixture_id: str = "?"):
             except pydicom.errors.InvalidDicomError:
                 raise ValueError("not a DICOM file (and not .png/.jpg/.jpeg)") from None
         if min(pixels.shape) < MIN_SIDE:
-            raise ValueError(f"image is {pixels.shape[1]}x{pixels.shape[0]} px; at least {MIN_SIDE} px a side is needed")
+            raise ValueError(
+                f"image is {pixels.shape[1]}x{pixels.shape[0]} px; at least {MIN_SIDE} px a side is needed"
+            )
         return _gray_to_image(pixels)
     except ValueError as exc:
         raise HarnessError(f"{where}: {exc}") from None
@@ -174,8 +185,16 @@ def parse_manifest(text: str, where: str = MANIFEST.name) -> list[XrayFixture]:
         try:
             fixtures.append(_fixture(entry, f"{where} fixture #{n} ({fid})"))
         except HarnessError as exc:
-            fixtures.append(XrayFixture(id=fid, source=str(entry.get("source", "")), modality=str(entry.get("modality", "?")),
-                                        description="", must_mention=(), refused=str(exc)))
+            fixtures.append(
+                XrayFixture(
+                    id=fid,
+                    source=str(entry.get("source", "")),
+                    modality=str(entry.get("modality", "?")),
+                    description="",
+                    must_mention=(),
+                    refused=str(exc),
+                )
+            )
     return fixtures
 
 
@@ -184,8 +203,9 @@ def _fixture(entry: dict, label: str) -> XrayFixture:
     if not re.fullmatch(r"[a-z0-9][a-z0-9-]*", str(entry["id"])):
         raise HarnessError(f"{label}: id {entry['id']!r} must be lower-case letters, digits and dashes")
     if entry["modality"] not in XRAY_MODALITIES:
-        raise HarnessError(f"{label}: modality {entry['modality']!r} is not an X-ray modality "
-                           f"(accepted: {', '.join(XRAY_MODALITIES)})")
+        raise HarnessError(
+            f"{label}: modality {entry['modality']!r} is not an X-ray modality (accepted: {', '.join(XRAY_MODALITIES)})"
+        )
     return XrayFixture(
         id=entry["id"],
         source=entry["source"],

@@ -30,24 +30,37 @@ class Resolved:
     def changes(self) -> list[tuple[str, str | None, str]]:
         """(package, recorded, resolved) for every pin that moved."""
         recorded = self.cell.stack
-        return [(name, recorded.get(name), version) for name, version in self.pins.items() if recorded.get(name) != version]
+        return [
+            (name, recorded.get(name), version) for name, version in self.pins.items() if recorded.get(name) != version
+        ]
 
 
 def canary_cell(matrix: Matrix) -> Cell:
     found = [cell for cell in matrix.cells.values() if cell.role == "canary"]
     if len(found) != 1:
-        raise HarnessError(f"{matrix.path.name}: expected one cell with role = \"canary\", found {len(found)}")
+        raise HarnessError(f'{matrix.path.name}: expected one cell with role = "canary", found {len(found)}')
     return found[0]
 
 
-def resolve_canary(matrix: Matrix, *, python: str | None = None, platform: str = "linux",
-                   find_links: tuple[str, ...] = (), no_index: bool = False) -> Resolved:
+def resolve_canary(
+    matrix: Matrix,
+    *,
+    python: str | None = None,
+    platform: str = "linux",
+    find_links: tuple[str, ...] = (),
+    no_index: bool = False,
+) -> Resolved:
     """The newest upstream stack that installs with the canary's torch and runtime on ``python``/``platform``."""
     cell = canary_cell(matrix)
     requirements = [*UPSTREAM, f"torch=={cell.pins['torch']}", *cell.runtime]
     try:
-        found = resolve.compile_pins(requirements, python=python or resolve.this_python(), platform=platform,
-                                     find_links=find_links, no_index=no_index)
+        found = resolve.compile_pins(
+            requirements,
+            python=python or resolve.this_python(),
+            platform=platform,
+            find_links=find_links,
+            no_index=no_index,
+        )
     except resolve.ResolutionError as exc:
         raise HarnessError(f"the upstream stack does not resolve with torch=={cell.pins['torch']}: {exc}") from None
     return Resolved(cell, {name: found[resolve.canonical(name)] for name in UPSTREAM})
@@ -56,16 +69,23 @@ def resolve_canary(matrix: Matrix, *, python: str | None = None, platform: str =
 def write(matrix: Matrix, resolved: Resolved, *, find_links: tuple[str, ...] = (), no_index: bool = False) -> Path:
     """Set the canary cell's pins that moved to ``resolved`` (comments, the other pins and cells stay), once
     the release wheels it moves to are fetched, checked against PyPI and written into the lock beside the matrix."""
-    moved = [f"{name}=={version}" for name, _recorded, version in resolved.changes()
-             if name in packages.CODE_UNDER_TEST]
+    moved = [
+        f"{name}=={version}" for name, _recorded, version in resolved.changes() if name in packages.CODE_UNDER_TEST
+    ]
     if moved:
-        release_code.fetch(moved, published=pypi.published_digests, find_links=list(find_links), no_index=no_index,
-                           update_lock=matrix.path.parent / lock.LOCK_NAME, quiet=True)
+        release_code.fetch(
+            moved,
+            published=pypi.published_digests,
+            find_links=list(find_links),
+            no_index=no_index,
+            update_lock=matrix.path.parent / lock.LOCK_NAME,
+            quiet=True,
+        )
     text = matrix.path.read_text()
     header = re.search(rf"^\[cells\.{re.escape(resolved.cell.name)}\]\s*$", text, re.M)
-    end = re.search(r"^\[", text[header.end():], re.M)
+    end = re.search(r"^\[", text[header.end() :], re.M)
     stop = header.end() + end.start() if end else len(text)
-    block = text[header.end():stop]
+    block = text[header.end() : stop]
     for name, _recorded, version in resolved.changes():
         key = packages.matrix_key(name)
         line = f'{key} = "{version}"'
@@ -75,7 +95,7 @@ def write(matrix: Matrix, resolved: Resolved, *, find_links: tuple[str, ...] = (
             pins = list(re.finditer(rf'^(?:{keys}) = "[^"]*".*$', block, re.M))
             at = pins[-1].end() if pins else 0
             block = f"{block[:at]}\n{line}{block[at:]}"
-    updated = text[:header.end()] + block + text[stop:]
+    updated = text[: header.end()] + block + text[stop:]
     parse_matrix(updated, matrix.path)  # never write a matrix that does not load
     atomic.write_text(matrix.path, updated)
     return matrix.path

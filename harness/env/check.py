@@ -46,8 +46,9 @@ def _attempt(cell: Cell, check: str, run) -> Verdict:
 def releases_exist(cell: Cell, index: dict) -> str:
     """The releases are on the index; a commit was found in its clone when the matrix loaded."""
     if cell.releases():
-        resolve.compile_pins(cell.releases(), python=resolve.this_python(), platform=resolve.RUNNER_PLATFORM,
-                             no_deps=True, **index)
+        resolve.compile_pins(
+            cell.releases(), python=resolve.this_python(), platform=resolve.RUNNER_PLATFORM, no_deps=True, **index
+        )
     commits = [f"{name} @ {s.commit.short} ({s.version}) of {s.location}" for name, s in cell.sources.items()]
     return " ".join(cell.releases() + commits)
 
@@ -80,36 +81,56 @@ def resolves(requirements: list[str], python: str, platform: str, resolutions: R
 
 def marker_environment(python: str, platform: str) -> dict[str, str]:
     """PEP 508 marker values of the target Python and wheel platform tag; no extra, so only base requirements."""
-    system = ("linux", "Linux") if "linux" in platform else \
-        ("darwin", "Darwin") if "macosx" in platform else ("win32", "Windows")
+    system = (
+        ("linux", "Linux")
+        if "linux" in platform
+        else ("darwin", "Darwin")
+        if "macosx" in platform
+        else ("win32", "Windows")
+    )
     machine = next((m for m in ("x86_64", "aarch64", "arm64", "amd64") if m in platform.lower()), "x86_64")
-    return {**default_environment(), "python_version": python, "python_full_version": f"{python}.0",
-            "sys_platform": system[0], "platform_system": system[1], "platform_machine": machine,
-            "os_name": "nt" if system[0] == "win32" else "posix", "extra": ""}
+    return {
+        **default_environment(),
+        "python_version": python,
+        "python_full_version": f"{python}.0",
+        "sys_platform": system[0],
+        "platform_system": system[1],
+        "platform_machine": machine,
+        "os_name": "nt" if system[0] == "win32" else "posix",
+        "extra": "",
+    }
 
 
-def installs(cell: Cell, requirements: list[str], python: str, platform: str,
-             resolutions: Resolutions) -> dict[str, str]:
+def installs(
+    cell: Cell, requirements: list[str], python: str, platform: str, resolutions: Resolutions
+) -> dict[str, str]:
     """What the cell installs for that target, by canonical name: the resolution, else (it does not resolve,
     which its own check reports) the exact pins alone; the code under test as the cell pins it."""
     try:
         found = resolutions.pins(requirements, python, platform)
     except HarnessError:
         exact = [Requirement(r) for r in requirements]
-        found = {canonicalize_name(r.name): next(iter(r.specifier)).version for r in exact
-                 if len(r.specifier) == 1 and next(iter(r.specifier)).operator == "=="}
+        found = {
+            canonicalize_name(r.name): next(iter(r.specifier)).version
+            for r in exact
+            if len(r.specifier) == 1 and next(iter(r.specifier)).operator == "=="
+        }
     return {**found, **{canonicalize_name(p): cell.pins[packages.matrix_key(p)] for p in packages.CODE_UNDER_TEST}}
 
 
-def meets_release_requirements(cell: Cell, targets: dict[str, tuple[list[str], str, str]], resolutions: Resolutions,
-                               index: dict) -> str:
+def meets_release_requirements(
+    cell: Cell, targets: dict[str, tuple[list[str], str, str]], resolutions: Resolutions, index: dict
+) -> str:
     """Every base requirement of the cell's unsloth and unsloth-zoo (for a commit: the release its __version__
     names) that a target installs is met, or overridden in the cell with its reason. A requirement of a package
     the cell leaves out there (xformers and triton on CPU) is not compared."""
-    versions = {p: cell.sources[p].version if p in cell.sources else cell.pins[packages.matrix_key(p)]
-                for p in packages.CODE_UNDER_TEST}
-    release_code.fetch([f"{p}=={v}" for p, v in versions.items()], quiet=True, published=pypi.published_digests,
-                       **index)
+    versions = {
+        p: cell.sources[p].version if p in cell.sources else cell.pins[packages.matrix_key(p)]
+        for p in packages.CODE_UNDER_TEST
+    }
+    release_code.fetch(
+        [f"{p}=={v}" for p, v in versions.items()], quiet=True, published=pypi.published_digests, **index
+    )
     outside, left_out, met = {}, {}, set()  # outside: (name, installed, asked) -> ({releases asking}, {targets})
     for target, (requirements, python, platform) in targets.items():
         installed = installs(cell, requirements, python, platform, resolutions)
@@ -127,16 +148,21 @@ def meets_release_requirements(cell: Cell, targets: dict[str, tuple[list[str], s
                 else:
                     asking, where = outside.setdefault((name, have, asked), ({}, {}))
                     asking[f"{owner} {version}"], where[target] = None, None
-    lines = {key: f"{key[0]} {key[1]} ({', '.join(where)}) is outside {key[2]}, asked by {' and '.join(asking)}"
-             for key, (asking, where) in outside.items()}
+    lines = {
+        key: f"{key[0]} {key[1]} ({', '.join(where)}) is outside {key[2]}, asked by {' and '.join(asking)}"
+        for key, (asking, where) in outside.items()
+    }
     conflicts = [line for (name, *_), line in lines.items() if name not in cell.overrides]
     if conflicts:
-        raise HarnessError("; ".join(conflicts) +
-                           " (on purpose? say why in the cell's overrides = { PACKAGE = \"...\" })")
+        raise HarnessError(
+            "; ".join(conflicts) + ' (on purpose? say why in the cell\'s overrides = { PACKAGE = "..." })'
+        )
     unused = sorted(set(cell.overrides) - {name for name, *_ in outside})
     if unused:
-        raise HarnessError(f"overrides {', '.join(unused)}: what the cell installs meets every requirement of its "
-                           "releases; drop the override")
+        raise HarnessError(
+            f"overrides {', '.join(unused)}: what the cell installs meets every requirement of its "
+            "releases; drop the override"
+        )
     said = [f"{len(met)} requirements met"]
     said += [f"override: {line}: {cell.overrides[key[0]]}" for key, line in lines.items()]
     absent = ", ".join(f"{name} ({', '.join(where)})" for name, where in sorted(left_out.items()))
@@ -152,8 +178,11 @@ def gpu_needs_match_release(cell: Cell, index: dict) -> str:
     base = next((r.specifier for r in release_code.requires(code) if r.name == "torch" and not r.marker), None)
     extras = [e for e in release_code.gpu_extras(code) if cell.gpu.admits(e.torch)]
     wanted = {canonicalize_name(p.split("==")[0]): p.split("==")[1] for p in cell.gpu.packages}
-    fitting = [e for e in extras if all(canonicalize_name(n) not in wanted or wanted[canonicalize_name(n)] == v
-                                        for n, v in e.pins.items())]
+    fitting = [
+        e
+        for e in extras
+        if all(canonicalize_name(n) not in wanted or wanted[canonicalize_name(n)] == v for n, v in e.pins.items())
+    ]
     if not fitting:
         newest = release_code.gpu_extras(code)[-1] if release_code.gpu_extras(code) else None
         hint = f"; its newest is {newest.name}: torch {newest.torch} {newest.pins}" if newest else ""
@@ -163,22 +192,33 @@ def gpu_needs_match_release(cell: Cell, index: dict) -> str:
     return f"{fitting[-1].name} (torch {fitting[-1].torch})"
 
 
-def check(cells: list[Cell], *, runner_python: str = resolve.RUNNER_PYTHON, runner_platform: str = resolve.RUNNER_PLATFORM,
-          find_links: tuple[str, ...] = (), no_index: bool = False) -> list[Verdict]:
+def check(
+    cells: list[Cell],
+    *,
+    runner_python: str = resolve.RUNNER_PYTHON,
+    runner_platform: str = resolve.RUNNER_PLATFORM,
+    find_links: tuple[str, ...] = (),
+    no_index: bool = False,
+) -> list[Verdict]:
     """Every check of every cell (in parallel); ``find_links``/``no_index`` choose the package index."""
     index = {"find_links": tuple(find_links), "no_index": no_index}
     resolutions = Resolutions(index)
     jobs = []
     for cell in cells:
-        targets = {"cpu": (cell.companions(), resolve.this_python(), resolve.RUNNER_PLATFORM),
-                   "gpu": (cell.gpu_requirements(), runner_python, runner_platform)}
+        targets = {
+            "cpu": (cell.companions(), resolve.this_python(), resolve.RUNNER_PLATFORM),
+            "gpu": (cell.gpu_requirements(), runner_python, runner_platform),
+        }
         jobs += [
             (cell, "releases exist", lambda c=cell: releases_exist(c, index)),
             (cell, f"cpu (py{resolve.this_python()})", lambda t=targets["cpu"]: resolves(*t, resolutions)),
             (cell, f"gpu (py{runner_python})", lambda t=targets["gpu"]: resolves(*t, resolutions)),
             (cell, "gpu needs vs release", lambda c=cell: gpu_needs_match_release(c, index)),
-            (cell, "release requirements",
-             lambda c=cell, t=targets: meets_release_requirements(c, t, resolutions, index)),
+            (
+                cell,
+                "release requirements",
+                lambda c=cell, t=targets: meets_release_requirements(c, t, resolutions, index),
+            ),
         ]
     with ThreadPoolExecutor(max_workers=8) as pool:
         return list(pool.map(lambda job: _attempt(*job), jobs))

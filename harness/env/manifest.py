@@ -43,16 +43,20 @@ def check(dest: Path) -> int:
         raise HarnessError(f"{dest}: no readable {MANIFEST}; rebuild it with qvl-harness wheelhouse") from None
     unlisted = sorted(set(_files(dest)) - set(listed))
     if unlisted:
-        raise HarnessError(f"wheelhouse {dest} holds {unlisted[0]}, which its manifest does not list; "
-                           "rebuild the wheelhouse")
+        raise HarnessError(
+            f"wheelhouse {dest} holds {unlisted[0]}, which its manifest does not list; rebuild the wheelhouse"
+        )
     for rel, entry in listed.items():
         if not (dest / rel).is_file():
-            raise HarnessError(f"wheelhouse {dest} lacks {rel}, which its manifest lists; "
-                               "copy the whole wheelhouse again")
+            raise HarnessError(
+                f"wheelhouse {dest} lacks {rel}, which its manifest lists; copy the whole wheelhouse again"
+            )
         actual = sha256(dest / rel)
         if actual != entry["sha256"]:
-            raise HarnessError(f"wheelhouse file {dest / rel} has sha256 {actual} but its manifest says "
-                               f"{entry['sha256']}: changed or truncated on the way; copy the wheelhouse again")
+            raise HarnessError(
+                f"wheelhouse file {dest / rel} has sha256 {actual} but its manifest says "
+                f"{entry['sha256']}: changed or truncated on the way; copy the wheelhouse again"
+            )
     return len(listed)
 
 

@@ -73,8 +73,12 @@ class Cell:
 
     def code_under_test(self) -> list[str]:
         """Requirements for unsloth and unsloth-zoo, to install with --no-deps (a commit as a git direct reference)."""
-        return [self.sources[p].repo.requirement(p, self.sources[p].commit.sha) if p in self.sources
-                else f"{p}=={self.pins[packages.matrix_key(p)]}" for p in packages.CODE_UNDER_TEST]
+        return [
+            self.sources[p].repo.requirement(p, self.sources[p].commit.sha)
+            if p in self.sources
+            else f"{p}=={self.pins[packages.matrix_key(p)]}"
+            for p in packages.CODE_UNDER_TEST
+        ]
 
     def releases(self) -> list[str]:
         """The code under test that is a PyPI release (``package==version``): what the release cache holds."""
@@ -85,8 +89,11 @@ class Cell:
 
         ``torch`` replaces the cell's torch pin with a specifier ("" leaves torch out).
         """
-        reqs = [f"{packages.from_matrix_key(k)}=={self.pins[k]}" for k in PINNED
-                if k not in ("unsloth", "unsloth_zoo", "torch") and k in self.pins]
+        reqs = [
+            f"{packages.from_matrix_key(k)}=={self.pins[k]}"
+            for k in PINNED
+            if k not in ("unsloth", "unsloth_zoo", "torch") and k in self.pins
+        ]
         torch_req = f"torch=={self.pins['torch']}" if torch is None else f"torch{torch}" if torch else None
         return reqs + ([torch_req] if torch_req else []) + list(self.runtime)
 
@@ -120,7 +127,9 @@ class Cell:
 
 def failure_state(failure, stack: dict[str, str], sources: dict[str, GitSource] | None = None) -> str:
     source = (sources or {}).get(failure.package)
-    version = Version(failure.placed(stack[failure.package], source.repo, source.commit.sha) if source else stack[failure.package])
+    version = Version(
+        failure.placed(stack[failure.package], source.repo, source.commit.sha) if source else stack[failure.package]
+    )
     if failure.affects(str(version)):
         if failure.unmet("cause", stack):
             return "unaffected"
@@ -157,22 +166,30 @@ class Matrix:
 
 def _gpu(where: str, value: object) -> GpuNeeds:
     if not isinstance(value, dict) or set(value) - GPU_KEYS or "torch" not in value:
-        raise HarnessError(f"{where}: gpu must be a table like {{ torch = \"==2.5.0\", packages = [\"xformers==0.0.28.post2\"] }}")
-    return GpuNeeds(schema.specifier(where, "gpu.torch", value["torch"], empty_ok=True),
-                    schema.string_list(where, "gpu.packages", value.get("packages", [])))
+        raise HarnessError(
+            f'{where}: gpu must be a table like {{ torch = "==2.5.0", packages = ["xformers==0.0.28.post2"] }}'
+        )
+    return GpuNeeds(
+        schema.specifier(where, "gpu.torch", value["torch"], empty_ok=True),
+        schema.string_list(where, "gpu.packages", value.get("packages", [])),
+    )
 
 
 def _overrides(where: str, value: object) -> dict[str, str]:
     if not isinstance(value, dict) or not all(isinstance(v, str) and v.strip() for v in value.values()):
-        raise HarnessError(f"{where}: overrides must be a table of package = \"why the cell differs from the release's "
-                           f"requirement\", like {{ protobuf = \"...\" }}")
+        raise HarnessError(
+            f"{where}: overrides must be a table of package = \"why the cell differs from the release's "
+            f'requirement", like {{ protobuf = "..." }}'
+        )
     return {canonicalize_name(name): reason for name, reason in value.items()}
 
 
 def _git_source(where: str, key: str, value: dict) -> GitSource:
     if set(value) != {"git", "rev"} or not all(isinstance(v, str) and v for v in value.values()):
-        raise HarnessError(f"{where}: {key} must be a version string or a commit like "
-                           f"{{ git = \"fixtures/git/unsloth-2025-01.bundle\", rev = \"a72a9d9\" }}, got {value!r}")
+        raise HarnessError(
+            f"{where}: {key} must be a version string or a commit like "
+            f'{{ git = "fixtures/git/unsloth-2025-01.bundle", rev = "a72a9d9" }}, got {value!r}'
+        )
     try:
         repo = Repo(value["git"])
         commit = repo.commit(value["rev"])
@@ -189,7 +206,9 @@ def parse_matrix(text: str, path: Path = MATRIX_FILE) -> Matrix:
     data = schema.parse_toml(text, path.name)
     unknown = set(data) - {"defaults", "cells"}
     if unknown:
-        raise HarnessError(f"{path.name}: unknown top-level table(s) {sorted(unknown)}; expected [defaults] and [cells.NAME]")
+        raise HarnessError(
+            f"{path.name}: unknown top-level table(s) {sorted(unknown)}; expected [defaults] and [cells.NAME]"
+        )
     defaults = schema.keys(f"{path.name} [defaults]", data.get("defaults", {}), set(), DEFAULT_KEYS)
     runtime = schema.string_list(f"{path.name} [defaults]", "runtime", defaults.get("runtime", []))
     raw_cells = data.get("cells")

@@ -67,7 +67,7 @@ class Base:
     site: tuple[str, ...]
 
     @classmethod
-    def of(cls, python: str) -> "Base":
+    def of(cls, python: str) -> Base:
         try:
             out = subprocess.run([python, "-c", _DESCRIBE], capture_output=True, text=True, check=True).stdout
         except (OSError, subprocess.CalledProcessError) as exc:
@@ -76,7 +76,11 @@ class Base:
         # PYTHONPATH (how an air-gapped runner's wheelhouse install is found) belongs to the base too, but an
         # overlay's own packages must come first: it joins the site dirs and is left out of the overlay's env.
         extra = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
-        return cls(python=str(Path(python).absolute()), version=info["version"], site=tuple(dict.fromkeys(extra + info["site"])))
+        return cls(
+            python=str(Path(python).absolute()),
+            version=info["version"],
+            site=tuple(dict.fromkeys(extra + info["site"])),
+        )
 
 
 @dataclass(frozen=True)
@@ -132,8 +136,15 @@ def requirement(name: str, pin: str) -> str:
 class Overlays:
     """Creates or reuses overlays over ``base``; counts what it installed and reused."""
 
-    def __init__(self, base: Base, *, find_links: list[str] = (), no_index: bool = False,
-                 offline: bool = False, import_check: list[str] = ()):
+    def __init__(
+        self,
+        base: Base,
+        *,
+        find_links: list[str] = (),
+        no_index: bool = False,
+        offline: bool = False,
+        import_check: list[str] = (),
+    ):
         self.uv = shutil.which("uv") or _uv_from_package()
         if not self.uv:
             raise HarnessError("bisect needs uv on PATH (https://docs.astral.sh/uv/) to build probe environments")
@@ -141,8 +152,11 @@ class Overlays:
         self.index_args = [a for d in find_links for a in ("--find-links", str(d))]
         self.index_args += ["--no-index"] * no_index + ["--offline"] * offline
         # the same sources for the release wheels the suites read; one outside the lock is checked against PyPI's digest
-        self.fetch_options = {"find_links": tuple(find_links), "no_index": no_index or offline,
-                              "published": pypi.published_digests}
+        self.fetch_options = {
+            "find_links": tuple(find_links),
+            "no_index": no_index or offline,
+            "published": pypi.published_digests,
+        }
         self.import_check = list(import_check)
         self.installed = 0
         self.reused = 0
@@ -179,22 +193,49 @@ class Overlays:
         """Create the overlay; returns why it is unusable (install or check failure), or None."""
         shutil.rmtree(path, ignore_errors=True)
         env = self._env()
-        made = subprocess.run([self.uv, "venv", "--quiet", "--python", self.base.python, str(path)],
-                              capture_output=True, text=True, env=env)
+        made = subprocess.run(
+            [self.uv, "venv", "--quiet", "--python", self.base.python, str(path)],
+            capture_output=True,
+            text=True,
+            env=env,
+        )
         if made.returncode != 0:
             raise HarnessError(f"uv venv failed for {path.name}: {one_line(made.stderr)}")
-        site = subprocess.run([str(path / "bin" / "python"), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                              capture_output=True, text=True, check=True, env=python_env()).stdout.strip()
+        site = subprocess.run(
+            [str(path / "bin" / "python"), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+            capture_output=True,
+            text=True,
+            check=True,
+            env=python_env(),
+        ).stdout.strip()
         # Lines of a .pth starting with "import" run at start-up; addsitedir also runs the base's own .pth files.
         lines = [f"import site; site.addsitedir({d!r})" for d in self.base.site]
         Path(site, "zz_qvl_base.pth").write_text("\n".join(lines) + "\n")
         reqs = [requirement(n, v) for n, v in pins.items()]
-        install = subprocess.run([self.uv, "pip", "install", "--quiet", "--no-deps", "--python", str(path / "bin" / "python"),
-                                  *self.index_args, *reqs], capture_output=True, text=True, env=env)
+        install = subprocess.run(
+            [
+                self.uv,
+                "pip",
+                "install",
+                "--quiet",
+                "--no-deps",
+                "--python",
+                str(path / "bin" / "python"),
+                *self.index_args,
+                *reqs,
+            ],
+            capture_output=True,
+            text=True,
+            env=env,
+        )
         if install.returncode != 0:
             return f"install failed: {one_line(install.stderr)}"
-        check = subprocess.run([str(path / "bin" / "python"), "-c", _VERIFY, json.dumps(pins), json.dumps(self.import_check)],
-                               capture_output=True, text=True, env=python_env())
+        check = subprocess.run(
+            [str(path / "bin" / "python"), "-c", _VERIFY, json.dumps(pins), json.dumps(self.import_check)],
+            capture_output=True,
+            text=True,
+            env=python_env(),
+        )
         if check.returncode != 0:
             return one_line(check.stderr)
         return None
@@ -208,4 +249,3 @@ def _uv_from_package() -> str | None:
         return find_uv_bin()
     except (ImportError, FileNotFoundError):
         return None
-

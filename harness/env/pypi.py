@@ -49,8 +49,11 @@ def parse_date(text: str) -> datetime:
 
 def yanked_from_json(data: dict) -> dict[str, str]:
     """Version -> the reason it was yanked ("" when none was given), for releases whose every file is yanked."""
-    return {version: next((f.get("yanked_reason") or "" for f in files), "")
-            for version, files in (data.get("releases") or {}).items() if files and all(f.get("yanked") for f in files)}
+    return {
+        version: next((f.get("yanked_reason") or "" for f in files), "")
+        for version, files in (data.get("releases") or {}).items()
+        if files and all(f.get("yanked") for f in files)
+    }
 
 
 def yanked_reason(yanked: dict[str, str], version: str) -> str | None:
@@ -75,8 +78,13 @@ def digests_from_json(data: dict, version: str) -> dict[str, str]:
         wanted = Version(version)
     except InvalidVersion:
         return {}
-    return {f["filename"]: f["digests"]["sha256"] for v, files in (data.get("releases") or {}).items()
-            if _same(v, wanted) for f in files if (f.get("digests") or {}).get("sha256")}
+    return {
+        f["filename"]: f["digests"]["sha256"]
+        for v, files in (data.get("releases") or {}).items()
+        if _same(v, wanted)
+        for f in files
+        if (f.get("digests") or {}).get("sha256")
+    }
 
 
 def releases_from_json(package: str, data: dict, *, pre: bool = False) -> list[Release]:
@@ -176,7 +184,9 @@ def history(index, package: str, *, exclude_newer: datetime | None = None, pre: 
     if exclude_newer is not None:
         found = [r for r in found if r.uploaded <= exclude_newer]
     if not found:
-        raise HarnessError(f"{package} has no releases" + (f" uploaded before {exclude_newer:%Y-%m-%d %H:%M}" if exclude_newer else ""))
+        raise HarnessError(
+            f"{package} has no releases" + (f" uploaded before {exclude_newer:%Y-%m-%d %H:%M}" if exclude_newer else "")
+        )
     return found
 
 

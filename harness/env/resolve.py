@@ -62,9 +62,18 @@ def conflict(stderr: str) -> str:
     return match.group(1) if match else one_line(stderr)
 
 
-def compile_pins(requirements: list[str], *, python: str, platform: str, constraints: dict[str, str] | None = None,
-                 preferences: dict[str, str] | None = None, no_deps: bool = False, only_binary: bool = False,
-                 find_links: tuple[str, ...] = (), no_index: bool = False) -> dict[str, str]:
+def compile_pins(
+    requirements: list[str],
+    *,
+    python: str,
+    platform: str,
+    constraints: dict[str, str] | None = None,
+    preferences: dict[str, str] | None = None,
+    no_deps: bool = False,
+    only_binary: bool = False,
+    find_links: tuple[str, ...] = (),
+    no_index: bool = False,
+) -> dict[str, str]:
     """``{canonical name: version}`` of everything ``requirements`` install on that Python and platform.
 
     ``constraints`` are hard pins; ``preferences`` are versions uv keeps wherever the requirements
@@ -76,10 +85,25 @@ def compile_pins(requirements: list[str], *, python: str, platform: str, constra
         reqs.write_text("\n".join(requirements) + "\n")
         cons.write_text("".join(f"{n}=={v}\n" for n, v in (constraints or {}).items()))
         out.write_text("".join(f"{n}=={v}\n" for n, v in (preferences or {}).items()))
-        cmd = [uv_binary(), "pip", "compile", str(reqs), "--constraint", str(cons), "--output-file", str(out),
-               "--python-version", python, "--python-platform", uv_platform(platform),
-               "--no-header", "--no-annotate", "--quiet", *(["--no-deps"] if no_deps else []),
-               *(["--only-binary", ":all:"] if only_binary else [])]
+        cmd = [
+            uv_binary(),
+            "pip",
+            "compile",
+            str(reqs),
+            "--constraint",
+            str(cons),
+            "--output-file",
+            str(out),
+            "--python-version",
+            python,
+            "--python-platform",
+            uv_platform(platform),
+            "--no-header",
+            "--no-annotate",
+            "--quiet",
+            *(["--no-deps"] if no_deps else []),
+            *(["--only-binary", ":all:"] if only_binary else []),
+        ]
         for folder in [*find_links, *([LOCAL_WHEELS] if LOCAL_WHEELS.is_dir() else [])]:
             cmd += ["--find-links", str(folder)]
         if no_index:

@@ -83,7 +83,9 @@ def _torch_devices() -> tuple[str | None, list[dict]]:
     if torch.cuda.is_available():
         for i in range(torch.cuda.device_count()):
             props = torch.cuda.get_device_properties(i)
-            gpus.append({"name": props.name, "memory_gib": props.total_memory / 2**30, "arch": f"sm_{props.major}{props.minor}"})
+            gpus.append(
+                {"name": props.name, "memory_gib": props.total_memory / 2**30, "arch": f"sm_{props.major}{props.minor}"}
+            )
     return cuda, gpus
 
 

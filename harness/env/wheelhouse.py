@@ -66,7 +66,8 @@ def refuse_unfit_runner(cell: Cell, runner: dict[str, str]) -> None:
         raise HarnessError(
             f"cell {cell.name} needs {cell.gpu.describe()} on a GPU (unsloth {cell.pins['unsloth']}'s own extras) "
             f"but the runner has torch {torch}: build a runner image with that torch, or on a networked runner "
-            f"run QVL_CELL={cell.name} tox -e gpu")
+            f"run QVL_CELL={cell.name} tox -e gpu"
+        )
 
 
 def resolve_for_runner(requirements: list[str], python: str, platform: str, runner: dict[str, str]) -> dict[str, str]:
@@ -74,8 +75,9 @@ def resolve_for_runner(requirements: list[str], python: str, platform: str, runn
     wherever the cell allows."""
     fixed = {n: v for n, v in runner.items() if RUNNER_FIXED.match(n)}
     try:
-        return resolve.compile_pins(requirements, python=python, platform=platform, constraints=fixed, preferences=runner,
-                                    only_binary=True)
+        return resolve.compile_pins(
+            requirements, python=python, platform=platform, constraints=fixed, preferences=runner, only_binary=True
+        )
     except resolve.ResolutionError as exc:
         raise HarnessError(f"cannot resolve the cell's packages for the runner: {exc}") from None
 
@@ -110,7 +112,7 @@ def _slim(wheel: Path, drop) -> None:
 def slim(dest: Path, cuda: str, data_files: set[str]) -> None:
     for wheel in dest.glob("bitsandbytes-*.whl"):
         keep = {"libbitsandbytes_cpu.so", f"libbitsandbytes_cuda{cuda}.so"}
-        _slim(wheel, lambda n: n.endswith(".so") and "libbitsandbytes_" in n and Path(n).name not in keep)
+        _slim(wheel, lambda n, keep=keep: n.endswith(".so") and "libbitsandbytes_" in n and Path(n).name not in keep)
     for wheel in [*dest.glob("unsloth-*.whl"), *dest.glob(f"{RELEASES_DIR}/unsloth-*.whl")]:
         _slim(wheel, lambda n: n.startswith("studio/") or "/studio/" in n.split(".dist-info")[0])
     # pydicom-data is 34 MB of test images; a runner needs only the ones the X-ray manifest uses.
@@ -118,8 +120,18 @@ def slim(dest: Path, cuda: str, data_files: set[str]) -> None:
         _slim(wheel, lambda n: n.startswith("data_store/data/") and Path(n).name not in data_files)
 
 
-def build(cell_name: str, dest: Path, python: str, platform: str, runner_freeze: Path | None, cuda: str, *,
-          release_wheels, data_files: set[str], quiet: bool | None = None) -> dict:
+def build(
+    cell_name: str,
+    dest: Path,
+    python: str,
+    platform: str,
+    runner_freeze: Path | None,
+    cuda: str,
+    *,
+    release_wheels,
+    data_files: set[str],
+    quiet: bool | None = None,
+) -> dict:
     """Build the wheelhouse; ``release_wheels()`` gives the release wheels the suites read (called once the
     runner is known to fit), ``data_files`` the pydicom-data files the X-ray fixtures use."""
     cell = load_matrix().cell(cell_name)
@@ -127,18 +139,36 @@ def build(cell_name: str, dest: Path, python: str, platform: str, runner_freeze:
     refuse_unfit_runner(cell, runner)
     report = Progress(4, f"building the wheelhouse of cell {cell.name}", quiet=quiet)
     if cell.sources:
-        raise HarnessError(f"cell {cell_name} pins {' and '.join(cell.sources)} to a commit; a wheelhouse carries releases "
-                           f"(run that cell on a GPU runner with the network: QVL_CELL={cell_name} tox -e gpu)")
+        raise HarnessError(
+            f"cell {cell_name} pins {' and '.join(cell.sources)} to a commit; a wheelhouse carries releases "
+            f"(run that cell on a GPU runner with the network: QVL_CELL={cell_name} tox -e gpu)"
+        )
     pins = resolve_for_runner(cell.gpu_requirements() + harness_requirements(), python, platform, runner)
     missing = sorted(f"{n}=={v}" for n, v in pins.items() if runner.get(n) != v)
     if any(r.startswith("torch==") for r in missing):
-        raise HarnessError("the cell's packages would replace the runner's torch; pass the runner's freeze with --runner")
+        raise HarnessError(
+            "the cell's packages would replace the runner's torch; pass the runner's freeze with --runner"
+        )
     if dest.exists():
         shutil.rmtree(dest)
     (dest / RELEASES_DIR).mkdir(parents=True)
-    download = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary", ":all:",
-                *[f"--platform={tag}" for tag in compatible_platforms(platform)],
-                "--python-version", python, "--implementation", "cp", "--dest", str(dest)]
+    download = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--quiet",
+        "--no-deps",
+        "--only-binary",
+        ":all:",
+        *[f"--platform={tag}" for tag in compatible_platforms(platform)],
+        "--python-version",
+        python,
+        "--implementation",
+        "cp",
+        "--dest",
+        str(dest),
+    ]
     report.step("resolved for the runner", f"{len(missing)} of {len(pins)} packages missing there")
     result = subprocess.run(download + missing + cell.code_under_test(), capture_output=True, text=True)
     if result.returncode != 0:
@@ -156,7 +186,12 @@ def build(cell_name: str, dest: Path, python: str, platform: str, runner_freeze:
     report.finish()
     seal(dest, cell.name, missing, cell.code_under_test(), originals)
     wheels = _wheels(dest)
-    return {"cell": cell.name, "wheels": len(wheels), "bytes": sum(p.stat().st_size for p in wheels), "missing": missing}
+    return {
+        "cell": cell.name,
+        "wheels": len(wheels),
+        "bytes": sum(p.stat().st_size for p in wheels),
+        "missing": missing,
+    }
 
 
 def _wheels(dest: Path) -> list[Path]:
@@ -195,7 +230,10 @@ def build_harness_wheel(dest: Path) -> None:
         for name in ("pyproject.toml", "README.md"):
             shutil.copy2(REPO_ROOT / name, tmp)
         shutil.copytree(REPO_ROOT / "harness", Path(tmp, "harness"), ignore=shutil.ignore_patterns("__pycache__"))
-        built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--wheel-dir", str(dest), tmp],
-                               capture_output=True, text=True)
+        built = subprocess.run(
+            [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--wheel-dir", str(dest), tmp],
+            capture_output=True,
+            text=True,
+        )
     if built.returncode != 0:
         raise HarnessError(f"cannot build the harness wheel: {one_line(built.stderr)}")

@@ -55,17 +55,31 @@ class Failure:
 
         cells = load_matrix().cells.values()
         releases = {(cell.stack[self.package], "wheel", None) for cell in cells if self.package not in cell.sources}
-        commits = {(cell.stack[self.package], f"git:{s.repo.path}@{s.commit.sha}", (s.repo, s.commit.sha))
-                   for cell in cells for name, s in cell.sources.items() if name == self.package}
-        params = [pytest.param((self.package, v, origin), id=f"{self.package}-{v}",
-                               marks=registry.expectation_marks(self.id, v, shows=shows, stack=stack, commit=commit))
-                  for v, origin, commit in sorted(releases | commits, key=lambda p: Version(p[0]))]
+        commits = {
+            (cell.stack[self.package], f"git:{s.repo.path}@{s.commit.sha}", (s.repo, s.commit.sha))
+            for cell in cells
+            for name, s in cell.sources.items()
+            if name == self.package
+        }
+        params = [
+            pytest.param(
+                (self.package, v, origin),
+                id=f"{self.package}-{v}",
+                marks=registry.expectation_marks(self.id, v, shows=shows, stack=stack, commit=commit),
+            )
+            for v, origin, commit in sorted(releases | commits, key=lambda p: Version(p[0]))
+        ]
         try:
             installed = release_code.installed(self.package).version
         except HarnessError:
             return params
-        return params + [pytest.param((self.package, installed, "installed"), id=f"installed-{installed}",
-                                      marks=self.marks_for(release_code.installed(self.package), shows=shows, stack=stack))]
+        return params + [
+            pytest.param(
+                (self.package, installed, "installed"),
+                id=f"installed-{installed}",
+                marks=self.marks_for(release_code.installed(self.package), shows=shows, stack=stack),
+            )
+        ]
 
 
 def commit_at(code: release_code.ReleaseCode) -> tuple[Repo, str] | None:

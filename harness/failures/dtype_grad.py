@@ -43,7 +43,7 @@ class DtypeGrad(Failure):
     def subject(self, version: str, origin: str = "wheel") -> ReleaseCode:
         return super().subject(version, origin)
 
-    def reproduce(self, subject: ReleaseCode, *, vision: bool = True, modules_to_save=None) -> "Step":
+    def reproduce(self, subject: ReleaseCode, *, vision: bool = True, modules_to_save=None) -> Step:
         """One training step of the report's path (vision LoRA) or trigger B (modules_to_save)."""
         return train_step(subject, vision=vision, modules_to_save=modules_to_save)
 
@@ -65,6 +65,7 @@ def requires_grad_function(module: types.ModuleType | None):
 
 
 # --- where the release's hooks sit ---------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class HookSite:
@@ -123,6 +124,7 @@ def record_hooked_inputs(model):
     seen: list[tuple[str, object, tuple]] = []
     handles = []
     for site in {s.name: s for s in hook_sites(model)}.values():
+
         def probe(module, args, kwargs, _name=site.name):
             tensor = first_tensor(args, kwargs)
             seen.append((_name, getattr(tensor, "dtype", None), tuple(getattr(tensor, "shape", ()))))
@@ -142,6 +144,7 @@ def record_checkpointed_block_inputs(tower):
     seen: list[bool] = []
     original = getattr(tower, "_gradient_checkpointing_func", None)
     if original is not None and getattr(tower, "gradient_checkpointing", False):
+
         def recording(function, *args, **kwargs):
             seen.append(bool(getattr(args[0], "requires_grad", False)))
             return original(function, *args, **kwargs)
@@ -155,6 +158,7 @@ def record_checkpointed_block_inputs(tower):
 
 
 # --- one training step, as unsloth's get_peft_model prepares it ---------------------------------------------
+
 
 def prepare_for_training(model):
     """unsloth's prepare_model_for_kbit_training: only LoRA trains, reentrant checkpointing, and
@@ -176,11 +180,23 @@ def lora_model(code: ReleaseCode, *, vision: bool, modules_to_save=None):
     requires_grad = requires_grad_function(module)
     skip = getattr(module, "SKIP_QUANTIZATION_MODULES", SKIP_BEFORE_ZOO_LIST)
     model = prepare_for_training(quant.load_4bit(tinymodel.build(), skip))
-    targets = module.get_peft_regex(model, finetune_vision_layers=vision, finetune_language_layers=True,
-                                    finetune_attention_modules=True, finetune_mlp_modules=True)
+    targets = module.get_peft_regex(
+        model,
+        finetune_vision_layers=vision,
+        finetune_language_layers=True,
+        finetune_attention_modules=True,
+        finetune_mlp_modules=True,
+    )
     torch.manual_seed(3407)
-    config = peft.LoraConfig(r=8, lora_alpha=16, target_modules=targets, lora_dropout=0.0, bias="none",
-                             task_type="CAUSAL_LM", modules_to_save=modules_to_save)
+    config = peft.LoraConfig(
+        r=8,
+        lora_alpha=16,
+        target_modules=targets,
+        lora_dropout=0.0,
+        bias="none",
+        task_type="CAUSAL_LM",
+        modules_to_save=modules_to_save,
+    )
     model = peft.get_peft_model(model, config)
     with torch.no_grad():  # LoRA B starts at zero; give it weight so every A can get a gradient
         for name, p in model.named_parameters():
@@ -211,7 +227,9 @@ class Step:
     grads: dict[str, float] = field(default_factory=dict)
     pixel_dtypes: list = field(default_factory=list)
     hooked_inputs: list = field(default_factory=list)
-    checkpointed_block_inputs: list[bool] = field(default_factory=list)  # requires_grad of each checkpointed vision block's input
+    checkpointed_block_inputs: list[bool] = field(
+        default_factory=list
+    )  # requires_grad of each checkpointed vision block's input
     error: BaseException | None = None
 
     def lora_grads(self, vision: bool) -> dict[str, float]:
@@ -229,8 +247,10 @@ class Step:
 
     def probe(self) -> str:
         hooked = "; ".join(f"{n or '<root>'}: {d} {list(s)}" for n, d, s in self.hooked_inputs) or "none seen"
-        return (f"{self.label}: pixel_values entering the vision tower: {self.pixel_dtypes[0] if self.pixel_dtypes else 'not reached'}; "
-                f"tensor entering the module with the zoo hook: {hooked}")
+        return (
+            f"{self.label}: pixel_values entering the vision tower: {self.pixel_dtypes[0] if self.pixel_dtypes else 'not reached'}; "
+            f"tensor entering the module with the zoo hook: {hooked}"
+        )
 
     def assert_trains(self, vision: bool) -> None:
         """A finite loss and a non-zero gradient for every LoRA parameter of the language (or vision) layers."""
@@ -241,7 +261,9 @@ class Step:
         where = "vision" if vision else "language"
         assert grads, f"{self.label}: no {where} LoRA parameters are trainable"
         zero = sorted(n for n, g in grads.items() if not g > 0)
-        assert not zero, f"{self.label}: {len(zero)}/{len(grads)} {where} LoRA gradients are zero, e.g. {zero[0]}. {self.probe()}"
+        assert not zero, (
+            f"{self.label}: {len(zero)}/{len(grads)} {where} LoRA gradients are zero, e.g. {zero[0]}. {self.probe()}"
+        )
 
 
 def train_step(code: ReleaseCode, *, vision: bool, modules_to_save=None) -> Step:
@@ -253,8 +275,11 @@ def train_step(code: ReleaseCode, *, vision: bool, modules_to_save=None) -> Step
         return step
     model.train()
     batch = xray_batch(model.device)
-    with quant.record_vision_input(model.get_base_model()) as pixels, record_hooked_inputs(model) as hooked, \
-            record_checkpointed_block_inputs(quant.vision_tower(model)) as blocks:
+    with (
+        quant.record_vision_input(model.get_base_model()) as pixels,
+        record_hooked_inputs(model) as hooked,
+        record_checkpointed_block_inputs(quant.vision_tower(model)) as blocks,
+    ):
         try:
             loss = model(**batch).loss
             loss.backward()
@@ -264,8 +289,11 @@ def train_step(code: ReleaseCode, *, vision: bool, modules_to_save=None) -> Step
         step.pixel_dtypes, step.hooked_inputs, step.checkpointed_block_inputs = list(pixels), list(hooked), list(blocks)
     if step.error is not None:
         step.error.add_note(step.probe())
-    step.grads = {n: (0.0 if p.grad is None else p.grad.float().norm().item())
-                  for n, p in model.named_parameters() if p.requires_grad}
+    step.grads = {
+        n: (0.0 if p.grad is None else p.grad.float().norm().item())
+        for n, p in model.named_parameters()
+        if p.requires_grad
+    }
     return step
 
 

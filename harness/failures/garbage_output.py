@@ -52,7 +52,9 @@ def failure_for(release: loading.Release, path: str) -> tuple[Failure, ReleaseCo
     return VisionAtLoad(), release.zoo
 
 
-def what_loads(release: loading.Release, path: str, checkpoint: Path, processor, fixtures, hub_for) -> loading.Observation:
+def what_loads(
+    release: loading.Release, path: str, checkpoint: Path, processor, fixtures, hub_for
+) -> loading.Observation:
     """The release's load of the 7B name (from the hub as it was when it shipped, serving stand-ins of
     ``checkpoint``) or of the local 16-bit ``checkpoint``, captioning every fixture."""
     settings = loading.load_time_settings(release)

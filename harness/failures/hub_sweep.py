@@ -70,8 +70,10 @@ class Sweep:
         counts = self.counts()
         absent = counts["absent"] + counts["error"]
         head = [[self.release, str(self.day), counts["present"], absent, counts["unknown"], "", ""]]
-        return head + [["", "", "", "", "", f"{r.name} (4bit={r.four_bit}) -> {r.target}",
-                        r.claimed_by or "NEW"] for r in self.missing()]
+        return head + [
+            ["", "", "", "", "", f"{r.name} (4bit={r.four_bit}) -> {r.target}", r.claimed_by or "NEW"]
+            for r in self.missing()
+        ]
 
 
 SUMMARY_HEADER = ["release", "hub on", "present", "absent", "unknown", "absent row", "claimed by"]
@@ -101,8 +103,9 @@ def sweep(release: loading.Release, history: hub_history.History | None = None) 
     return Sweep(release.unsloth.label, release.unsloth.version, day, tuple(rows), "the hub history")
 
 
-def live_sweep(release: loading.Release, repo_exists, where: str,
-               today: datetime.date) -> tuple[Sweep, list[tuple[str, hub_history.Observation]]]:
+def live_sweep(
+    release: loading.Release, repo_exists, where: str, today: datetime.date
+) -> tuple[Sweep, list[tuple[str, hub_history.Observation]]]:
     """The release's mapper against a hub asked now (``repo_exists(repo) -> bool``), and each answer as an
     observation of ``today``."""
     failures, mapper = registry.load_registry(), ReleaseMapper(release.unsloth)
@@ -125,10 +128,20 @@ def live_sweep(release: loading.Release, repo_exists, where: str,
             elif exists(run.resolved):
                 rows.append(Row(name, four_bit, run.resolved, "present", f"on {where} {today}"))
             else:
-                rows.append(Row(name, four_bit, run.resolved, "absent", f"missing on {where} {today}",
-                                _claim(run.resolved, failures)))
-    observations = [(repo, hub_history.Observation("present" if found else "absent", today, source))
-                    for repo, found in asked.values()]
+                rows.append(
+                    Row(
+                        name,
+                        four_bit,
+                        run.resolved,
+                        "absent",
+                        f"missing on {where} {today}",
+                        _claim(run.resolved, failures),
+                    )
+                )
+    observations = [
+        (repo, hub_history.Observation("present" if found else "absent", today, source))
+        for repo, found in asked.values()
+    ]
     return Sweep(release.unsloth.label, release.unsloth.version, today, tuple(rows), where), observations
 
 

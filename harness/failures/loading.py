@@ -72,8 +72,10 @@ class Release:
 
     def has_exact_names(self) -> bool:
         """Whether from_pretrained takes use_exact_model_name (unsloth >= 2025.1.1)."""
-        return any(self.unsloth.has(f) and "use_exact_model_name" in self.unsloth.read(f)
-                   for f in ("unsloth/models/loader.py", VISION_LOADER))
+        return any(
+            self.unsloth.has(f) and "use_exact_model_name" in self.unsloth.read(f)
+            for f in ("unsloth/models/loader.py", VISION_LOADER)
+        )
 
 
 # --- the release's load-time quantization settings ------------------------------------------------
@@ -94,7 +96,9 @@ class LoadSettings:
         import torch
         import transformers
 
-        return transformers.BitsAndBytesConfig(**{**self.kwargs, "bnb_4bit_compute_dtype": getattr(torch, COMPUTE_DTYPE)})
+        return transformers.BitsAndBytesConfig(
+            **{**self.kwargs, "bnb_4bit_compute_dtype": getattr(torch, COMPUTE_DTYPE)}
+        )
 
 
 def zoo_skip_list(zoo: ReleaseCode) -> list[str] | None:
@@ -102,7 +106,9 @@ def zoo_skip_list(zoo: ReleaseCode) -> list[str] | None:
     if not zoo.has(SKIP_LIST_HOME):
         return None
     for node in zoo.parse(SKIP_LIST_HOME).body:
-        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "SKIP_QUANTIZATION_MODULES" for t in node.targets):
+        if isinstance(node, ast.Assign) and any(
+            getattr(t, "id", None) == "SKIP_QUANTIZATION_MODULES" for t in node.targets
+        ):
             return list(ast.literal_eval(node.value))
     return None
 
@@ -149,34 +155,53 @@ class _Evaluator:
             return [self.value(e) for e in node.elts]
         if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Add):
             return self.value(node.left) + self.value(node.right)
-        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "copy" and not node.args:
+        if (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and node.func.attr == "copy"
+            and not node.args
+        ):
             return list(self.value(node.func.value))
         if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
             return self.call(node)
         if isinstance(node, ast.Name):
             return self.name(node.id)
-        raise HarnessError(f"{self.release.unsloth.label}:{VISION_LOADER}:{self.line}: cannot evaluate {ast.unparse(node)!r}")
+        raise HarnessError(
+            f"{self.release.unsloth.label}:{VISION_LOADER}:{self.line}: cannot evaluate {ast.unparse(node)!r}"
+        )
 
     def name(self, name: str):
         if name == "SKIP_QUANTIZATION_MODULES":
             skips = zoo_skip_list(self.release.zoo)
             if skips is None:
-                raise HarnessError(f"{self.release.unsloth.label} imports SKIP_QUANTIZATION_MODULES, which "
-                                   f"{self.release.zoo.label} lacks: that pair fails at import")
+                raise HarnessError(
+                    f"{self.release.unsloth.label} imports SKIP_QUANTIZATION_MODULES, which "
+                    f"{self.release.zoo.label} lacks: that pair fails at import"
+                )
             return skips
         if name in MACHINE_NAMES:
             return MACHINE_NAMES[name]
-        assigned = [n for n in ast.walk(self.function) if isinstance(n, ast.Assign) and n.lineno < self.line
-                    and any(isinstance(t, ast.Name) and t.id == name for t in n.targets)]
+        assigned = [
+            n
+            for n in ast.walk(self.function)
+            if isinstance(n, ast.Assign)
+            and n.lineno < self.line
+            and any(isinstance(t, ast.Name) and t.id == name for t in n.targets)
+        ]
         if not assigned:
-            raise HarnessError(f"{self.release.unsloth.label}:{VISION_LOADER}:{self.line}: cannot evaluate name {name!r}")
+            raise HarnessError(
+                f"{self.release.unsloth.label}:{VISION_LOADER}:{self.line}: cannot evaluate name {name!r}"
+            )
         return self.value(max(assigned, key=lambda n: n.lineno).value)
 
     def call(self, node: ast.Call):
-        definition = next((d for d in self.module.body if isinstance(d, ast.FunctionDef) and d.name == node.func.id), None)
+        definition = next(
+            (d for d in self.module.body if isinstance(d, ast.FunctionDef) and d.name == node.func.id), None
+        )
         if definition is None:
-            raise HarnessError(f"{self.release.unsloth.label}:{VISION_LOADER}:{self.line}: cannot evaluate call "
-                               f"{ast.unparse(node)!r}")
+            raise HarnessError(
+                f"{self.release.unsloth.label}:{VISION_LOADER}:{self.line}: cannot evaluate call {ast.unparse(node)!r}"
+            )
         namespace: dict = {}
         exec(compile(ast.Module(body=[definition], type_ignores=[]), self.release.unsloth.label, "exec"), namespace)
         return namespace[definition.name](*[self.value(a) for a in node.args])
@@ -204,7 +229,10 @@ def release_matcher(release: Release):
             if code.has(relpath):
                 for statement in _matcher_patches(code.parse(relpath)):
                     namespace = {"_transformers_bnb": users.get("transformers.integrations.bitsandbytes")}
-                    exec(compile(ast.Module(body=statement, type_ignores=[]), f"{code.label}:{relpath}", "exec"), namespace)
+                    exec(
+                        compile(ast.Module(body=statement, type_ignores=[]), f"{code.label}:{relpath}", "exec"),
+                        namespace,
+                    )
         yield getattr(quantizers_utils, MATCHER)
     finally:
         for module in [quantizers_utils, *users.values()]:
@@ -216,7 +244,9 @@ def _matcher_users() -> dict:
     import importlib
 
     try:
-        return {"transformers.integrations.bitsandbytes": importlib.import_module("transformers.integrations.bitsandbytes")}
+        return {
+            "transformers.integrations.bitsandbytes": importlib.import_module("transformers.integrations.bitsandbytes")
+        }
     except ImportError:
         return {}
 
@@ -224,10 +254,15 @@ def _matcher_users() -> dict:
 def _matcher_patches(tree: ast.Module) -> list[list[ast.stmt]]:
     """Each top-level ``if`` that assigns ``_quantizers_utils.should_convert_module``, with the imports it needs."""
     imports = ast.parse("import re\nimport transformers.quantizers.quantizers_utils as _quantizers_utils").body
-    return [[*imports, statement] for statement in tree.body
-            if isinstance(statement, ast.If) and any(
-                isinstance(n, ast.Assign) and any(isinstance(t, ast.Attribute) and t.attr == MATCHER for t in n.targets)
-                for n in ast.walk(statement))]
+    return [
+        [*imports, statement]
+        for statement in tree.body
+        if isinstance(statement, ast.If)
+        and any(
+            isinstance(n, ast.Assign) and any(isinstance(t, ast.Attribute) and t.attr == MATCHER for t in n.targets)
+            for n in ast.walk(statement)
+        )
+    ]
 
 
 # --- the plan: which repo the release asks for --------------------------------------------------------
@@ -274,7 +309,11 @@ def load(plan: Plan, settings: LoadSettings):
         raise HarnessError(f"{plan.release.label}: get_model_name({plan.asked!r}) failed: {plan.mapping_error}")
     with release_matcher(plan.release):
         return transformers.Qwen2VLForConditionalGeneration.from_pretrained(
-            plan.repo, quantization_config=settings.bnb_config(), device_map=quant.device(), **compat.dtype_kwarg(torch.bfloat16))
+            plan.repo,
+            quantization_config=settings.bnb_config(),
+            device_map=quant.device(),
+            **compat.dtype_kwarg(torch.bfloat16),
+        )
 
 
 def repo_not_found(exc: BaseException):
@@ -329,8 +368,11 @@ def observe(plan: Plan, settings: LoadSettings, snapshot: str, processor, fixtur
     except Exception as exc:  # noqa: BLE001 - the load's own failure (a 404) is the observation
         seen.error = exc
         return seen
-    seen.quantized_by = ("the checkpoint's quantization_config" if _checkpoint_quantized(plan.repo)
-                         else f"the release's BitsAndBytesConfig ({settings.where})")
+    seen.quantized_by = (
+        "the checkpoint's quantization_config"
+        if _checkpoint_quantized(plan.repo)
+        else f"the release's BitsAndBytesConfig ({settings.where})"
+    )
     report = quant.linears(model)
     seen.linear4bit, seen.missing_quant_state = report.linear4bit, report.missing_quant_state
     seen.vision_linears = sum(1 for n in report.linear4bit + report.linear16 if "visual" in n.split("."))
@@ -359,8 +401,12 @@ def installed_release() -> Release | None:
         versions = [importlib.metadata.version(p) for p in ("unsloth", "unsloth-zoo")]
     except importlib.metadata.PackageNotFoundError:
         return None
-    return Release(*(release_code.installed(p) if release_code.installed_commit(p) else release_code.from_wheel(p, v)
-                     for p, v in zip(("unsloth", "unsloth-zoo"), versions)))
+    return Release(
+        *(
+            release_code.installed(p) if release_code.installed_commit(p) else release_code.from_wheel(p, v)
+            for p, v in zip(("unsloth", "unsloth-zoo"), versions, strict=True)
+        )
+    )
 
 
 def release_pair(unsloth: str, origin: str = "wheel") -> Release:

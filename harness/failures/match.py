@@ -35,7 +35,7 @@ class Match:
 
 
 def parse_stack(text: str) -> dict[str, str]:
-    """"unsloth==2024.11.11 unsloth-zoo==2024.11.8 transformers==4.46.3" (spaces or commas) as {package: version}."""
+    """ "unsloth==2024.11.11 unsloth-zoo==2024.11.8 transformers==4.46.3" (spaces or commas) as {package: version}."""
     stack = {}
     known = {canonicalize_name(p): p for p in packages.KNOWN}
     for item in re.split(r"[\s,]+", text.strip()):
@@ -43,10 +43,14 @@ def parse_stack(text: str) -> dict[str, str]:
         if not item:
             continue
         if not sep or not name or not version:
-            raise HarnessError(f"--stack: {item!r} is not PACKAGE==VERSION (e.g. \"unsloth==2024.11.11 transformers==4.46.3\")")
+            raise HarnessError(
+                f'--stack: {item!r} is not PACKAGE==VERSION (e.g. "unsloth==2024.11.11 transformers==4.46.3")'
+            )
         package = known.get(canonicalize_name(name))
         if package is None:
-            raise HarnessError(f"--stack: unknown package {name!r}; the registry's packages are {', '.join(sorted(packages.STACK))}")
+            raise HarnessError(
+                f"--stack: unknown package {name!r}; the registry's packages are {', '.join(sorted(packages.STACK))}"
+            )
         try:
             Version(version)
         except InvalidVersion:
@@ -56,8 +60,11 @@ def parse_stack(text: str) -> dict[str, str]:
 
 
 def messages(failure: KnownFailure) -> list[tuple[str, str]]:
-    return [("symptom", failure.symptom), *([("cause", failure.cause)] if failure.cause else []),
-            *(("reported_as", p) for p in failure.reported_as)]
+    return [
+        ("symptom", failure.symptom),
+        *([("cause", failure.cause)] if failure.cause else []),
+        *(("reported_as", p) for p in failure.reported_as),
+    ]
 
 
 def assess(failure: KnownFailure, stack: dict[str, str] | None) -> tuple[str, str]:
@@ -67,14 +74,19 @@ def assess(failure: KnownFailure, stack: dict[str, str] | None) -> tuple[str, st
     version = stack.get(failure.package)
     needed = [p for p in (failure.package, *failure.conditions("symptom")) if p not in stack]
     if version is not None and not failure.affects(version):
-        return "outside the range", f"{failure.package} {version} is outside {failure.affected}: not this failure, or not this release"
+        return (
+            "outside the range",
+            f"{failure.package} {version} is outside {failure.affected}: not this failure, or not this release",
+        )
     if needed:
         return "incomplete stack", f"give {' '.join(f'{p}==VERSION' for p in needed)} to decide"
     unmet = failure.unmet("symptom", stack)
     if unmet:
         return "cause without the symptom", f"{failure.package} {version} has the cause, but {'; '.join(unmet)}"
     conditions = ", ".join(f"{p} {stack[p]} is {s}" for p, s in failure.conditions("symptom").items())
-    return "has it", f"{failure.package} {version} is inside {failure.affected}" + (f"; {conditions}" if conditions else "")
+    return "has it", f"{failure.package} {version} is inside {failure.affected}" + (
+        f"; {conditions}" if conditions else ""
+    )
 
 
 def match(text: str, registry: dict[str, KnownFailure], stack: dict[str, str] | None) -> list[Match]:
@@ -92,7 +104,9 @@ def match(text: str, registry: dict[str, KnownFailure], stack: dict[str, str] | 
 
 def reproducing_cell(failure: KnownFailure, matrix: Matrix, stack: dict[str, str] | None) -> str | None:
     """The matrix cell that reproduces ``failure``, the one nearest the user's release first."""
-    cells = [c for c in matrix.cells.values() if failure.id in c.failures and failure_state(failure, c.stack) == "reproduces"]
+    cells = [
+        c for c in matrix.cells.values() if failure.id in c.failures and failure_state(failure, c.stack) == "reproduces"
+    ]
     if not cells:
         return None
     wanted = Version((stack or {}).get(failure.package, "0"))
@@ -100,14 +114,16 @@ def reproducing_cell(failure: KnownFailure, matrix: Matrix, stack: dict[str, str
 
 
 def _ordinal(version: Version) -> float:
-    return sum(part / 100 ** i for i, part in enumerate(version.release[:4]))
+    return sum(part / 100**i for i, part in enumerate(version.release[:4]))
 
 
 def explain(found: Match, matrix: Matrix, stack: dict[str, str] | None) -> list[str]:
     failure = found.failure
-    lines = [f"{failure.id}: {failure.description}",
-             f"  matched:     {found.matched!r} ({FIELDS[found.field]})",
-             f"  your stack:  {found.verdict}: {found.why}"]
+    lines = [
+        f"{failure.id}: {failure.description}",
+        f"  matched:     {found.matched!r} ({FIELDS[found.field]})",
+        f"  your stack:  {found.verdict}: {found.why}",
+    ]
     if failure.first_fixed:
         lines.append(f"  fixed in:    {failure.package} {failure.first_fixed}")
     if failure.workaround:

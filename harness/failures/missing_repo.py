@@ -22,11 +22,17 @@ class MissingRepo(Failure):
     def subject(self, version: str, origin: str = "wheel") -> loading.Release:
         return loading.release_pair(version, origin)
 
-    def reproduce(self, release: loading.Release, *, name: str, hub_for, mapper_edits: dict | None = None) -> loading.Observation:
+    def reproduce(
+        self, release: loading.Release, *, name: str, hub_for, mapper_edits: dict | None = None
+    ) -> loading.Observation:
         """The release's load of ``name`` from the hub as it was when it shipped (tiny stand-ins, no captions);
         ``mapper_edits`` retargets the release's mapper first (what a fix would do)."""
         snapshot = hub.snapshot_at(release.shipped)
         with hub.pointed_at(hub_for(snapshot)):
-            return loading.observe(loading.plan(release, name, mapper_edits=mapper_edits),
-                                   loading.load_time_settings(release), snapshot.name, None, [])
-
+            return loading.observe(
+                loading.plan(release, name, mapper_edits=mapper_edits),
+                loading.load_time_settings(release),
+                snapshot.name,
+                None,
+                [],
+            )

@@ -29,8 +29,19 @@ from harness.releases.code import is_code_under_test
 
 REGISTRY = FIXTURES_DIR / "known_failures.toml"
 REQUIRED = {"id", "package", "affected", "symptom", "seed", "description", "evidence", "found_by", "suite"}
-OPTIONAL = {"requires", "symptom_requires", "symptom_affected", "edges", "cause", "path", "workaround", "history",
-            "reported_as", "commits", "names"}
+OPTIONAL = {
+    "requires",
+    "symptom_requires",
+    "symptom_affected",
+    "edges",
+    "cause",
+    "path",
+    "workaround",
+    "history",
+    "reported_as",
+    "commits",
+    "names",
+}
 COMMIT_KEYS = {"introduced", "fixed", "found_by"}
 PACKAGES = packages.KNOWN
 SHOWS = ("cause", "symptom")
@@ -112,7 +123,7 @@ class KnownFailure:
 
 def _specifiers(where: str, key: str, value) -> dict[str, SpecifierSet]:
     if not isinstance(value, dict):
-        raise HarnessError(f"{where}: {key} must be a table of package = \"specifier\"")
+        raise HarnessError(f'{where}: {key} must be a table of package = "specifier"')
     for package in value:
         if package not in PACKAGES:
             raise HarnessError(f"{where}: {key}: unknown package {package!r}; known: {', '.join(sorted(PACKAGES))}")
@@ -128,8 +139,10 @@ def _symptom_range(label: str, entry: dict) -> SpecifierSet | None:
         bound = [Version(s.version) for s in outer if s.operator in ops]
         mine = [Version(s.version) for s in inner if s.operator in ops]
         if bound and (not mine or tightest([*mine, tightest(bound)]) != tightest(mine)):
-            raise HarnessError(f"{label}: symptom_affected {str(inner)!r} reaches past affected {str(outer)!r} "
-                               f"on its {side} side; the symptom needs the cause")
+            raise HarnessError(
+                f"{label}: symptom_affected {str(inner)!r} reaches past affected {str(outer)!r} "
+                f"on its {side} side; the symptom needs the cause"
+            )
     return inner
 
 
@@ -140,7 +153,9 @@ def parse_registry(text: str, where: str = REGISTRY.name) -> dict[str, KnownFail
         label = f"{where}: entry #{number} ({entry.get('id', '?')})"
         schema.keys(label, entry, REQUIRED, OPTIONAL)
         if entry["id"] in failures:
-            raise HarnessError(f"{label}: duplicate id {entry['id']!r} (entry #{list(failures).index(entry['id']) + 1} has it)")
+            raise HarnessError(
+                f"{label}: duplicate id {entry['id']!r} (entry #{list(failures).index(entry['id']) + 1} has it)"
+            )
         if entry["package"] not in PACKAGES:
             raise HarnessError(f"{label}: unknown package {entry['package']!r}; known: {', '.join(sorted(PACKAGES))}")
         reported_as = schema.string_list(label, "reported_as", entry.get("reported_as", []))
@@ -152,19 +167,32 @@ def parse_registry(text: str, where: str = REGISTRY.name) -> dict[str, KnownFail
         commits = schema.keys(f"{label} commits", entry.get("commits", {}), set(), COMMIT_KEYS)
         for key in ("introduced", "fixed"):
             if key in commits and not re.fullmatch(r"[0-9a-f]{40}", str(commits[key])):
-                raise HarnessError(f"{label}: commits.{key} must be a full 40-character commit id, got {commits[key]!r}")
-        for key, pattern in [("symptom", entry.get("symptom", "")), ("cause", entry.get("cause", "")),
-                             *(("reported_as", p) for p in reported_as), *(("names", p) for p in names)]:
+                raise HarnessError(
+                    f"{label}: commits.{key} must be a full 40-character commit id, got {commits[key]!r}"
+                )
+        for key, pattern in [
+            ("symptom", entry.get("symptom", "")),
+            ("cause", entry.get("cause", "")),
+            *(("reported_as", p) for p in reported_as),
+            *(("names", p) for p in names),
+        ]:
             try:
                 re.compile(pattern)
             except re.error as exc:
                 raise HarnessError(f"{label}: {key} {pattern!r} is not a regular expression: {exc}") from None
         failures[entry["id"]] = KnownFailure(
-            **{**entry, "affected": schema.specifier(label, "affected", entry["affected"]),
-               "requires": _specifiers(label, "requires", entry.get("requires", {})),
-               "symptom_requires": _specifiers(label, "symptom_requires", entry.get("symptom_requires", {})),
-               "symptom_affected": _symptom_range(label, entry),
-               "reported_as": reported_as, "edges": edges, "names": names, "commits": dict(commits)})
+            **{
+                **entry,
+                "affected": schema.specifier(label, "affected", entry["affected"]),
+                "requires": _specifiers(label, "requires", entry.get("requires", {})),
+                "symptom_requires": _specifiers(label, "symptom_requires", entry.get("symptom_requires", {})),
+                "symptom_affected": _symptom_range(label, entry),
+                "reported_as": reported_as,
+                "edges": edges,
+                "names": names,
+                "commits": dict(commits),
+            }
+        )
     return failures
 
 
@@ -196,8 +224,9 @@ def installed_stack() -> dict[str, str | None]:
     return {package: dist_version(package) for package in PACKAGES}
 
 
-def expectation_marks(failure_id: str, version: str, *, shows: str = "symptom", stack: dict | None = None,
-                      commit: tuple | None = None) -> list:
+def expectation_marks(
+    failure_id: str, version: str, *, shows: str = "symptom", stack: dict | None = None, commit: tuple | None = None
+) -> list:
     """pytest marks for a test of ``failure_id``'s cause or symptom against ``package==version``.
 
     ``stack`` (package -> version) is what the conditions are judged on: the installed versions,
@@ -222,20 +251,26 @@ def judge(failure: KnownFailure, marker, passed: bool, failure_text: str) -> tup
     if not marker.kwargs["expected"]:
         return "", ""
     if passed:
-        return "unexpected pass", (f"known failure {failure.id!r} ({shows}) was expected in {where} "
-                                   f"(affected {failure.range_of(shows)}) but the test passed")
+        return "unexpected pass", (
+            f"known failure {failure.id!r} ({shows}) was expected in {where} "
+            f"(affected {failure.range_of(shows)}) but the test passed"
+        )
     if failure.matches(shows, failure_text):
-        return "reproduced", (f"known failure {failure.id!r} ({shows}) reproduces in {where} "
-                              f"(affected {failure.range_of(shows)})")
-    return "wrong failure", (f"known failure {failure.id!r} ({shows}) was expected in {where}, but the test failed "
-                             f"with something else (wanted /{failure.pattern(shows)}/)")
+        return "reproduced", (
+            f"known failure {failure.id!r} ({shows}) reproduces in {where} (affected {failure.range_of(shows)})"
+        )
+    return "wrong failure", (
+        f"known failure {failure.id!r} ({shows}) was expected in {where}, but the test failed "
+        f"with something else (wanted /{failure.pattern(shows)}/)"
+    )
 
 
 KEEP = object()
 
 
-def write_range(failure_id: str, *, package: str, evidence: str, found_by: str, lower=KEEP, upper=KEEP,
-           path: Path | None = None) -> KnownFailure:
+def write_range(
+    failure_id: str, *, package: str, evidence: str, found_by: str, lower=KEEP, upper=KEEP, path: Path | None = None
+) -> KnownFailure:
     """Write a bisected range into the entry ``failure_id``: ``>=lower`` and ``<upper``, with the
     evidence and the command that found it.
 
@@ -257,14 +292,18 @@ def write_range(failure_id: str, *, package: str, evidence: str, found_by: str, 
     text = path.read_text()
     found = re.search(rf'^id = "{re.escape(failure_id)}"$', text, re.M)
     if not found:
-        raise HarnessError(f"{path.name}: write entry {failure_id!r} as id = \"{failure_id}\" to let bisect record into it")
+        raise HarnessError(
+            f'{path.name}: write entry {failure_id!r} as id = "{failure_id}" to let bisect record into it'
+        )
     start = max(text.rfind("[[failure]]", 0, found.start()), 0)
     end = text.find("[[failure]]", found.end())
     end = len(text) if end < 0 else end
     block = text[start:end]
     for key, value in (("affected", affected), ("evidence", evidence), ("found_by", found_by)):
         # json.dumps writes a valid TOML basic string (same escapes).
-        block, count = re.subn(rf"^{key} = .*$", lambda _: f"{key} = {json.dumps(value)}", block, count=1, flags=re.M)
+        block, count = re.subn(
+            rf"^{key} = .*$", lambda _, key=key, value=value: f"{key} = {json.dumps(value)}", block, count=1, flags=re.M
+        )
         if not count:
             raise HarnessError(f"{path.name}: entry {failure_id!r} has no {key} line to update")
     updated = text[:start] + block + text[end:]
@@ -279,8 +318,11 @@ def write_range(failure_id: str, *, package: str, evidence: str, found_by: str, 
 
 
 def describe(failure: KnownFailure) -> list[str]:
-    lines = [f"{failure.id}: {failure.description}",
-             f"  affected:   {failure.package}{failure.affected}" + (f" (first fixed {failure.first_fixed})" if failure.first_fixed else "")]
+    lines = [
+        f"{failure.id}: {failure.description}",
+        f"  affected:   {failure.package}{failure.affected}"
+        + (f" (first fixed {failure.first_fixed})" if failure.first_fixed else ""),
+    ]
     if failure.requires:
         lines.append("  requires:   " + ", ".join(f"{p}{s}" for p, s in failure.requires.items()))
     if failure.symptom_requires:
@@ -293,7 +335,9 @@ def describe(failure: KnownFailure) -> list[str]:
     lines += [f"  reported:   /{p}/" for p in failure.reported_as]
     lines += [f"  seed:       {failure.seed}", f"  found by:   {failure.found_by}", f"  evidence:   {failure.evidence}"]
     if failure.commits:
-        lines.append("  commits:    " + ", ".join(f"{k} {v[:7] if k != 'found_by' else v}" for k, v in failure.commits.items()))
+        lines.append(
+            "  commits:    " + ", ".join(f"{k} {v[:7] if k != 'found_by' else v}" for k, v in failure.commits.items())
+        )
     if failure.history:
         lines.append(f"  history:    {failure.history}")
     if failure.workaround:
@@ -321,6 +365,8 @@ def check_matrix(matrix, registry: dict[str, KnownFailure]):
             inside = {f: s for f, s in cell.failure_states(registry).items() if s in ("reproduces", "cause only")}
             if inside:
                 fid = next(iter(inside))
-                raise HarnessError(f"{where}: role control, but {registry[fid].package} {cell.stack[registry[fid].package]} "
-                                   f"is inside {fid}'s range {registry[fid].affected} ({inside[fid]})")
+                raise HarnessError(
+                    f"{where}: role control, but {registry[fid].package} {cell.stack[registry[fid].package]} "
+                    f"is inside {fid}'s range {registry[fid].affected} ({inside[fid]})"
+                )
     return matrix

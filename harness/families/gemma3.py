@@ -5,10 +5,25 @@ from pathlib import Path
 from harness.families import tiny
 from harness.families.base import Family, PixelCast
 
-SIZES = {"hidden": 64, "layers": 2, "heads": 4, "kv_heads": 2, "vision_hidden": 32, "vision_layers": 2,
-         "image_side": 28, "image_tokens": 4}  # 2x2 patches of 14, one image token each
-SPECIAL_TOKENS = ["<pad>", "<end_of_turn>", "<bos>", "<start_of_turn>", "<start_of_image>", "<end_of_image>",
-                  "<image_soft_token>"]
+SIZES = {
+    "hidden": 64,
+    "layers": 2,
+    "heads": 4,
+    "kv_heads": 2,
+    "vision_hidden": 32,
+    "vision_layers": 2,
+    "image_side": 28,
+    "image_tokens": 4,
+}  # 2x2 patches of 14, one image token each
+SPECIAL_TOKENS = [
+    "<pad>",
+    "<end_of_turn>",
+    "<bos>",
+    "<start_of_turn>",
+    "<start_of_image>",
+    "<end_of_image>",
+    "<image_soft_token>",
+]
 # The Gemma 3 chat template, reduced to what the harness sends (text and image parts).
 CHAT_TEMPLATE = (
     "<bos>{% for message in messages %}"
@@ -23,8 +38,13 @@ CHAT_TEMPLATE = (
 
 
 def make_tokenizer():
-    return tiny.tokenizer(SPECIAL_TOKENS, CHAT_TEMPLATE, boi_token="<start_of_image>", eoi_token="<end_of_image>",
-                          image_token="<image_soft_token>")
+    return tiny.tokenizer(
+        SPECIAL_TOKENS,
+        CHAT_TEMPLATE,
+        boi_token="<start_of_image>",
+        eoi_token="<end_of_image>",
+        image_token="<image_soft_token>",
+    )
 
 
 def config(sizes: dict, tokenizer):
@@ -32,17 +52,37 @@ def config(sizes: dict, tokenizer):
 
     ids = {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
     head_dim = sizes["hidden"] // sizes["heads"]
-    text = {"vocab_size": len(tokenizer), "hidden_size": sizes["hidden"], "intermediate_size": 2 * sizes["hidden"],
-            "num_hidden_layers": sizes["layers"], "num_attention_heads": sizes["heads"], "head_dim": head_dim,
-            "num_key_value_heads": sizes["kv_heads"], "query_pre_attn_scalar": head_dim, "sliding_window": 64,
-            "max_position_embeddings": 1024, "pad_token_id": ids["<pad>"], "eos_token_id": ids["<end_of_turn>"],
-            "bos_token_id": ids["<bos>"]}
-    vision = {"hidden_size": sizes["vision_hidden"], "intermediate_size": 2 * sizes["vision_hidden"],
-              "num_hidden_layers": sizes["vision_layers"], "num_attention_heads": 2,
-              "image_size": sizes["image_side"], "patch_size": 14}
-    return transformers.Gemma3Config(text_config=text, vision_config=vision, mm_tokens_per_image=sizes["image_tokens"],
-                                     boi_token_index=ids["<start_of_image>"], eoi_token_index=ids["<end_of_image>"],
-                                     image_token_index=ids["<image_soft_token>"])
+    text = {
+        "vocab_size": len(tokenizer),
+        "hidden_size": sizes["hidden"],
+        "intermediate_size": 2 * sizes["hidden"],
+        "num_hidden_layers": sizes["layers"],
+        "num_attention_heads": sizes["heads"],
+        "head_dim": head_dim,
+        "num_key_value_heads": sizes["kv_heads"],
+        "query_pre_attn_scalar": head_dim,
+        "sliding_window": 64,
+        "max_position_embeddings": 1024,
+        "pad_token_id": ids["<pad>"],
+        "eos_token_id": ids["<end_of_turn>"],
+        "bos_token_id": ids["<bos>"],
+    }
+    vision = {
+        "hidden_size": sizes["vision_hidden"],
+        "intermediate_size": 2 * sizes["vision_hidden"],
+        "num_hidden_layers": sizes["vision_layers"],
+        "num_attention_heads": 2,
+        "image_size": sizes["image_side"],
+        "patch_size": 14,
+    }
+    return transformers.Gemma3Config(
+        text_config=text,
+        vision_config=vision,
+        mm_tokens_per_image=sizes["image_tokens"],
+        boi_token_index=ids["<start_of_image>"],
+        eoi_token_index=ids["<end_of_image>"],
+        image_token_index=ids["<image_soft_token>"],
+    )
 
 
 def build() -> Path:
@@ -54,8 +94,9 @@ def processor(path: Path):
 
     side = SIZES["image_side"]
     images = tiny.pil_image_processor("Gemma3ImageProcessor", size={"height": side, "width": side})
-    return transformers.Gemma3Processor(images, transformers.AutoTokenizer.from_pretrained(path),
-                                        image_seq_length=SIZES["image_tokens"])
+    return transformers.Gemma3Processor(
+        images, transformers.AutoTokenizer.from_pretrained(path), image_seq_length=SIZES["image_tokens"]
+    )
 
 
 FAMILY = Family(
@@ -65,15 +106,29 @@ FAMILY = Family(
     module="gemma3",
     since="4.50.0",
     vision_modules=("vision_tower", "multi_modal_projector"),
-    pixel_casts=(PixelCast(">=4.50", "siglip", "pixel_values.to(dtype=target_dtype)",
-                           "the dtype of SigLIP's patch embedding (a convolution, never 4-bit)",
-                           uint8_when_4bit=False),),
+    pixel_casts=(
+        PixelCast(
+            ">=4.50",
+            "siglip",
+            "pixel_values.to(dtype=target_dtype)",
+            "the dtype of SigLIP's patch embedding (a convolution, never 4-bit)",
+            uint8_when_4bit=False,
+        ),
+    ),
     # 1b and 270m are text-only Gemma 3 (Gemma3ForCausalLM): not this family
-    hub_names={size: tuple(name for kind in ("it", "pt")
-                           for name in (f"google/gemma-3-{size}-{kind}", f"unsloth/gemma-3-{size}-{kind}",
-                                        f"unsloth/gemma-3-{size}-{kind}-bnb-4bit",
-                                        f"unsloth/gemma-3-{size}-{kind}-unsloth-bnb-4bit"))
-               for size in ("4b", "12b", "27b")},
+    hub_names={
+        size: tuple(
+            name
+            for kind in ("it", "pt")
+            for name in (
+                f"google/gemma-3-{size}-{kind}",
+                f"unsloth/gemma-3-{size}-{kind}",
+                f"unsloth/gemma-3-{size}-{kind}-bnb-4bit",
+                f"unsloth/gemma-3-{size}-{kind}-unsloth-bnb-4bit",
+            )
+        )
+        for size in ("4b", "12b", "27b")
+    },
     build=build,
     processor=processor,
 )

@@ -14,20 +14,40 @@ def config(sizes: dict, tokenizer):
 
     ids = {t: tokenizer.convert_tokens_to_ids(t) for t in tinymodel.SPECIAL_TOKENS}
     half = sizes["hidden"] // sizes["heads"] // 2
-    text = {"vocab_size": len(tokenizer), "hidden_size": sizes["hidden"], "intermediate_size": 2 * sizes["hidden"],
-            "num_hidden_layers": sizes["layers"], "num_attention_heads": sizes["heads"],
-            "num_key_value_heads": sizes["kv_heads"], "max_position_embeddings": 1024,
-            "rope_scaling": {"type": "mrope", "mrope_section": [half - 2 * (half // 3), half // 3, half // 3]},
-            "rope_theta": 10000.0, "bos_token_id": ids["<|endoftext|>"], "eos_token_id": ids["<|im_end|>"],
-            "pad_token_id": ids["<|endoftext|>"]}
-    vision = {"depth": sizes["vision_depth"], "hidden_size": sizes["vision_hidden"], "num_heads": 2,
-              "intermediate_size": 2 * sizes["vision_hidden"], "out_hidden_size": sizes["hidden"],
-              "fullatt_block_indexes": [sizes["vision_depth"] - 1], "window_size": 56}
+    text = {
+        "vocab_size": len(tokenizer),
+        "hidden_size": sizes["hidden"],
+        "intermediate_size": 2 * sizes["hidden"],
+        "num_hidden_layers": sizes["layers"],
+        "num_attention_heads": sizes["heads"],
+        "num_key_value_heads": sizes["kv_heads"],
+        "max_position_embeddings": 1024,
+        "rope_scaling": {"type": "mrope", "mrope_section": [half - 2 * (half // 3), half // 3, half // 3]},
+        "rope_theta": 10000.0,
+        "bos_token_id": ids["<|endoftext|>"],
+        "eos_token_id": ids["<|im_end|>"],
+        "pad_token_id": ids["<|endoftext|>"],
+    }
+    vision = {
+        "depth": sizes["vision_depth"],
+        "hidden_size": sizes["vision_hidden"],
+        "num_heads": 2,
+        "intermediate_size": 2 * sizes["vision_hidden"],
+        "out_hidden_size": sizes["hidden"],
+        "fullatt_block_indexes": [sizes["vision_depth"] - 1],
+        "window_size": 56,
+    }
     # flat text sizes for 4.49-4.5x, text_config for transformers 5
-    return transformers.Qwen2_5_VLConfig(**text, text_config=text, vision_config=vision,
-                                         image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
-                                         vision_start_token_id=ids["<|vision_start|>"],
-                                         vision_end_token_id=ids["<|vision_end|>"], tie_word_embeddings=False)
+    return transformers.Qwen2_5_VLConfig(
+        **text,
+        text_config=text,
+        vision_config=vision,
+        image_token_id=ids["<|image_pad|>"],
+        video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"],
+        vision_end_token_id=ids["<|vision_end|>"],
+        tie_word_embeddings=False,
+    )
 
 
 def build() -> Path:
@@ -37,9 +57,12 @@ def build() -> Path:
 def processor(path: Path):
     import transformers
 
-    return compat.image_only_processor("Qwen2_5_VLProcessor", image_processor=tinymodel.image_processor(),
-                                     tokenizer=transformers.AutoTokenizer.from_pretrained(path),
-                                     chat_template=tinymodel.CHAT_TEMPLATE)
+    return compat.image_only_processor(
+        "Qwen2_5_VLProcessor",
+        image_processor=tinymodel.image_processor(),
+        tokenizer=transformers.AutoTokenizer.from_pretrained(path),
+        chat_template=tinymodel.CHAT_TEMPLATE,
+    )
 
 
 FAMILY = Family(
@@ -49,12 +72,24 @@ FAMILY = Family(
     module="qwen2_5_vl",
     since="4.49.0",
     vision_modules=("visual",),
-    pixel_casts=(PixelCast(">=4.49", "qwen2_5_vl", "pixel_values.type(self.visual.dtype)",
-                           "the vision tower's floating dtype", uint8_when_4bit=False),),
-    hub_names={size: (f"Qwen/Qwen2.5-VL-{size}-Instruct", f"unsloth/Qwen2.5-VL-{size}-Instruct",
-                      f"unsloth/Qwen2.5-VL-{size}-Instruct-bnb-4bit",
-                      f"unsloth/Qwen2.5-VL-{size}-Instruct-unsloth-bnb-4bit")
-               for size in ("3B", "7B", "32B", "72B")},
+    pixel_casts=(
+        PixelCast(
+            ">=4.49",
+            "qwen2_5_vl",
+            "pixel_values.type(self.visual.dtype)",
+            "the vision tower's floating dtype",
+            uint8_when_4bit=False,
+        ),
+    ),
+    hub_names={
+        size: (
+            f"Qwen/Qwen2.5-VL-{size}-Instruct",
+            f"unsloth/Qwen2.5-VL-{size}-Instruct",
+            f"unsloth/Qwen2.5-VL-{size}-Instruct-bnb-4bit",
+            f"unsloth/Qwen2.5-VL-{size}-Instruct-unsloth-bnb-4bit",
+        )
+        for size in ("3B", "7B", "32B", "72B")
+    },
     build=build,
     processor=processor,
 )

@@ -49,8 +49,9 @@ def plan(transformers_version: str | None = None) -> Plan:
     if version is None:
         raise HarnessError("transformers is not installed here: run in a cell env or name a transformers version")
     every = families()
-    return Plan(version, tuple(f for f in every if f.available(version)),
-                tuple(f for f in every if not f.available(version)))
+    return Plan(
+        version, tuple(f for f in every if f.available(version)), tuple(f for f in every if not f.available(version))
+    )
 
 
 def params() -> list:
@@ -58,5 +59,7 @@ def params() -> list:
     import pytest
 
     here = plan()
-    return [pytest.param(f, id=f.id, marks=() if f in here.runs else pytest.mark.skip(reason=here.reason(f)))
-            for f in families()]
+    return [
+        pytest.param(f, id=f.id, marks=() if f in here.runs else pytest.mark.skip(reason=here.reason(f)))
+        for f in families()
+    ]

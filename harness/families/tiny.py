@@ -21,8 +21,13 @@ FORMAT = 2
 PROMPT = "Describe this image."
 
 
-def build(name: str, model_class: str, sizes: dict, make_config: Callable[[dict, object], object],
-          make_tokenizer: Callable[[], object]) -> Path:
+def build(
+    name: str,
+    model_class: str,
+    sizes: dict,
+    make_config: Callable[[dict, object], object],
+    make_tokenizer: Callable[[], object],
+) -> Path:
     """The checkpoint of ``model_class`` with the config ``make_config(sizes, tokenizer)``; built once, then cached."""
     import torch
     import transformers
@@ -61,13 +66,22 @@ def tokenizer(special_tokens: list[str], chat_template: str, **named: str):
     bpe = Tokenizer(models.BPE())
     bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     bpe.decoder = decoders.ByteLevel()
-    bpe.train_from_iterator(tinymodel.TOKENIZER_CORPUS * 4, trainer=trainers.BpeTrainer(
-        vocab_size=tinymodel.TinySpec.bpe_vocab, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False))
-    tok = transformers.PreTrainedTokenizerFast(tokenizer_object=bpe, pad_token=special_tokens[0],
-                                               eos_token=special_tokens[1], clean_up_tokenization_spaces=False,
-                                               model_input_names=["input_ids", "attention_mask"],
-                                               extra_special_tokens=named)
+    bpe.train_from_iterator(
+        tinymodel.TOKENIZER_CORPUS * 4,
+        trainer=trainers.BpeTrainer(
+            vocab_size=tinymodel.TinySpec.bpe_vocab,
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+            show_progress=False,
+        ),
+    )
+    tok = transformers.PreTrainedTokenizerFast(
+        tokenizer_object=bpe,
+        pad_token=special_tokens[0],
+        eos_token=special_tokens[1],
+        clean_up_tokenization_spaces=False,
+        model_input_names=["input_ids", "attention_mask"],
+        extra_special_tokens=named,
+    )
     tok.add_special_tokens({"additional_special_tokens": special_tokens})
     tok.chat_template = chat_template
     return tok

@@ -65,8 +65,9 @@ def rope_positions(model, inputs):
     so a captioner trained that way miscaptions under generate()."""
     get_rope_index = getattr(model, "get_rope_index", None) or model.model.get_rope_index  # 4.x: top class; 5.x: .model
     extra = {"mm_token_type_ids": inputs["mm_token_type_ids"]} if "mm_token_type_ids" in inputs else {}
-    return get_rope_index(inputs["input_ids"], image_grid_thw=inputs["image_grid_thw"],
-                          attention_mask=inputs["attention_mask"], **extra)[0]
+    return get_rope_index(
+        inputs["input_ids"], image_grid_thw=inputs["image_grid_thw"], attention_mask=inputs["attention_mask"], **extra
+    )[0]
 
 
 def train(base: Path, fixtures, recipe: Recipe, out: Path) -> None:
@@ -81,8 +82,11 @@ def train(base: Path, fixtures, recipe: Recipe, out: Path) -> None:
     # can make training differ from generation; their gradients are averaged per step.
     examples = [_training_example(model, processor, item) for item in fixtures]
     optimizer = torch.optim.AdamW(model.parameters(), lr=recipe.learning_rate, weight_decay=0.0)
-    report = Progress(recipe.steps // PROGRESS_EVERY, f"training the tiny captioner on {len(examples)} X-ray fixtures "
-                                                      f"({recipe.steps} steps, once per transformers version and fixture set)")
+    report = Progress(
+        recipe.steps // PROGRESS_EVERY,
+        f"training the tiny captioner on {len(examples)} X-ray fixtures "
+        f"({recipe.steps} steps, once per transformers version and fixture set)",
+    )
     for step in range(1, recipe.steps + 1):
         optimizer.zero_grad()
         loss = sum(model(**example).loss for example in examples) / len(examples)
@@ -97,16 +101,20 @@ def train(base: Path, fixtures, recipe: Recipe, out: Path) -> None:
     (out / "captioner.json").write_text(json.dumps({"final_loss": float(loss), "recipe": asdict(recipe)}, indent=1))
 
 
-def build(fixtures: list[xrays.XrayFixture] | None = None, recipe: Recipe = Recipe(),
-          spec: tinymodel.TinySpec = tinymodel.TinySpec()) -> Path:
+def build(
+    fixtures: list[xrays.XrayFixture] | None = None,
+    recipe: Recipe = Recipe(),
+    spec: tinymodel.TinySpec = tinymodel.TinySpec(),
+) -> Path:
     """The trained captioner checkpoint (float32): trained once per recipe, fixture set and
     transformers version (about 15 s on 2 cores), then cached."""
     fixtures = xrays.usable(xrays.load_manifest()) if fixtures is None else fixtures
     base = tinymodel.build(spec)
     digests = json.dumps({f.id: fixture_digest(f) for f in fixtures}, sort_keys=True)
     key = hashlib.sha256(f"{recipe_fingerprint(recipe, spec)}|{digests}|{spec.key()}".encode()).hexdigest()[:16]
-    return tinymodel.atomic_build(cache_dir("models") / f"{MODEL_NAME}-{key}",
-                                   lambda out: train(base, fixtures, recipe, out))
+    return tinymodel.atomic_build(
+        cache_dir("models") / f"{MODEL_NAME}-{key}", lambda out: train(base, fixtures, recipe, out)
+    )
 
 
 # --- what its goldens are recorded in ---------------------------------------------------------------
@@ -117,5 +125,10 @@ MAX_NEW_TOKENS = 48  # the longest description is about 35 tokens
 
 def golden_configuration(recipe: Recipe = Recipe(), spec: tinymodel.TinySpec = tinymodel.TinySpec()) -> dict:
     """What a golden of this captioner must have been recorded in to be compared against."""
-    return {"configuration": "16bit", "dtype": GOLDEN_DTYPE, "prompt": inference.PROMPT,
-            "max_new_tokens": MAX_NEW_TOKENS, "recipe": recipe_fingerprint(recipe, spec)}
+    return {
+        "configuration": "16bit",
+        "dtype": GOLDEN_DTYPE,
+        "prompt": inference.PROMPT,
+        "max_new_tokens": MAX_NEW_TOKENS,
+        "recipe": recipe_fingerprint(recipe, spec),
+    }

@@ -21,5 +21,5 @@ def caption(model, processor, image, prompt: str = PROMPT, max_new_tokens: int =
     inputs = chat_inputs(processor, image, prompt).to(model.device)
     with torch.no_grad():
         out = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False)
-    new_tokens = out[:, inputs["input_ids"].shape[1]:]
+    new_tokens = out[:, inputs["input_ids"].shape[1] :]
     return processor.batch_decode(new_tokens, skip_special_tokens=True)[0].strip()

@@ -29,7 +29,10 @@ def load_4bit(path, skip_modules=("lm_head",), **bnb):
     if device() == "cpu":
         compat.allow_cpu_bitsandbytes()  # also outside pytest (the CLI, benchmarks)
     return transformers.Qwen2VLForConditionalGeneration.from_pretrained(
-        path, quantization_config=bnb_config(skip_modules, **bnb), device_map=device(), **compat.dtype_kwarg(torch.bfloat16)
+        path,
+        quantization_config=bnb_config(skip_modules, **bnb),
+        device_map=device(),
+        **compat.dtype_kwarg(torch.bfloat16),
     )
 
 

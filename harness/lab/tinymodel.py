@@ -116,8 +116,15 @@ def build_tokenizer():
     )
     bpe.train_from_iterator(TOKENIZER_CORPUS * 4, trainer=trainer)
     cls = getattr(transformers, "Qwen2TokenizerFast", None) or transformers.Qwen2Tokenizer
-    tok = cls(tokenizer_object=bpe, unk_token=None, bos_token=None, eos_token="<|im_end|>", pad_token="<|endoftext|>",
-              errors="replace", clean_up_tokenization_spaces=False)
+    tok = cls(
+        tokenizer_object=bpe,
+        unk_token=None,
+        bos_token=None,
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        errors="replace",
+        clean_up_tokenization_spaces=False,
+    )
     tok.add_special_tokens({"additional_special_tokens": SPECIAL_TOKENS})
     tok.chat_template = CHAT_TEMPLATE
     return tok
@@ -139,8 +146,9 @@ def load_processor(path: str | Path):
     import transformers
 
     tokenizer = transformers.AutoTokenizer.from_pretrained(path)
-    return compat.image_only_processor("Qwen2VLProcessor", image_processor=image_processor(), tokenizer=tokenizer,
-                                       chat_template=CHAT_TEMPLATE)
+    return compat.image_only_processor(
+        "Qwen2VLProcessor", image_processor=image_processor(), tokenizer=tokenizer, chat_template=CHAT_TEMPLATE
+    )
 
 
 def _config(spec: TinySpec, tokenizer):
@@ -225,9 +233,13 @@ def build_standin(base: Path, name: str, quantization_config: dict) -> Path:
             skeleton = transformers.Qwen2VLForConditionalGeneration(transformers.AutoConfig.from_pretrained(base))
         linears = [n for n, m in skeleton.named_modules() if isinstance(m, torch.nn.Linear)]
         keep = kept_by_skip_list(linears, quantization_config.get("llm_int8_skip_modules"))
-        model = quant.load_4bit(base, keep, quant_type=quantization_config["bnb_4bit_quant_type"],
-                                double_quant=quantization_config["bnb_4bit_use_double_quant"],
-                                compute_dtype=quantization_config["bnb_4bit_compute_dtype"])
+        model = quant.load_4bit(
+            base,
+            keep,
+            quant_type=quantization_config["bnb_4bit_quant_type"],
+            double_quant=quantization_config["bnb_4bit_use_double_quant"],
+            compute_dtype=quantization_config["bnb_4bit_compute_dtype"],
+        )
         _save_assets(model, transformers.AutoTokenizer.from_pretrained(base), out)
         config_path = out / "config.json"
         config = json.loads(config_path.read_text())

@@ -103,10 +103,18 @@ def compare(previous: dict[str, dict], current: dict[str, dict]) -> Comparison:
             if kind is None:
                 continue
             shown = after.get(test) if kind != "fixed" else before.get(test)
-            comparison.changes.append(Change(
-                cell, test, kind, before[test]["outcome"] if test in before else None,
-                after[test]["outcome"] if test in after else None, (shown or {}).get("message", ""), tried,
-                culprits.get(test)))
+            comparison.changes.append(
+                Change(
+                    cell,
+                    test,
+                    kind,
+                    before[test]["outcome"] if test in before else None,
+                    after[test]["outcome"] if test in after else None,
+                    (shown or {}).get("message", ""),
+                    tried,
+                    culprits.get(test),
+                )
+            )
         if before_run:
             comparison.stack_changes[cell] = stack_change(before_run["stack"], run["stack"])
     order = {kind: i for i, kind in enumerate(KINDS)}
@@ -117,7 +125,9 @@ def compare(previous: dict[str, dict], current: dict[str, dict]) -> Comparison:
 def stack_change(before: dict, after: dict) -> list[tuple[str, str | None, str | None]]:
     """(package, before, after) for every package whose version differs between two stacks."""
     old, new = before.get("packages", {}), after.get("packages", {})
-    return [(name, old.get(name), new.get(name)) for name in dict.fromkeys([*new, *old]) if old.get(name) != new.get(name)]
+    return [
+        (name, old.get(name), new.get(name)) for name in dict.fromkeys([*new, *old]) if old.get(name) != new.get(name)
+    ]
 
 
 def _culprits_by_test(triage: dict) -> dict[str, dict]:

@@ -84,7 +84,9 @@ class Triage:
         started = time.monotonic()
         record = {"previous": self.previous["created"], "reruns": {}, "culprits": [], "seconds": 0.0}
         new = self.new_failures()
-        self.out(f"triage of cell {self.current['cell']}: {len(new)} new failure(s) since the run of {self.previous['created']}")
+        self.out(
+            f"triage of cell {self.current['cell']}: {len(new)} new failure(s) since the run of {self.previous['created']}"
+        )
         if new and time.monotonic() > self.deadline:
             record["culprits"] = [self._answer(t, "out of budget", "not re-run: " + self._resume_hint()) for t in new]
             return self._write(record, started)
@@ -97,11 +99,18 @@ class Triage:
                 self.out(f"  flaky: {test['test']} (re-runs: {', '.join(reruns)})")
             elif NOT_RUN in reruns:
                 why = "; ".join(dict.fromkeys(self.crashes)) or "the re-runs ran without it"
-                record["culprits"].append(self._answer(
-                    test, COULD_NOT_JUDGE, f"{reruns.count(NOT_RUN)} of {len(reruns)} re-runs have no result for it "
-                    f"({why}): run the triage in cell {self.current['cell']}'s environment"))
+                record["culprits"].append(
+                    self._answer(
+                        test,
+                        COULD_NOT_JUDGE,
+                        f"{reruns.count(NOT_RUN)} of {len(reruns)} re-runs have no result for it "
+                        f"({why}): run the triage in cell {self.current['cell']}'s environment",
+                    )
+                )
             elif test["test"] not in before:
-                record["culprits"].append(self._answer(test, "new test", "no previous run of this test to compare with"))
+                record["culprits"].append(
+                    self._answer(test, "new test", "no previous run of this test to compare with")
+                )
             elif not self._shares_culprit(test, found):
                 answer, points = self.culprit(test)
                 record["culprits"].append(answer)
@@ -116,15 +125,22 @@ class Triage:
         return record
 
     def _resume_hint(self) -> str:
-        return f"the {self.settings.budget:.0f}s budget is spent; run the same triage again to continue from the probe log"
+        return (
+            f"the {self.settings.budget:.0f}s budget is spent; run the same triage again to continue from the probe log"
+        )
 
     def _answer(self, test: dict, status: str, note: str, **found) -> dict:
         self.out(f"  {test['test']}: {status}: {note}")
         return {"tests": [test["test"]], "status": status, "note": note, **found}
 
     def _oracle(self, test: dict) -> Oracle:
-        return Oracle(pytest_selection=shlex.quote(test["test"]), timeout=self.settings.oracle_timeout,
-                      runxfail=self.current["runxfail"], patterns=[failure_pattern(test["message"])], rootdir=self.rootdir)
+        return Oracle(
+            pytest_selection=shlex.quote(test["test"]),
+            timeout=self.settings.oracle_timeout,
+            runxfail=self.current["runxfail"],
+            patterns=[failure_pattern(test["message"])],
+            rootdir=self.rootdir,
+        )
 
     # --- flake check ---------------------------------------------------------------------------
 
@@ -134,11 +150,24 @@ class Triage:
         seen: dict[str, list[str]] = {test: [] for test in tests}
         for round_ in range(1, self.settings.reruns + 1):
             with tempfile.TemporaryDirectory(prefix="qvl-rerun-") as tmp:
-                cmd = [self.settings.base_python, "-m", "pytest", *tests, "-q", "-p", "no:cacheprovider", f"--rootdir={self.rootdir}",
-                       f"--report-dir={tmp}", "--cell", OUTSIDE_THE_MATRIX, *["--runxfail"] * self.current["runxfail"]]
+                cmd = [
+                    self.settings.base_python,
+                    "-m",
+                    "pytest",
+                    *tests,
+                    "-q",
+                    "-p",
+                    "no:cacheprovider",
+                    f"--rootdir={self.rootdir}",
+                    f"--report-dir={tmp}",
+                    "--cell",
+                    OUTSIDE_THE_MATRIX,
+                    *["--runxfail"] * self.current["runxfail"],
+                ]
                 try:
-                    done = subprocess.run(cmd, cwd=self.rootdir, capture_output=True, text=True,
-                                          timeout=self.settings.oracle_timeout)
+                    done = subprocess.run(
+                        cmd, cwd=self.rootdir, capture_output=True, text=True, timeout=self.settings.oracle_timeout
+                    )
                     tail = "\n".join(without_noise(done.stdout + done.stderr).strip().splitlines()[-3:])
                     why = f"pytest exit {done.returncode}: {one_line(tail)}"
                     ran = outcomes(results.read(Path(tmp) / f"results-{OUTSIDE_THE_MATRIX}.json"))
@@ -151,8 +180,10 @@ class Triage:
                 self.crashes.append(why)
             for test in tests:
                 seen[test].append(ran[test]["outcome"] if test in ran else NOT_RUN)
-            self.out(f"  re-run {round_}/{self.settings.reruns}: " + ", ".join(f"{o} x{n}" for o, n in
-                                                                             Counter(seen[t][-1] for t in tests).items()))
+            self.out(
+                f"  re-run {round_}/{self.settings.reruns}: "
+                + ", ".join(f"{o} x{n}" for o, n in Counter(seen[t][-1] for t in tests).items())
+            )
         return seen
 
     # --- culprit -------------------------------------------------------------------------------
@@ -164,21 +195,32 @@ class Triage:
         movable = [(name, old, new) for name, old, new in changed if name in BISECTABLE]
         if not movable:
             what = ", ".join(f"{n} {o} -> {v}" for n, o, v in changed) or "nothing"
-            return self._answer(test, "no release to blame", f"no installable package changed between the runs (changed: "
-                                f"{what}): the checkout, the data or the runner did")
+            return self._answer(
+                test,
+                "no release to blame",
+                f"no installable package changed between the runs (changed: "
+                f"{what}): the checkout, the data or the runner did",
+            )
         missing = [name for name, old, new in movable if old is None or new is None]
         if missing:
             return self._answer(test, "not bisected", f"{', '.join(missing)} was added or removed between the runs")
         before = {name: old for name, old, _ in movable}
         after = {name: new for name, _, new in movable}
         try:
-            points = between_stacks(before, after, {name: pypi.history(self.settings.index, name) for name in before},
-                                    RELEASED_TOGETHER)
+            points = between_stacks(
+                before, after, {name: pypi.history(self.settings.index, name) for name in before}, RELEASED_TOGETHER
+            )
         except HarnessError as exc:
             return self._answer(test, "not bisected", str(exc))
         oracle = self._oracle(test)
-        config = {"triage": test["test"], "before": before, "after": after, "oracle": oracle.describe(),
-                  "runxfail": oracle.runxfail, "base": self.settings.base_python}
+        config = {
+            "triage": test["test"],
+            "before": before,
+            "after": after,
+            "oracle": oracle.describe(),
+            "runxfail": oracle.runxfail,
+            "base": self.settings.base_python,
+        }
         return points, open_bisection("triage", config, points, self._prober(oracle), resume=True, out=self.out), oracle
 
     def _shares_culprit(self, test: dict, found: list[tuple[dict, Point, Point]]) -> bool:
@@ -191,9 +233,14 @@ class Triage:
         _, bisection, _ = session
         for answer, good, bad in found:
             try:
-                if bisection.judge(good, 1, "[same culprit?]") == GOOD and bisection.judge(bad, 1, "[same culprit?]") == BAD:
+                if (
+                    bisection.judge(good, 1, "[same culprit?]") == GOOD
+                    and bisection.judge(bad, 1, "[same culprit?]") == BAD
+                ):
                     answer["tests"].append(test["test"])
-                    self.out(f"  {test['test']}: the same culprit ({answer['first_bad']}): good at its last good step, bad at its first bad")
+                    self.out(
+                        f"  {test['test']}: the same culprit ({answer['first_bad']}): good at its last good step, bad at its first bad"
+                    )
                     return True
             except (OutOfBudget, HarnessError):
                 return False
@@ -205,22 +252,37 @@ class Triage:
         if isinstance(session, dict):
             return session, None
         points, bisection, oracle = session
-        bisection.reporter.header([pin.split("==")[0] for pin in points[0].pins], points, len(points), False,
-                                  oracle.describe(), self.settings.base_python, bisection.log)
+        bisection.reporter.header(
+            [pin.split("==")[0] for pin in points[0].pins],
+            points,
+            len(points),
+            False,
+            oracle.describe(),
+            self.settings.base_python,
+            bisection.log,
+        )
         try:
             ends = [bisection.judge(points[0], 2, "[previous stack]"), bisection.judge(points[-1], 2, "[this stack]")]
             if SKIP in ends:
                 end = points[ends.index(SKIP)]
-                return self._answer(test, COULD_NOT_JUDGE, f"{end.label} could not be judged: "
-                                    f"{bisection.runs[end.key][-1].describe()}", probes=_probes(bisection)), None
+                return self._answer(
+                    test,
+                    COULD_NOT_JUDGE,
+                    f"{end.label} could not be judged: {bisection.runs[end.key][-1].describe()}",
+                    probes=_probes(bisection),
+                ), None
             if ends != [GOOD, BAD]:
                 return self._answer(test, "not bisected", _ends_note(ends, bisection, points)), None
             outcome = bisection.search(0, len(points) - 1, GOOD, lo_implied=False, hi_implied=False)
             bisection.reporter.outcome("the stack", outcome, bisection.runs, False)
             if outcome.first_new is None or outcome.ambiguous:
                 names = ", ".join(p.key for p in [*outcome.ambiguous, outcome.first_new] if p)
-                return self._answer(test, COULD_NOT_JUDGE, f"the first bad step is one of {names}: the steps between "
-                                    "could not be judged", probes=_probes(bisection)), None
+                return self._answer(
+                    test,
+                    COULD_NOT_JUDGE,
+                    f"the first bad step is one of {names}: the steps between could not be judged",
+                    probes=_probes(bisection),
+                ), None
             good, bad = outcome.last_old, outcome.first_new
             first_bad, split = bad.key, ""
             moved = [pin for pin in bad.pins if pin not in good.pins]
@@ -231,10 +293,18 @@ class Triage:
         except HarnessError as exc:  # a flaky oracle, an environment that cannot be built
             return self._answer(test, "not bisected", str(exc), probes=_probes(bisection)), None
         evidence = "; ".join(f"{p.label}: {'/'.join(r.verdict for r in bisection.runs[p.key])}" for p in (good, bad))
-        answer = self._answer(test, "found", f"first bad: {first_bad}" + (f" ({split})" if split else ""),
-                              first_bad=first_bad, last_good=good.label, step=bad.key,
-                              evidence=evidence + (f"; {split}" if split else ""), probes=_probes(bisection),
-                              from_log=bisection.reused_runs, uploaded=f"{bad.uploaded:%Y-%m-%d %H:%M} UTC")
+        answer = self._answer(
+            test,
+            "found",
+            f"first bad: {first_bad}" + (f" ({split})" if split else ""),
+            first_bad=first_bad,
+            last_good=good.label,
+            step=bad.key,
+            evidence=evidence + (f"; {split}" if split else ""),
+            probes=_probes(bisection),
+            from_log=bisection.reused_runs,
+            uploaded=f"{bad.uploaded:%Y-%m-%d %H:%M} UTC",
+        )
         return answer, (good, bad)
 
     def _prober(self, oracle: Oracle):
@@ -254,8 +324,9 @@ class Triage:
         for pin in moved:
             name = pin.split("==")[0]
             pins = tuple(pin if p.split("==")[0] == name else p for p in good.pins)
-            verdicts[pin] = bisection.judge(Point(f"{pin} alone", f"{pin} alone over the last good stack", good.uploaded, pins),
-                                            1, f"[split {pin}]")
+            verdicts[pin] = bisection.judge(
+                Point(f"{pin} alone", f"{pin} alone over the last good stack", good.uploaded, pins), 1, f"[split {pin}]"
+            )
         said = ", ".join(f"{pin} alone: {bisection.runs[f'{pin} alone'][-1].describe()}" for pin in verdicts)
         bad = [pin for pin, verdict in verdicts.items() if verdict == BAD]
         not_good = [pin for pin, verdict in verdicts.items() if verdict != GOOD]
@@ -274,7 +345,9 @@ def _ends_note(ends: list[str], bisection: Bisection, points: list[Point]) -> st
     previous, current = ends
     if previous != GOOD:
         run = bisection.runs[points[0].key][-1]
-        return (f"the previous stack is {previous} now too ({run.describe()}): what broke is not in the packages "
-                "(the checkout, the data or the runner changed)")
+        return (
+            f"the previous stack is {previous} now too ({run.describe()}): what broke is not in the packages "
+            "(the checkout, the data or the runner changed)"
+        )
     run = bisection.runs[points[-1].key][-1]
     return f"this stack is {current} when the test runs alone in a fresh environment ({run.describe()}): not reproducible by release"

@@ -20,5 +20,8 @@ def is_checkout(folder: Path) -> bool:
 
 
 def asked_for(config: pytest.Config) -> bool:
-    return (is_checkout(config.rootpath) or config.getoption("--cell") is not None
-            or PLUGIN in (config.getoption("plugins") or []))
+    return (
+        is_checkout(config.rootpath)
+        or config.getoption("--cell") is not None
+        or PLUGIN in (config.getoption("plugins") or [])
+    )

@@ -23,7 +23,8 @@ def require_stack() -> None:
         verb = "is" if len(absent) == 1 else "are"
         raise pytest.UsageError(
             f"qvl-harness: this run needs a matrix cell's stack ({', '.join(absent)} {verb} not installed here): "
-            "tox -e cell-canary (or tox exec -e cell-NAME -- pytest ...)")
+            "tox -e cell-canary (or tox exec -e cell-NAME -- pytest ...)"
+        )
 
 
 def check_cell(name: str | None, named_by: str, gpu_run: bool) -> None:
@@ -38,14 +39,17 @@ def check_cell(name: str | None, named_by: str, gpu_run: bool) -> None:
     if cell is None:
         raise pytest.UsageError(
             f"qvl-harness: {named_by} {name!r} is not a cell of {matrix.path.name}; known cells: "
-            f"{', '.join(matrix.cells)} (or --cell {OUTSIDE_MATRIX} for a stack outside the matrix)")
-    differ = [f"{package} {pinned} (installed: {installed})" for package, pinned, installed
-              in mismatches(cell, gpu_run)]
+            f"{', '.join(matrix.cells)} (or --cell {OUTSIDE_MATRIX} for a stack outside the matrix)"
+        )
+    differ = [
+        f"{package} {pinned} (installed: {installed})" for package, pinned, installed in mismatches(cell, gpu_run)
+    ]
     if differ:
         env = f"QVL_CELL={name} tox -e gpu" if gpu_run else f"tox -e {cell.tox_env}"
         raise pytest.UsageError(
             f"qvl-harness: this environment does not have cell {name}'s stack: {'; '.join(differ)}; "
-            f"run the cell in its own env ({env}) or say --cell {OUTSIDE_MATRIX}")
+            f"run the cell in its own env ({env}) or say --cell {OUTSIDE_MATRIX}"
+        )
 
 
 def mismatches(cell: Cell, gpu_run: bool) -> Iterator[tuple[str, str, str]]:

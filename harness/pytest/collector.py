@@ -22,15 +22,23 @@ from harness.pytest import results, summary
 
 TABLES_SHIPPED = pytest.StashKey[int]()
 # known-failure outcome -> its state in the compatibility matrix
-STATES = {"xfailed": "reproduced", "xpassed": "unexpected", "failed": "unexpected", "error": "unexpected",
-          "skipped": "not run"}
+STATES = {
+    "xfailed": "reproduced",
+    "xpassed": "unexpected",
+    "failed": "unexpected",
+    "error": "unexpected",
+    "skipped": "not run",
+}
 CELL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.getgroup("qvl-harness").addoption(
-        "--report-dir", default=None, metavar="DIR",
-        help="write the run's results to DIR/results-<cell>.json for `qvl-harness report build` (default: not written)")
+        "--report-dir",
+        default=None,
+        metavar="DIR",
+        help="write the run's results to DIR/results-<cell>.json for `qvl-harness report build` (default: not written)",
+    )
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -39,7 +47,9 @@ def pytest_configure(config: pytest.Config) -> None:
         return
     cell = config.getoption("--cell", default=None) or "local"
     if not CELL_NAME.fullmatch(cell):
-        raise pytest.UsageError(f"qvl-harness: --cell {cell!r}: a results file name needs letters, digits, '.', '_' or '-'")
+        raise pytest.UsageError(
+            f"qvl-harness: --cell {cell!r}: a results file name needs letters, digits, '.', '_' or '-'"
+        )
     config.pluginmanager.register(Collector(config, Path(report_dir), cell), "qvl-results-collector")
 
 
@@ -73,8 +83,11 @@ def _registry() -> dict[str, registry.KnownFailure]:
 def _known_failure_outcome(item: pytest.Item, report: pytest.TestReport) -> dict | None:
     """The outcome of a ``known_failure(id)`` test, from the phase that decides it, with the release under test."""
     marker = item.get_closest_marker("known_failure")
-    decides = report.when == "call" or (report.when == "setup" and not report.passed) or (
-        report.when == "teardown" and report.failed)
+    decides = (
+        report.when == "call"
+        or (report.when == "setup" and not report.passed)
+        or (report.when == "teardown" and report.failed)
+    )
     if marker is None or not decides:
         return None
     failure_id = marker.args[0]
@@ -83,9 +96,16 @@ def _known_failure_outcome(item: pytest.Item, report: pytest.TestReport) -> dict
     outcome = _outcome(report)
     state = STATES.get(outcome) or _passed_state(failure, version, marker)
     callspec = getattr(item, "callspec", None)
-    return {"id": failure_id, "package": package, "version": version, "origin": origin,
-            "param": callspec.id if callspec else "", "outcome": outcome, "state": state,
-            "message": _message(report) if state == "unexpected" else ""}
+    return {
+        "id": failure_id,
+        "package": package,
+        "version": version,
+        "origin": origin,
+        "param": callspec.id if callspec else "",
+        "outcome": outcome,
+        "state": state,
+        "message": _message(report) if state == "unexpected" else "",
+    }
 
 
 def _release_under_test(item: pytest.Item, failure: registry.KnownFailure | None, marker) -> tuple:
@@ -149,10 +169,15 @@ class Collector:
 
     def _record_outcome(self, report: pytest.TestReport) -> None:
         """A test's outcome is its call's, unless setup did not pass or teardown failed (then those decide)."""
-        entry = self.tests.setdefault(report.nodeid, {"test": report.nodeid, "outcome": "passed", "message": "", "seconds": 0.0})
+        entry = self.tests.setdefault(
+            report.nodeid, {"test": report.nodeid, "outcome": "passed", "message": "", "seconds": 0.0}
+        )
         entry["seconds"] = round(entry["seconds"] + report.duration, 3)
-        decides = report.when == "call" or (report.when == "setup" and not report.passed) or (
-            report.when == "teardown" and report.failed)
+        decides = (
+            report.when == "call"
+            or (report.when == "setup" and not report.passed)
+            or (report.when == "teardown" and report.failed)
+        )
         if decides:
             entry["outcome"] = _outcome(report)
             entry["message"] = _message(report) if not report.passed else ""
@@ -165,4 +190,6 @@ class Collector:
 
     def pytest_terminal_summary(self, terminalreporter) -> None:
         if self.path:
-            terminalreporter.write_line(f"qvl-harness results: {self.path} (render: qvl-harness report build {self.path})")
+            terminalreporter.write_line(
+                f"qvl-harness results: {self.path} (render: qvl-harness report build {self.path})"
+            )

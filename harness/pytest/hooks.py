@@ -37,7 +37,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         if not live:
             item.add_marker(pytest.mark.allow_hosts(hermetic.LOOPBACK_HOSTS))
         if item.get_closest_marker("gpu") and not has_gpu:
-            item.add_marker(pytest.mark.skip(reason="needs a CUDA GPU (none visible); run `tox -e gpu` on a GPU runner"))
+            item.add_marker(
+                pytest.mark.skip(reason="needs a CUDA GPU (none visible); run `tox -e gpu` on a GPU runner")
+            )
 
 
 @pytest.fixture(scope="session")
@@ -55,8 +57,13 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
         report.longrepr = f"qvl-harness: {call.excinfo.value}"
     marker = item.get_closest_marker("known_failure")
     # --runxfail (what a bisect oracle runs with) reports raw outcomes: no expectation may hide a failure.
-    if (marker is not None and report.when == "call" and not report.skipped and "expected" in marker.kwargs
-            and not item.config.option.runxfail):
+    if (
+        marker is not None
+        and report.when == "call"
+        and not report.skipped
+        and "expected" in marker.kwargs
+        and not item.config.option.runxfail
+    ):
         _judge_known_failure(marker, call, report)
 
 
@@ -76,7 +83,9 @@ def _judge_known_failure(marker, call: pytest.CallInfo, report: pytest.TestRepor
     failure stays a failure, with a line saying what was expected."""
     from harness.failures import registry
 
-    verdict, why = registry.judge(registry.known_failure(marker.args[0]), marker, report.passed, _failure_text(call.excinfo))
+    verdict, why = registry.judge(
+        registry.known_failure(marker.args[0]), marker, report.passed, _failure_text(call.excinfo)
+    )
     if verdict == "reproduced":
         report.outcome, report.wasxfail = "skipped", why
     elif verdict == "unexpected pass":
@@ -95,7 +104,9 @@ def pytest_terminal_summary(terminalreporter, config: pytest.Config) -> None:
     if config.getoption("--update-golden") and not hasattr(config, "workerinput"):
         from harness.data.goldens import GOLDENS_DIR
 
-        written = [p for p in sorted(GOLDENS_DIR.glob("*/*.obtained.json")) if p.stat().st_mtime >= config.stash[STARTED]]
+        written = [
+            p for p in sorted(GOLDENS_DIR.glob("*/*.obtained.json")) if p.stat().st_mtime >= config.stash[STARTED]
+        ]
         terminalreporter.write_sep("-", "golden captions to review")
         for path in written:
             terminalreporter.write_line(f"review {path}, then: qvl-harness goldens accept {path}")

@@ -29,12 +29,29 @@ MARKERS = {
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("qvl-harness")
-    group.addoption("--cell", help="matrix cell this run belongs to (default: $QVL_CELL), checked against the installed "
-                    f"stack; {cellcheck.OUTSIDE_MATRIX!r}: a stack outside the matrix")
-    group.addoption("--hub", choices=("local", "live"), default="local", help="hub for hub-backed tests: the local server (default) or huggingface.co")
-    group.addoption("--require-gpu", action="store_true", help="fail at once unless a CUDA device is visible (the gpu env sets it)")
-    group.addoption("--update-golden", action="store_true", help="write obtained captions next to the goldens for review")
-    group.addoption("--models", choices=("tiny", "real"), default="tiny", help="tiny locally built models (default) or real checkpoints")
+    group.addoption(
+        "--cell",
+        help="matrix cell this run belongs to (default: $QVL_CELL), checked against the installed "
+        f"stack; {cellcheck.OUTSIDE_MATRIX!r}: a stack outside the matrix",
+    )
+    group.addoption(
+        "--hub",
+        choices=("local", "live"),
+        default="local",
+        help="hub for hub-backed tests: the local server (default) or huggingface.co",
+    )
+    group.addoption(
+        "--require-gpu", action="store_true", help="fail at once unless a CUDA device is visible (the gpu env sets it)"
+    )
+    group.addoption(
+        "--update-golden", action="store_true", help="write obtained captions next to the goldens for review"
+    )
+    group.addoption(
+        "--models",
+        choices=("tiny", "real"),
+        default="tiny",
+        help="tiny locally built models (default) or real checkpoints",
+    )
 
 
 @pytest.hookimpl(optionalhook=True, tryfirst=True)  # before xdist's own answer (one worker per core)

@@ -28,7 +28,9 @@ def versions(**specs: str):
 
 def installed(*packages: str, hint: str = ""):
     missing = [p for p in packages if dist_version(p) is None]
-    return pytest.mark.skipif(bool(missing), reason=f"needs {', '.join(missing)} installed" + (f": {hint}" if hint else ""))
+    return pytest.mark.skipif(
+        bool(missing), reason=f"needs {', '.join(missing)} installed" + (f": {hint}" if hint else "")
+    )
 
 
 def program(path: str, hint: str):
@@ -42,4 +44,6 @@ def symptom_conditions(failure, hint: str = ""):
     from harness.failures.registry import installed_stack
 
     unmet = failure.entry.unmet("symptom", installed_stack())
-    return pytest.mark.skipif(bool(unmet), reason=f"the {failure.id} symptom needs " + "; ".join(unmet) + (f": {hint}" if hint else ""))
+    return pytest.mark.skipif(
+        bool(unmet), reason=f"the {failure.id} symptom needs " + "; ".join(unmet) + (f": {hint}" if hint else "")
+    )

@@ -24,14 +24,31 @@ SECTIONS = {"caption": "captions", "structure": "structure", "known_failure": "k
 PENDING = pytest.StashKey[list]()
 
 
-def record_caption(config: pytest.Config, fixture_id: str, configuration: str, golden: str, obtained: str,
-                   grade: str, details: str = "") -> None:
+def record_caption(
+    config: pytest.Config,
+    fixture_id: str,
+    configuration: str,
+    golden: str,
+    obtained: str,
+    grade: str,
+    details: str = "",
+) -> None:
     """One caption of ``fixture_id`` in ``configuration`` against its golden; ``grade`` is a level of
     harness.data.goldens (``Grade.level``), ``details`` its explanation (``Grade.describe()``)."""
     if grade not in LEVELS:
         raise HarnessError(f"caption grade {grade!r} is not one of {', '.join(LEVELS)}")
-    _add(config, "caption", {"fixture": fixture_id, "configuration": configuration, "golden": golden,
-                             "obtained": obtained, "grade": grade, "details": details})
+    _add(
+        config,
+        "caption",
+        {
+            "fixture": fixture_id,
+            "configuration": configuration,
+            "golden": golden,
+            "obtained": obtained,
+            "grade": grade,
+            "details": details,
+        },
+    )
 
 
 def record_structure(config: pytest.Config, configuration: str, finding: str, ok: bool) -> None:
@@ -59,8 +76,8 @@ def from_properties(properties) -> list[tuple[str, dict]]:
     """The records among a report's ``user_properties`` (other properties are ignored)."""
     records = []
     for name, value in properties:
-        if isinstance(name, str) and name.startswith(PREFIX) and name[len(PREFIX):] in SECTIONS:
-            records.append((name[len(PREFIX):], json.loads(value)))
+        if isinstance(name, str) and name.startswith(PREFIX) and name[len(PREFIX) :] in SECTIONS:
+            records.append((name[len(PREFIX) :], json.loads(value)))
     return records
 
 
@@ -68,8 +85,17 @@ def empty(cell: str, stack: dict, created: str, runxfail: bool, rootdir: str = "
     """A results document: ``tests`` holds each test's final outcome (passed, failed, error, skipped,
     xfailed, xpassed) with its message, test ids relative to ``rootdir``; ``triage`` is filled later
     by `qvl-harness triage`."""
-    return {"format": FORMAT, "cell": cell, "created": created, "stack": stack, "runxfail": runxfail, "rootdir": rootdir,
-            "tests": [], "triage": {}, **{section: [] for section in SECTIONS.values()}}
+    return {
+        "format": FORMAT,
+        "cell": cell,
+        "created": created,
+        "stack": stack,
+        "runxfail": runxfail,
+        "rootdir": rootdir,
+        "tests": [],
+        "triage": {},
+        **{section: [] for section in SECTIONS.values()},
+    }
 
 
 def add(results: dict, kind: str, data: dict) -> None:
@@ -84,5 +110,10 @@ def write(results: dict, report_dir: Path) -> Path:
 
 
 def read(path: Path) -> dict:
-    return schema.load_json(path, "results", {"format", "cell", "created", "stack", "runxfail", "rootdir", "tests", "triage"}
-                            | set(SECTIONS.values()), FORMAT, hint="written by pytest --report-dir of this harness version")
+    return schema.load_json(
+        path,
+        "results",
+        {"format", "cell", "created", "stack", "runxfail", "rootdir", "tests", "triage"} | set(SECTIONS.values()),
+        FORMAT,
+        hint="written by pytest --report-dir of this harness version",
+    )

@@ -153,9 +153,17 @@ def from_wheel(package: str, version: str) -> ReleaseCode:
 Published = Callable[[str, str], dict[str, str]]  # (package, version) -> {file name: sha256} as PyPI publishes them
 
 
-def fetch(requirements: list[str], *, published: Published | None = None, find_links: list[str] = (),
-          no_index: bool = False, manifest: Path | None = None, update_lock: Path | None = None,
-          quiet: bool | None = None, workers: int = 8) -> list[Path]:
+def fetch(
+    requirements: list[str],
+    *,
+    published: Published | None = None,
+    find_links: list[str] = (),
+    no_index: bool = False,
+    manifest: Path | None = None,
+    update_lock: Path | None = None,
+    quiet: bool | None = None,
+    workers: int = 8,
+) -> list[Path]:
     """Download the wheels of ``package==version`` requirements into the cache (no deps), each one checked.
 
     A wheel in the lock must have its locked digest, or be a slimmed copy whose entry in a wheelhouse
@@ -193,8 +201,13 @@ def fetch(requirements: list[str], *, published: Published | None = None, find_l
         if errors:
             raise HarnessError(f"cannot fetch {len(errors)} of {len(missing)} release wheel(s): {'; '.join(errors)}")
     if update_lock:
-        lock.write([lock.Locked(p, v, wheel_path(p, v).name, lock.recorded(wheel_path(p, v))["sha256"])
-                    for p, v in dict.fromkeys(wanted)], update_lock)
+        lock.write(
+            [
+                lock.Locked(p, v, wheel_path(p, v).name, lock.recorded(wheel_path(p, v))["sha256"])
+                for p, v in dict.fromkeys(wanted)
+            ],
+            update_lock,
+        )
     return [wheel_path(*pv) for pv in wanted]
 
 
@@ -252,12 +265,29 @@ def _download(package: str, version: str, index_args: list[str], check: _Check, 
     started = time.monotonic()
     target = wheel_path(package, version)
     with tempfile.TemporaryDirectory(dir=target.parent, prefix=".fetch-") as tmp:
-        cmd = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary", ":all:",
-               "--dest", tmp, *index_args, f"{package}=={version}"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--quiet",
+            "--no-deps",
+            "--only-binary",
+            ":all:",
+            "--dest",
+            tmp,
+            *index_args,
+            f"{package}=={version}",
+        ]
         result = subprocess.run(cmd, capture_output=True, text=True)
         got = Path(tmp, target.name)
-        error = (f"{package}=={version}: {one_line(result.stderr)}" if result.returncode else
-                 f"{package}=={version}: pip saved no {target.name}" if not got.is_file() else None)
+        error = (
+            f"{package}=={version}: {one_line(result.stderr)}"
+            if result.returncode
+            else f"{package}=={version}: pip saved no {target.name}"
+            if not got.is_file()
+            else None
+        )
         if error is None:
             error = check(package, version, got)
         if error:

@@ -51,7 +51,7 @@ class Commit:
         return self.sha[:7]
 
     def describe(self) -> str:
-        return f"{self.short} {self.date:%Y-%m-%d} \"{self.subject}\""
+        return f'{self.short} {self.date:%Y-%m-%d} "{self.subject}"'
 
 
 @dataclass(frozen=True)
@@ -82,13 +82,17 @@ class Repo:
         """The commit ``ref`` names (a sha, short sha, tag or branch); one clear line when it names none."""
         found = self._log("-1", f"{ref}^{{commit}}")
         if not found:
-            raise HarnessError(f"{ref!r} is not a commit of {self.location} (git log finds no such tag, branch or commit id)")
+            raise HarnessError(
+                f"{ref!r} is not a commit of {self.location} (git log finds no such tag, branch or commit id)"
+            )
         return found[0]
 
     def _log(self, *revisions: str) -> list[Commit]:
         out = self.git("log", "--format=%H%x00%cI%x00%s", *revisions, "--", check=False)
-        return [Commit(sha, subject, datetime.fromisoformat(date))
-                for sha, date, subject in (line.split("\x00", 2) for line in out.splitlines())]
+        return [
+            Commit(sha, subject, datetime.fromisoformat(date))
+            for sha, date, subject in (line.split("\x00", 2) for line in out.splitlines())
+        ]
 
     def is_ancestor(self, older: str, newer: str) -> bool | None:
         """Whether ``older`` is in ``newer``'s history; None when this clone lacks one of them."""
@@ -103,11 +107,17 @@ class Repo:
         ``old`` (a merge stands for its branch, as mozregression's pushlog does)."""
         first, last = self.commit(old), self.commit(new)
         if not self.is_ancestor(first.sha, last.sha):
-            raise HarnessError(f"{first.short} is not an ancestor of {last.short} in {self.location}: "
-                               "commits are bisected along one line of history")
-        shas = self.git("rev-list", "--first-parent", "--ancestry-path", "--reverse", f"{first.sha}..{last.sha}").split()
+            raise HarnessError(
+                f"{first.short} is not an ancestor of {last.short} in {self.location}: "
+                "commits are bisected along one line of history"
+            )
+        shas = self.git(
+            "rev-list", "--first-parent", "--ancestry-path", "--reverse", f"{first.sha}..{last.sha}"
+        ).split()
         if not shas:  # old and new on one first-parent line is the usual case; else fall back to the whole path
-            shas = self.git("rev-list", "--ancestry-path", "--reverse", "--topo-order", f"{first.sha}..{last.sha}").split()
+            shas = self.git(
+                "rev-list", "--ancestry-path", "--reverse", "--topo-order", f"{first.sha}..{last.sha}"
+            ).split()
         return self._log("--no-walk=unsorted", *shas) if shas else []
 
     def version_at(self, sha: str, package: str) -> str | None:
@@ -125,22 +135,38 @@ class Repo:
                 return Placement(version, self.commit(tag), f"tag {tag}")
         files = VERSION_FILES[package]
         changed = self.git("log", "HEAD", "--format=%H", "-G", r"^__version__ = ", "--", *files).split()
-        setting = [sha for sha in changed if self.version_at(sha, package) == version
-                   and self.version_at(f"{sha}^", package) != version]
+        setting = [
+            sha
+            for sha in changed
+            if self.version_at(sha, package) == version and self.version_at(f"{sha}^", package) != version
+        ]
         if not setting:
-            return Placement(version, None, f"no tag names it and no commit on {self.head_name()} sets "
-                                            f"__version__ = \"{version}\" ({' or '.join(files)})")
+            return Placement(
+                version,
+                None,
+                f"no tag names it and no commit on {self.head_name()} sets "
+                f'__version__ = "{version}" ({" or ".join(files)})',
+            )
         if len(setting) == 1 and wheel is None:
             return Placement(version, self.commit(setting[0]), "the commit that sets its __version__")
         if wheel is None:
-            return Placement(version, self.commit(setting[-1]),
-                             f"the oldest of {len(setting)} commits that set its __version__ (no wheel to compare)")
+            return Placement(
+                version,
+                self.commit(setting[-1]),
+                f"the oldest of {len(setting)} commits that set its __version__ (no wheel to compare)",
+            )
         differing = {sha: self.differences(sha, wheel, package) for sha in setting}
         best = min(setting, key=lambda sha: differing[sha])
         if differing[best] == 0:
-            return Placement(version, self.commit(best), "the commit that sets its __version__; its files equal the wheel's")
-        return Placement(version, self.commit(best), f"the commit that sets its __version__, but {differing[best]} "
-                                                     f"file(s) of the wheel differ from it: built from a later commit")
+            return Placement(
+                version, self.commit(best), "the commit that sets its __version__; its files equal the wheel's"
+            )
+        return Placement(
+            version,
+            self.commit(best),
+            f"the commit that sets its __version__, but {differing[best]} "
+            f"file(s) of the wheel differ from it: built from a later commit",
+        )
 
     def head_name(self) -> str:
         return self.git("rev-parse", "--abbrev-ref", "HEAD", check=False).strip() or "HEAD"
@@ -192,8 +218,9 @@ def _local_clone(location: str) -> Path:
                 if source.endswith(ARCHIVE):
                     _unpack(Path(source), fresh)
                 else:
-                    cloned = subprocess.run(["git", "clone", "--quiet", "--mirror", source, str(fresh)],
-                                            capture_output=True, text=True)
+                    cloned = subprocess.run(
+                        ["git", "clone", "--quiet", "--mirror", source, str(fresh)], capture_output=True, text=True
+                    )
                     if cloned.returncode != 0:
                         raise HarnessError(f"cannot clone {location}: {one_line(cloned.stderr)}")
                 (fresh / "qvl-source").write_text(f"{source} {stamp}")

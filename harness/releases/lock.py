@@ -67,8 +67,9 @@ def load(path: Path = LOCK_FILE) -> dict[str, Locked]:
         schema.keys(where, entry, {"name", "version", "file", "sha256"})
         if not (isinstance(entry["sha256"], str) and len(entry["sha256"]) == 64):
             raise HarnessError(f"{where}: sha256 must be 64 hex digits, got {entry['sha256']!r}")
-        found[entry["file"]] = Locked(entry["name"], schema.version(where, "version", entry["version"]), entry["file"],
-                                      entry["sha256"].lower())
+        found[entry["file"]] = Locked(
+            entry["name"], schema.version(where, "version", entry["version"]), entry["file"], entry["sha256"].lower()
+        )
     with _guard:
         _loaded[path] = (key, found)
     return found
@@ -77,8 +78,10 @@ def load(path: Path = LOCK_FILE) -> dict[str, Locked]:
 def write(entries: list[Locked], path: Path = LOCK_FILE) -> Path:
     """Add or replace ``entries`` (by file name); the other entries stay."""
     merged = {**load(path), **{e.file: e for e in entries}}
-    blocks = [f'[[release]]\nname = "{e.name}"\nversion = "{e.version}"\nfile = "{e.file}"\nsha256 = "{e.sha256}"\n'
-              for e in sorted(merged.values(), key=lambda e: e.file)]
+    blocks = [
+        f'[[release]]\nname = "{e.name}"\nversion = "{e.version}"\nfile = "{e.file}"\nsha256 = "{e.sha256}"\n'
+        for e in sorted(merged.values(), key=lambda e: e.file)
+    ]
     return atomic.write_text(path, HEADER + "".join(f"\n{b}" for b in blocks))
 
 
@@ -119,11 +122,15 @@ def verify(wheel: Path, requirement: str) -> str:
         return _verified[key]
     want = expected(wheel)
     if want is None:
-        raise HarnessError(f"{wheel} is outside {LOCK_NAME} and no fetch recorded its digest; "
-                           f"delete it and run: qvl-harness releases fetch {requirement}")
+        raise HarnessError(
+            f"{wheel} is outside {LOCK_NAME} and no fetch recorded its digest; "
+            f"delete it and run: qvl-harness releases fetch {requirement}"
+        )
     actual = sha256(wheel)
     if actual != want[0]:
-        raise HarnessError(f"{wheel} has sha256 {actual} but {want[1]} says {want[0]}: a changed or truncated wheel; "
-                           f"delete it and run: qvl-harness releases fetch {requirement}")
+        raise HarnessError(
+            f"{wheel} has sha256 {actual} but {want[1]} says {want[0]}: a changed or truncated wheel; "
+            f"delete it and run: qvl-harness releases fetch {requirement}"
+        )
     _verified[key] = actual
     return actual

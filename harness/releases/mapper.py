@@ -50,16 +50,24 @@ def transformers_version_for(code: ReleaseCode) -> str:
     except importlib.metadata.PackageNotFoundError:
         pass
     declared = release_code.requires(code) if code.commit() is None else []  # a commit has no wheel METADATA
-    floors = [Version(s.version) for r in declared if r.name == "transformers" and not r.marker
-              for s in r.specifier if s.operator in (">=", "==")]
+    floors = [
+        Version(s.version)
+        for r in declared
+        if r.name == "transformers" and not r.marker
+        for s in r.specifier
+        if s.operator in (">=", "==")
+    ]
     if not floors:
-        raise HarnessError(f"{code.label} declares no transformers version and none is installed: run its mapper in a "
-                           "cell env (tox -e cell-NAME --notest, then tox exec -e cell-NAME -- ...)")
+        raise HarnessError(
+            f"{code.label} declares no transformers version and none is installed: run its mapper in a "
+            "cell env (tox -e cell-NAME --notest, then tox exec -e cell-NAME -- ...)"
+        )
     return str(max(floors))
 
 
 def _transformers_stand_in(version: str):
     """``from transformers import __version__`` answered with ``version``, without importing transformers."""
+
     def special(name: str, fromlist):
         if name == "transformers" and list(fromlist or ()) == ["__version__"]:
             return types.SimpleNamespace(__version__=version)
@@ -78,9 +86,13 @@ class ReleaseMapper:
         self.transformers_version = transformers_version_for(code)
         # Only the mapper of the release's own modules runs; outside it, the standard library and
         # REAL_IMPORTS are real and anything else (torch, unsloth_zoo, ...) is a stand-in.
-        self.sandbox = Sandbox(code, "unsloth", run_own=lambda dotted: dotted.rsplit(".", 1)[-1] == "mapper",
-                               real=lambda name: name.split(".")[0] in REAL_IMPORTS,
-                               special=_transformers_stand_in(self.transformers_version))
+        self.sandbox = Sandbox(
+            code,
+            "unsloth",
+            run_own=lambda dotted: dotted.rsplit(".", 1)[-1] == "mapper",
+            real=lambda name: name.split(".")[0] in REAL_IMPORTS,
+            special=_transformers_stand_in(self.transformers_version),
+        )
         self.mapper = self.sandbox.module("models.mapper")
         loader = next((f for f in LOADER_FILES if code.has(f) and "def get_model_name" in code.read(f)), None)
         if loader is None:

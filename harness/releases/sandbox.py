@@ -21,7 +21,7 @@ import ast
 import builtins
 import sys
 import types
-from typing import Callable
+from collections.abc import Callable
 
 from harness.core.errors import HarnessError
 from harness.releases.code import ReleaseCode
@@ -49,8 +49,15 @@ class StandIn(types.ModuleType):
 class Sandbox:
     """Modules of one release (``code``, top-level package ``package``), executed on first import."""
 
-    def __init__(self, code: ReleaseCode, package: str, *, run_own: Callable[[str], bool] = lambda dotted: True,
-                 real: Callable[[str], bool] = lambda name: True, special: Callable | None = None):
+    def __init__(
+        self,
+        code: ReleaseCode,
+        package: str,
+        *,
+        run_own: Callable[[str], bool] = lambda dotted: True,
+        real: Callable[[str], bool] = lambda name: True,
+        special: Callable | None = None,
+    ):
         self.code, self.package = code, package
         self.run_own, self.real, self.special = run_own, real, special
         self.loaded: dict[str, types.ModuleType] = {}
@@ -76,12 +83,22 @@ class Sandbox:
         needs, in source order. A statement that fails (it needs the GPU stack) is recorded in
         ``__sandbox_errors__``, not raised; a missing ``root`` is a HarnessError naming them."""
         tree = self.code.parse(relpath)
-        package = f"{self.package}.{relpath.removeprefix(self.package + '/').rpartition('/')[0].replace('/', '.')}".rstrip(".")
-        namespace = {"__name__": f"{package}.{relpath.rsplit('/', 1)[-1][:-3]}", "__package__": package,
-                     "__builtins__": self.builtins(package), "__sandbox_errors__": []}
+        package = (
+            f"{self.package}.{relpath.removeprefix(self.package + '/').rpartition('/')[0].replace('/', '.')}".rstrip(
+                "."
+            )
+        )
+        namespace = {
+            "__name__": f"{package}.{relpath.rsplit('/', 1)[-1][:-3]}",
+            "__package__": package,
+            "__builtins__": self.builtins(package),
+            "__sandbox_errors__": [],
+        }
         for stmt in _closure(tree, root):
             try:
-                exec(compile(ast.Module(body=[stmt], type_ignores=[]), f"{self.code.label}:{relpath}", "exec"), namespace)
+                exec(
+                    compile(ast.Module(body=[stmt], type_ignores=[]), f"{self.code.label}:{relpath}", "exec"), namespace
+                )
             except Exception as exc:  # noqa: BLE001 - a statement needing the GPU stack; recorded, not fatal
                 namespace["__sandbox_errors__"].append(f"{relpath}:{stmt.lineno}: {type(exc).__name__}: {exc}")
         if root not in namespace:
@@ -106,7 +123,7 @@ class Sandbox:
                 if top in sys.stdlib_module_names or self.real(name):
                     return builtins.__import__(name, globals, locals, fromlist, 0)
                 return StandIn(name)
-            inner = dotted[len(self.package) + 1:]
+            inner = dotted[len(self.package) + 1 :]
             if not inner:  # `from . import x` / `import PACKAGE`: the submodules asked for
                 return types.SimpleNamespace(**{n: self._own(n) for n in fromlist or ()})
             target = self._own(inner)

@@ -36,21 +36,36 @@ def summary(comparison: Comparison) -> str:
     lines += ["### New failures", ""]
     if new:
         lines += ["| cell | test | message | triage |", "|---|---|---|---|"]
-        lines += [f"| {cell(c.cell)} | `{cell(c.test)}` | {cell(c.message)} | {cell(culprit_text(c))} |" for c in new[:LISTED]]
+        lines += [
+            f"| {cell(c.cell)} | `{cell(c.test)}` | {cell(c.message)} | {cell(culprit_text(c))} |" for c in new[:LISTED]
+        ]
         lines += _more(new)
     else:
         lines.append("None.")
-    for kind, title in (("flaky", "Flaky (failed, then passed when re-run)"), ("fixed", "Fixed since the previous run")):
+    for kind, title in (
+        ("flaky", "Flaky (failed, then passed when re-run)"),
+        ("fixed", "Fixed since the previous run"),
+    ):
         changes = comparison.of(kind)
         if changes:
             lines += ["", f"### {title}", "", "| cell | test | detail |", "|---|---|---|"]
-            detail = (lambda c: f"re-runs: {', '.join(c.reruns)}") if kind == "flaky" else (lambda c: f"was {c.before}: {c.message}")
-            lines += [f"| {cell(c.cell)} | `{cell(c.test)}` | {cell(detail(c))} |" for c in changes[:LISTED]] + _more(changes)
+            detail = (
+                (lambda c: f"re-runs: {', '.join(c.reruns)}")
+                if kind == "flaky"
+                else (lambda c: f"was {c.before}: {c.message}")
+            )
+            lines += [f"| {cell(c.cell)} | `{cell(c.test)}` | {cell(detail(c))} |" for c in changes[:LISTED]] + _more(
+                changes
+            )
     stacks = {name: rows for name, rows in comparison.stack_changes.items() if rows}
     lines += ["", "### Stack changes", ""]
     if stacks:
         lines += ["| cell | package | previous | now |", "|---|---|---|---|"]
-        lines += [f"| {cell(name)} | {p} | {old or '-'} | {new or '-'} |" for name, rows in stacks.items() for p, old, new in rows]
+        lines += [
+            f"| {cell(name)} | {p} | {old or '-'} | {new or '-'} |"
+            for name, rows in stacks.items()
+            for p, old, new in rows
+        ]
     else:
         lines.append("None: every cell ran the same stack as before.")
     still = comparison.of("still failing")
@@ -58,9 +73,13 @@ def summary(comparison: Comparison) -> str:
         lines += ["", f"<details><summary>Still failing ({len(still)})</summary>", ""]
         lines += [f"- {c.cell}: `{c.test}`: {cell(c.message)}" for c in still] + ["", "</details>"]
     added, removed = comparison.of("new test"), comparison.of("removed test")
-    lines += ["", f"New tests: {len(added)}; removed tests: {len(removed)}"
-              + (f"; new cells: {', '.join(comparison.cells_added)}" if comparison.cells_added else "")
-              + (f"; cells gone: {', '.join(comparison.cells_removed)}" if comparison.cells_removed else "") + "."]
+    lines += [
+        "",
+        f"New tests: {len(added)}; removed tests: {len(removed)}"
+        + (f"; new cells: {', '.join(comparison.cells_added)}" if comparison.cells_added else "")
+        + (f"; cells gone: {', '.join(comparison.cells_removed)}" if comparison.cells_removed else "")
+        + ".",
+    ]
     return "\n".join(lines) + "\n"
 
 
