@@ -32,6 +32,14 @@ def on_stderr():
         _SINK = saved
 
 
+def relay(line: str) -> None:
+    """Pass on a progress line a child process printed, to where this process's lines go."""
+    if _SINK is not None:
+        _SINK(line)
+    else:
+        print(line, file=sys.stderr, flush=True)
+
+
 def quiet_by_default() -> bool:
     return os.environ.get("QVL_QUIET", "") not in ("", "0")
 

@@ -5,18 +5,27 @@ from a sound one. This one is trained (seeded, float32 on CPU) until its greedy
 16-bit answer to each fixture is that fixture's description, so a configuration that garbles the
 image or the weights shows up as a wrong caption. Its 16-bit captions are the hermetic goldens.
 
-The trained checkpoint is cached like tinymodel's builds (atomic rename under a file lock); the
-cache key covers the recipe, the base spec and every fixture's description and image bytes, so a
-changed fixture retrains it. The key is also the model fingerprint the goldens are recorded with.
+Training runs in a fresh interpreter: a process that has imported unsloth has patched
+transformers' models and losses (its kernels refuse the CPU tensors the captioner trains on), and
+the goldens must not depend on what a pytest worker ran before. The trained checkpoint is cached
+like tinymodel's builds (atomic rename under a file lock); the cache key covers the recipe, the
+base spec and every fixture's description and image bytes, so a changed fixture retrains it. The
+key is also the model fingerprint the goldens are recorded with.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import pickle
+import subprocess
+import sys
+import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from harness.core import progress
+from harness.core.errors import HarnessError
 from harness.core.paths import cache_dir
 from harness.core.progress import Progress
 from harness.data import xrays
@@ -101,6 +110,27 @@ def train(base: Path, fixtures, recipe: Recipe, out: Path) -> None:
     (out / "captioner.json").write_text(json.dumps({"final_loss": float(loss), "recipe": asdict(recipe)}, indent=1))
 
 
+def train_apart(base: Path, fixtures, recipe: Recipe, out: Path) -> None:
+    """train() in a child interpreter, its progress lines passed on as they come."""
+    with tempfile.NamedTemporaryFile(suffix=".pickle") as job:
+        pickle.dump((base, list(fixtures), recipe, out), job)
+        job.flush()
+        child = subprocess.Popen(
+            [sys.executable, "-m", "harness.lab.captioner", job.name],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        tail = []
+        for line in child.stderr:
+            if line.startswith("qvl-harness: "):
+                progress.relay(line.rstrip("\n"))
+            else:
+                tail = [*tail[-19:], line]
+        if child.wait():
+            raise HarnessError(f"training the tiny captioner failed (exit {child.returncode}):\n{''.join(tail)}")
+
+
 def build(
     fixtures: list[xrays.XrayFixture] | None = None,
     recipe: Recipe = Recipe(),
@@ -113,7 +143,7 @@ def build(
     digests = json.dumps({f.id: fixture_digest(f) for f in fixtures}, sort_keys=True)
     key = hashlib.sha256(f"{recipe_fingerprint(recipe, spec)}|{digests}|{spec.key()}".encode()).hexdigest()[:16]
     return tinymodel.atomic_build(
-        cache_dir("models") / f"{MODEL_NAME}-{key}", lambda out: train(base, fixtures, recipe, out)
+        cache_dir("models") / f"{MODEL_NAME}-{key}", lambda out: train_apart(base, fixtures, recipe, out)
     )
 
 
@@ -132,3 +162,8 @@ def golden_configuration(recipe: Recipe = Recipe(), spec: tinymodel.TinySpec = t
         "max_new_tokens": MAX_NEW_TOKENS,
         "recipe": recipe_fingerprint(recipe, spec),
     }
+
+
+if __name__ == "__main__":  # the child of train_apart
+    with open(sys.argv[1], "rb") as job:
+        train(*pickle.load(job))
