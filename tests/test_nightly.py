@@ -29,6 +29,10 @@ from harness.env.matrix import load_matrix
 from harness.env.overlay import Base, Overlays, python_env
 from harness.pytest import results
 
+# One worker replays the nights and triages once: the module's fixtures are per process, and three
+# workers each ran the triage (220-270 s apiece on the H200 run of tests suites).
+pytestmark = pytest.mark.xdist_group("nightly")
+
 SELECTION = [
     f"suites/test_404_missing_repo.py::test_the_installed_release_loads_the_72b_name[{name}]"
     for name in ("unsloth/Qwen2-VL-72B-Instruct", "Qwen/Qwen2-VL-72B-Instruct")
