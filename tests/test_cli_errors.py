@@ -78,11 +78,11 @@ def test_preview_folder_that_cannot_be(tmp_path, where, why):
     assert line == f"qvl-harness: error: --out-dir {out_dir}: {why}"
 
 
-def test_a_file_the_system_refuses_is_one_line(results_file, tmp_path):
+def test_a_file_the_system_refuses_is_one_line_naming_its_flag(results_file, tmp_path):
     (tmp_path / "file").write_text("")
     target = tmp_path / "file" / "summary.md"
     line = one_error_line(qvl("report", "diff", results_file, results_file, "--markdown", target))
-    assert line == f"qvl-harness: error: {target}: Not a directory"
+    assert line == f"qvl-harness: error: --markdown {target}: cannot write it: Not a directory"
 
 
 @pytest.mark.parametrize(

@@ -98,7 +98,10 @@ def cmd_diff(args) -> int:
         text = markdown.summary(comparison)
         print(text, end="")
         if args.markdown and str(args.markdown) != "-":
-            args.markdown.write_text(text)
+            try:
+                args.markdown.write_text(text)
+            except OSError as error:
+                raise HarnessError(f"--markdown {args.markdown}: cannot write it: {error.strerror}") from None
     return 1 if comparison.of("new failure") else 0
 
 
