@@ -18,7 +18,7 @@ import pytest
 
 from harness.env import stack
 from harness.failures import registry
-from harness.pytest import results, summary
+from harness.pytest import results, summary, workers
 
 TABLES_SHIPPED = pytest.StashKey[int]()
 # known-failure outcome -> its state in the compatibility matrix
@@ -51,6 +51,16 @@ def pytest_configure(config: pytest.Config) -> None:
             f"qvl-harness: --cell {cell!r}: a results file name needs letters, digits, '.', '_' or '-'"
         )
     config.pluginmanager.register(Collector(config, Path(report_dir), cell), "qvl-results-collector")
+
+
+PLACEMENT = "qvl_placement"
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    # a worker tells the controller where it ran (xdist sends workeroutput after this hook)
+    if hasattr(session.config, "workeroutput") and session.config.getoption("--report-dir") is not None:
+        session.config.workeroutput[PLACEMENT] = workers.placement()
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)
@@ -122,6 +132,11 @@ def _release_under_test(item: pytest.Item, failure: registry.KnownFailure | None
     return failure.package, version, "installed" if version == installed else "wheel"
 
 
+def _worker(report: pytest.TestReport) -> str:
+    node = getattr(report, "node", None)  # set by xdist on the controller
+    return node.workerinput["workerid"] if node is not None else "main"
+
+
 def _outcome(report: pytest.TestReport) -> str:
     if report.when != "call" and report.failed:
         return "error"
@@ -161,6 +176,11 @@ class Collector:
         self.results = results.empty(cell, {}, created, bool(config.option.runxfail), str(config.rootpath))
         self.tests: dict[str, dict] = {}
 
+    def pytest_testnodedown(self, node, error) -> None:
+        placement = getattr(node, "workeroutput", {}).get(PLACEMENT)
+        if placement:
+            self.results["workers"].append(placement)
+
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         self._record_outcome(report)
         if report.when == "teardown":
@@ -170,7 +190,8 @@ class Collector:
     def _record_outcome(self, report: pytest.TestReport) -> None:
         """A test's outcome is its call's, unless setup did not pass or teardown failed (then those decide)."""
         entry = self.tests.setdefault(
-            report.nodeid, {"test": report.nodeid, "outcome": "passed", "message": "", "seconds": 0.0}
+            report.nodeid,
+            {"test": report.nodeid, "outcome": "passed", "message": "", "seconds": 0.0, "worker": _worker(report)},
         )
         entry["seconds"] = round(entry["seconds"] + report.duration, 3)
         decides = (
@@ -183,6 +204,8 @@ class Collector:
             entry["message"] = _message(report) if not report.passed else ""
 
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        if not hasattr(self.config, "workerinput") and not self.results["workers"]:  # no xdist: this process ran them
+            self.results["workers"].append(workers.placement())
         current = getattr(self.config, "stack", None) or stack.collect()
         self.results["stack"] = current.as_dict()
         self.results["tests"] = sorted(self.tests.values(), key=lambda t: t["test"])

@@ -17,7 +17,7 @@ from harness.core import atomic, schema
 from harness.core.errors import HarnessError
 from harness.data.goldens import LEVELS
 
-FORMAT = 2
+FORMAT = 3  # 3: where each worker ran
 PREFIX = "qvl."
 # record kind -> its list in the results file
 SECTIONS = {"caption": "captions", "structure": "structure", "known_failure": "known_failures", "table": "tables"}
@@ -83,7 +83,8 @@ def from_properties(properties) -> list[tuple[str, dict]]:
 
 def empty(cell: str, stack: dict, created: str, runxfail: bool, rootdir: str = "") -> dict:
     """A results document: ``tests`` holds each test's final outcome (passed, failed, error, skipped,
-    xfailed, xpassed) with its message, test ids relative to ``rootdir``; ``triage`` is filled later
+    xfailed, xpassed) with its message and the worker that ran it, test ids relative to ``rootdir``;
+    ``workers``: where each worker ran (harness.pytest.workers.placement); ``triage`` is filled later
     by `qvl-harness triage`."""
     return {
         "format": FORMAT,
@@ -93,6 +94,7 @@ def empty(cell: str, stack: dict, created: str, runxfail: bool, rootdir: str = "
         "runxfail": runxfail,
         "rootdir": rootdir,
         "tests": [],
+        "workers": [],
         "triage": {},
         **{section: [] for section in SECTIONS.values()},
     }
@@ -113,7 +115,8 @@ def read(path: Path) -> dict:
     return schema.load_json(
         path,
         "results",
-        {"format", "cell", "created", "stack", "runxfail", "rootdir", "tests", "triage"} | set(SECTIONS.values()),
+        {"format", "cell", "created", "stack", "runxfail", "rootdir", "tests", "workers", "triage"}
+        | set(SECTIONS.values()),
         FORMAT,
         hint="written by pytest --report-dir of this harness version",
     )

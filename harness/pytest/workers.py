@@ -46,3 +46,20 @@ def settle_worker(environ=os.environ) -> None:
             environ[name] = threads
         if "torch" in sys.modules:  # imported before the plugin configured: set the pool directly
             sys.modules["torch"].set_num_threads(int(threads))
+
+
+def placement(environ=os.environ) -> dict:
+    """Where this process ran its tests: worker id, the GPU it was pinned to and the one CUDA gave it.
+    CUDA is asked only where the tests initialized it (a CPU run stays a CPU run)."""
+    torch = sys.modules.get("torch")
+    found = {
+        "worker": environ.get("PYTEST_XDIST_WORKER", "main"),
+        "cuda_visible_devices": environ.get("CUDA_VISIBLE_DEVICES"),
+        "threads": torch.get_num_threads() if torch else None,
+        "gpu": None,
+        "gpu_uuid": None,
+    }
+    if torch is not None and torch.cuda.is_initialized():
+        properties = torch.cuda.get_device_properties(torch.cuda.current_device())
+        found["gpu"], found["gpu_uuid"] = properties.name, str(getattr(properties, "uuid", "")) or None
+    return found
