@@ -8,7 +8,7 @@ from pydicom.data import get_testdata_file
 
 from harness.cli import main
 from harness.core.errors import HarnessError
-from harness.data import xrays
+from harness.data import goldens, xrays
 
 ENTRY = """
 [[fixture]]
@@ -31,8 +31,69 @@ def test_checked_in_fixtures_are_real_windowed_radiographs(xray_fixtures):
     for item in xray_fixtures:
         pixels = np.asarray(item.image().convert("L"), dtype=float)
         assert min(pixels.shape) >= xrays.MIN_SIDE
-        assert pixels.std() > 30, f"{item.id} looks flat after windowing"
-        assert 0 <= pixels.min() < 10 and pixels.max() > 245
+        # a region keeps the whole film's window: only a whole image spans it (the liver is one grey under it)
+        assert pixels.std() > (5 if item.crop else 30), f"{item.id} looks flat after windowing"
+        if not item.crop:
+            assert 0 <= pixels.min() < 10 and pixels.max() > 245
+
+
+def test_checked_in_fixtures_are_distinct_regions_told_apart_by_their_first_words(xray_fixtures):
+    """A caption that ignores the image (the chest caption for everything) must fail every other fixture."""
+    regions = [(f.source, f.crop) for f in xray_fixtures]
+    openings = [" ".join(f.description.split()[:2]) for f in xray_fixtures]
+    assert len(set(regions)) == len(regions) and len(set(openings)) == len(openings), openings
+    for item in xray_fixtures:
+        for other in xray_fixtures:
+            if other is not item:
+                grade = goldens.grade(other.description, item.description, item.must_mention, item.must_not_mention)
+                assert not grade.at_least("terms"), f"{other.id}'s caption passes {item.id}: {grade.describe()}"
+
+
+def test_a_crop_is_that_region_of_the_film_in_the_whole_film_window(chest_xray):
+    box = (0.1, 0.72, 0.45, 0.95)  # under the right hemidiaphragm: bright, so a window of its own would darken it
+    region = xrays.XrayFixture("chest-liver", chest_xray.source, "CR", "a radiograph", ("radiograph",), crop=box)
+    whole = chest_xray.image().convert("L")
+    width, height = whole.size
+    expected = whole.crop(tuple(round(f * side) for f, side in zip(box, (width, height) * 2, strict=True)))
+    cut = np.asarray(region.image().convert("L").resize(expected.size), dtype=float)
+    assert region.image().width > expected.width  # cut at full resolution, not from the downscaled image
+    assert np.corrcoef(cut.ravel(), np.asarray(expected, dtype=float).ravel())[0, 1] > 0.98
+    assert abs(cut.mean() - np.asarray(expected, dtype=float).mean()) < 1  # not re-stretched to its own window
+
+
+def test_the_crop_is_part_of_what_a_golden_caption_depends_on(chest_xray):
+    """A changed crop with an unchanged description must retrain the captioner and make its golden stale."""
+    from harness.lab import captioner
+
+    def cropped(box):
+        return xrays.XrayFixture("c", chest_xray.source, "CR", chest_xray.description, ("chest",), crop=box)
+
+    assert captioner.fixture_digest(cropped(())) == captioner.fixture_digest(chest_xray)  # uncropped: unchanged
+    assert len({captioner.fixture_digest(cropped(box)) for box in ((), (0, 0, 1, 0.5), (0, 0, 1, 0.6))}) == 3
+
+
+@pytest.mark.parametrize(
+    "crop, reason",
+    [
+        ("[0.5, 0.0, 0.2, 1.0]", "crop must be [left, top, right, bottom], fractions of the image with 0 <= left"),
+        ("[0.0, 0.0, 1.5, 1.0]", "got [0.0, 0.0, 1.5, 1.0]"),
+        ("[0.0, 0.0, 1.0]", "crop must be [left, top, right, bottom]"),
+        ('"top half"', "got 'top half'"),
+    ],
+)
+def test_a_bad_crop_is_refused_in_one_line(tmp_path, crop, reason):
+    path = manifest(tmp_path, source="pydicom-data:RG1_UNCR.dcm")
+    path.write_text(path.read_text() + f"crop = {crop}\n")
+    (item,) = xrays.load_manifest(path)
+    assert reason in item.refused and "\n" not in item.refused and "fixture #1 (x)" in item.refused
+
+
+def test_a_crop_too_small_to_caption_is_refused_with_its_size(tmp_path):
+    path = manifest(tmp_path, source="pydicom-data:RG1_UNCR.dcm")
+    path.write_text(path.read_text() + "crop = [0.0, 0.0, 0.02, 0.5]\n")
+    (item,) = xrays.load_manifest(path)
+    with pytest.raises(HarnessError, match=r"crop \[0.0, 0.0, 0.02, 0.5\] is 37x978 px of 1841x1955; at least 64"):
+        item.image()
 
 
 def test_chest_is_inverted_from_monochrome1(chest_xray):

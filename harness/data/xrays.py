@@ -25,7 +25,7 @@ XRAY_MODALITIES = {
     "PX": "panoramic X-ray",
 }
 REQUIRED = ("id", "source", "modality", "description", "must_mention")
-OPTIONAL = ("body_part", "view", "must_not_mention")
+OPTIONAL = ("body_part", "view", "must_not_mention", "crop")
 MIN_SIDE = 64  # pixels; smaller images carry no anatomy worth captioning
 MAX_SIDE = 512  # cached images are downscaled to this
 DECODER_VERSION = 1  # bump when windowing changes, so cached images are rebuilt
@@ -52,11 +52,17 @@ class XrayFixture:
     must_not_mention: tuple[str, ...] = ()
     body_part: str = ""
     view: str = ""
+    crop: tuple[float, ...] = ()  # (left, top, right, bottom), fractions of the source image; () is all of it
     refused: str = ""  # why the manifest entry cannot be a fixture; the others keep working
 
     @property
     def path(self) -> Path:
         return resolve_source(self.source)
+
+    def content(self) -> bytes:
+        """What the image is made from: the file's bytes, and the crop of it when there is one."""
+        data = self.path.read_bytes()
+        return data + f"|crop={list(self.crop)}".encode() if self.crop else data
 
     def image(self):
         """The fixture as an 8-bit RGB PIL image (decoded once, then read from the cache)."""
@@ -66,11 +72,10 @@ class XrayFixture:
             raise HarnessError(self.refused)
         if not self.path.is_file():
             raise HarnessError(f"fixture {self.id!r}: file not found: {self.path}")
-        data = self.path.read_bytes()
-        digest = hashlib.sha256(data + f"|{DECODER_VERSION}".encode()).hexdigest()[:16]
+        digest = hashlib.sha256(self.content() + f"|{DECODER_VERSION}".encode()).hexdigest()[:16]
         cached = cache_dir("xrays") / f"{self.id}-{digest}.png"
         if not cached.exists():
-            gray = decode(self.path, self.modality, self.id)
+            gray = decode(self.path, self.modality, self.id, self.crop)
             png = io.BytesIO()
             gray.save(png, format="PNG")
             atomic.write_bytes(cached, png.getvalue())
@@ -86,8 +91,9 @@ def resolve_source(source: str) -> Path:
     return FIXTURES_DIR / source
 
 
-def _gray_to_image(pixels):
-    """Scale windowed pixel values to 8 bits and downscale the long side to MAX_SIDE."""
+def _gray_to_image(pixels, crop: tuple[float, ...] = ()):
+    """Scale windowed pixel values to 8 bits, cut ``crop`` out at full resolution, and downscale the long side
+    to MAX_SIDE. The window is the whole image's: a region looks as it does on the film, not re-stretched."""
     import numpy as np
     from PIL import Image
 
@@ -95,7 +101,7 @@ def _gray_to_image(pixels):
     low, high = np.percentile(pixels, 0.5), np.percentile(pixels, 99.5)
     if high <= low:
         raise ValueError("the image is blank (a single grey level)")
-    scaled = np.clip((pixels - low) / (high - low), 0, 1)
+    scaled = _cropped(np.clip((pixels - low) / (high - low), 0, 1), crop)
     image = Image.fromarray((scaled * 255).round().astype("uint8"), mode="L")
     image.thumbnail((MAX_SIDE, MAX_SIDE), Image.LANCZOS)
     return image
@@ -135,8 +141,23 @@ def _decode_dicom(path: Path, modality: str):
     return pixels
 
 
-def decode(path: Path, modality: str, fixture_id: str = "?"):
-    """Decode a DICOM/PNG/JPEG radiograph into a windowed 8-bit grayscale PIL image, or refuse it."""
+def _cropped(pixels, crop: tuple[float, ...]):
+    """The (left, top, right, bottom) fractions of ``pixels``."""
+    if not crop:
+        return pixels
+    height, width = pixels.shape
+    left, top, right, bottom = crop
+    cut = pixels[round(top * height) : round(bottom * height), round(left * width) : round(right * width)]
+    if min(cut.shape) < MIN_SIDE:
+        raise ValueError(
+            f"crop {list(crop)} is {cut.shape[1]}x{cut.shape[0]} px of {width}x{height}; "
+            f"at least {MIN_SIDE} px a side is needed"
+        )
+    return cut
+
+
+def decode(path: Path, modality: str, fixture_id: str = "?", crop: tuple[float, ...] = ()):
+    """Decode a DICOM/PNG/JPEG radiograph into a windowed 8-bit grayscale PIL image (``crop`` of it), or refuse it."""
     import numpy as np
     from PIL import Image, UnidentifiedImageError
 
@@ -164,7 +185,7 @@ def decode(path: Path, modality: str, fixture_id: str = "?"):
             raise ValueError(
                 f"image is {pixels.shape[1]}x{pixels.shape[0]} px; at least {MIN_SIDE} px a side is needed"
             )
-        return _gray_to_image(pixels)
+        return _gray_to_image(pixels, crop)
     except ValueError as exc:
         raise HarnessError(f"{where}: {exc}") from None
 
@@ -173,7 +194,12 @@ def parse_manifest(text: str, where: str = MANIFEST.name) -> list[XrayFixture]:
     """Every entry of the manifest. A malformed file or a duplicate id fails the whole manifest; an entry
     that cannot be a fixture (wrong keys, a modality that is not projection radiography) is kept with
     the reason it is ``refused``, so the others keep working."""
-    entries = schema.parse_toml(text, where).get("fixture")
+    return manifest_of(schema.parse_toml(text, where), where)
+
+
+def manifest_of(data: dict, where: str) -> list[XrayFixture]:
+    """The fixtures of a parsed manifest (see parse_manifest)."""
+    entries = data.get("fixture")
     if not isinstance(entries, list) or not entries:
         raise HarnessError(f"{where}: no [[fixture]] entries")
     fixtures, seen = [], set()
@@ -215,15 +241,26 @@ def _fixture(entry: dict, label: str) -> XrayFixture:
         must_not_mention=schema.string_list(label, "must_not_mention", entry.get("must_not_mention", []), lower=True),
         body_part=entry.get("body_part", ""),
         view=entry.get("view", ""),
+        crop=_crop(label, entry.get("crop")),
     )
 
 
+def _crop(label: str, value) -> tuple[float, ...]:
+    """``crop = [left, top, right, bottom]``: fractions of the source image, a non-empty box inside it."""
+    if value is None:
+        return ()
+    numbers = isinstance(value, list) and len(value) == 4
+    numbers = numbers and all(isinstance(v, int | float) and not isinstance(v, bool) for v in value)
+    if not numbers or not (0 <= value[0] < value[2] <= 1 and 0 <= value[1] < value[3] <= 1):
+        raise HarnessError(
+            f"{label}: crop must be [left, top, right, bottom], fractions of the image with "
+            f"0 <= left < right <= 1 and 0 <= top < bottom <= 1, got {value!r}"
+        )
+    return tuple(float(v) for v in value)
+
+
 def load_manifest(path: Path = MANIFEST) -> list[XrayFixture]:
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise HarnessError(f"cannot read fixture manifest {path}: {exc.strerror}") from None
-    return parse_manifest(text, path.name)
+    return manifest_of(schema.load_toml(path, "fixture manifest"), path.name)
 
 
 def usable(fixtures: list[XrayFixture]) -> list[XrayFixture]:
