@@ -203,7 +203,11 @@ def _git_source(where: str, key: str, value: dict) -> GitSource:
 
 
 def parse_matrix(text: str, path: Path = MATRIX_FILE) -> Matrix:
-    data = schema.parse_toml(text, path.name)
+    return matrix_of(schema.parse_toml(text, path.name), path)
+
+
+def matrix_of(data: dict, path: Path) -> Matrix:
+    """The matrix the parsed TOML of ``path`` declares."""
     unknown = set(data) - {"defaults", "cells"}
     if unknown:
         raise HarnessError(
@@ -245,8 +249,4 @@ def parse_matrix(text: str, path: Path = MATRIX_FILE) -> Matrix:
 
 def load_matrix(path: Path | None = None) -> Matrix:
     path = Path(path or os.environ.get("QVL_MATRIX") or MATRIX_FILE)
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise HarnessError(f"cannot read matrix file {path}: {exc.strerror}") from None
-    return parse_matrix(text, path)
+    return matrix_of(schema.load_toml(path, "matrix file"), path)

@@ -147,7 +147,11 @@ def _symptom_range(label: str, entry: dict) -> SpecifierSet | None:
 
 
 def parse_registry(text: str, where: str = REGISTRY.name) -> dict[str, KnownFailure]:
-    data = schema.parse_toml(text, where)
+    return registry_of(schema.parse_toml(text, where), where)
+
+
+def registry_of(data: dict, where: str) -> dict[str, KnownFailure]:
+    """The entries of a parsed registry, each checked."""
     failures: dict[str, KnownFailure] = {}
     for number, entry in enumerate(data.get("failure", []), 1):
         label = f"{where}: entry #{number} ({entry.get('id', '?')})"
@@ -198,11 +202,7 @@ def parse_registry(text: str, where: str = REGISTRY.name) -> dict[str, KnownFail
 
 def load_registry(path: Path | None = None) -> dict[str, KnownFailure]:
     path = path or REGISTRY
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise HarnessError(f"cannot read known-failure registry {path}: {exc.strerror}") from None
-    return parse_registry(text, path.name)
+    return registry_of(schema.load_toml(path, "known-failure registry"), path.name)
 
 
 def edge_releases(failures: dict[str, KnownFailure]) -> list[str]:
