@@ -16,7 +16,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from harness.data import goldens, hub, xrays  # noqa: E402
+from harness.data import goldens, hub_server, xrays  # noqa: E402
 from harness.env import stack  # noqa: E402
 from harness.env.matrix import load_matrix  # noqa: E402
 from harness.failures import garbage_output, loading  # noqa: E402
@@ -31,7 +31,7 @@ def rows(fixtures, golden, embed):
 
     def hub_for(snapshot, base=None):
         if snapshot not in servers:
-            servers[snapshot] = hub.LocalHub(snapshot, tinymodel.standins(base)).start()
+            servers[snapshot] = hub_server.LocalHub(snapshot, tinymodel.standins(base)).start()
         return servers[snapshot]
 
     out = []

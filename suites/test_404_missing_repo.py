@@ -20,16 +20,16 @@ from pathlib import Path
 import pytest
 from huggingface_hub.errors import RepositoryNotFoundError
 
-from harness.data import hub, hub_history
+from harness.data import hub, hub_history, hub_server
 from harness.failures import hub_sweep, loading
-from harness.failures.base import subject_of
+from harness.failures.base import commit_at, failure_classes, subject_of
 from harness.failures.missing_repo import (
     MISSING,
     NAMES_72B,
     PLAIN,
     MissingRepo,
 )
-from harness.failures.registry import load_registry
+from harness.failures.registry import expectation_marks, load_registry
 from harness.lab import quant
 from harness.pytest import require, summary
 from harness.releases.mapper import ReleaseMapper
@@ -44,7 +44,7 @@ def download_config(server, repo_id: str, context: str) -> None:
     """Fetch config.json of ``repo_id`` from ``server`` with the real client; a 404 names its context."""
     import huggingface_hub
 
-    with hub.pointed_at(server):
+    with hub_server.pointed_at(server):
         try:
             huggingface_hub.hf_hub_download(repo_id, "config.json")
         except RepositoryNotFoundError as exc:
@@ -76,45 +76,73 @@ def test_16bit_loading_never_leaves_the_hub(release, hub_for):
 
 
 def sweep_params() -> list:
-    """Every matrix cell's unsloth code, and the installed release when no cell has it; marked with the 404
-    entry's expectation for the cause: inside its range the sweep must find the missing 72B target."""
-    releases = hub_sweep.covered_releases()
-    if INSTALLED is not None and INSTALLED.unsloth.label not in {r.unsloth.label for r in releases}:
-        releases.append(INSTALLED)
+    """Every matrix cell's unsloth code, and the installed release (id ``installed-VERSION``: what
+    `qvl-harness bisect` selects with ``-k installed``)."""
+    params = [pytest.param(r, id=r.unsloth.label.replace(" ", "")) for r in hub_sweep.covered_releases()]
+    if INSTALLED is not None:
+        params.append(pytest.param(INSTALLED, id=f"installed-{INSTALLED.unsloth.version}"))
+    return params
+
+
+def claim_params() -> list:
+    """Each release with each registry entry about missing repos, marked with that entry's expectation for the
+    cause: inside its range the sweep must find the repos it names missing, outside it none of them."""
     return [
-        pytest.param(r, id=r.unsloth.label.replace(" ", ""), marks=FAILURE.marks_for(r.unsloth, shows="cause"))
-        for r in releases
+        pytest.param(
+            param.values[0],
+            failure.id,
+            id=f"{param.id}-{failure.id}",
+            marks=expectation_marks(
+                failure.id, param.values[0].unsloth.version, shows="cause", commit=commit_at(param.values[0].unsloth)
+            ),
+        )
+        for param in sweep_params()
+        for failure in hub_sweep.missing_repo_failures(load_registry())
     ]
 
 
-def judge(found: hub_sweep.Sweep, request) -> None:
-    """The sweep's table in the summary; a missing target no registry entry explains fails as a new finding,
-    one the registry expects here fails with the hub's error (the 404 entry's pattern)."""
+def show(found: hub_sweep.Sweep, request) -> None:
+    """The sweep's counts and absent rows in the summary table (and so in the HTML report)."""
     summary.add_table(
         request.config,
         f"hub sweep: {found.release} against {found.where} on {found.day}",
         hub_sweep.SUMMARY_HEADER,
         found.summary_rows(),
     )
-    failures = load_registry()
-    new = found.new(failures)
+
+
+def assert_nothing_new(found: hub_sweep.Sweep) -> None:
+    """A missing target no registry entry explains fails as a new finding."""
+    new = found.new(load_registry())
     missing = ", ".join(sorted({r.target for r in new}))
     assert not new, (
         f"new finding: {found.release} maps {len(new)} name(s) to {missing}, missing on {found.where} on "
         f"{found.day}, which no known failure explains: " + "; ".join(r.describe() for r in new)
     )
-    known = found.expected(failures)
-    assert not known, (
-        f"{found.release} maps {len(known)} name(s) to repos missing on {found.where} on {found.day} "
-        f"(Repository Not Found): " + "; ".join(f"{r.describe()} [{r.claimed_by}]" for r in known)
+
+
+def assert_not_missing(found: hub_sweep.Sweep, rows: list[hub_sweep.Row]) -> None:
+    """Missing targets a registry entry claims fail with the hub's error (the entries' pattern)."""
+    assert not rows, (
+        f"{found.release} maps {len(rows)} name(s) to repos missing on {found.where} on {found.day} "
+        f"(Repository Not Found): " + "; ".join(f"{r.describe()} [{r.claimed_by}]" for r in rows)
     )
 
 
 @pytest.mark.parametrize("release", sweep_params())
 def test_every_mapped_target_existed_when_the_release_shipped(release, request):
     """Every name the release's mapper knows, with and without 4-bit: where the name's repo was not missing
-    on the day the release shipped, its target must have existed (the hub history; unknown is listed)."""
-    judge(hub_sweep.sweep(release), request)
+    on the day the release shipped, its target must have existed (the hub history; unknown is listed), or a
+    registry entry must explain it."""
+    found = hub_sweep.sweep(release)
+    show(found, request)
+    assert_nothing_new(found)
+
+
+@pytest.mark.parametrize(("release", "failure_id"), claim_params())
+def test_the_repos_a_known_failure_names_are_mapped_only_in_its_range(release, failure_id):
+    """The sweep's absent rows an entry claims: the known failure, where its range has the release."""
+    assert_not_missing(*failure_classes()[failure_id]().swept(release))
 
 
 def test_live_hub_has_every_target_the_canary_maps(request):
@@ -132,7 +160,9 @@ def test_live_hub_has_every_target_the_canary_maps(request):
     if report_dir:
         cell = request.config.getoption("--cell") or "local"
         hub_history.write_observations(Path(report_dir) / f"hub-observations-{cell}.json", observations)
-    judge(found, request)
+    show(found, request)
+    assert_nothing_new(found)
+    assert_not_missing(found, found.expected(load_registry()))
 
 
 # --- the installed release's whole load path ------------------------------------------------------------
@@ -176,7 +206,7 @@ def test_fast_vision_model_loads_the_72b_name_in_4bit(release, hub_for):
     from unsloth import FastVisionModel
 
     server = hub_for(SNAPSHOT)
-    with hub.pointed_at(server):
+    with hub_server.pointed_at(server):
         try:
             model, _ = FastVisionModel.from_pretrained("unsloth/Qwen2-VL-72B-Instruct", load_in_4bit=True)
         except Exception as exc:  # noqa: BLE001 - releases wrap the 404 in FileNotFoundError/OSError
@@ -189,3 +219,49 @@ def test_fast_vision_model_loads_the_72b_name_in_4bit(release, hub_for):
     report = quant.linears(model)
     assert report.linear4bit and not report.missing_quant_state
     assert any("72b-instruct-bnb-4bit" in r.path.lower() for r in server.requests if r.status == 200)
+
+
+# --- the loader against a hub of today that lost one repo the release maps -------------------------------------
+
+GONE_TODAY = "unsloth/Qwen2-VL-2B-Instruct"  # its 4-bit target is taken off the hub of today
+
+
+def hub_of_today(name: str, release: loading.Release, without: str = "") -> hub.Snapshot:
+    """Every repo ``release``'s mapper names (names and targets), on a hub of today, but ``without``."""
+    repos = [r for r, _, _ in hub_sweep.mapped_repos([release]).values() if r.lower() != without.lower()]
+    return hub.snapshot_with(name, f"the hub of today without {without or 'nothing'}", datetime.date.today(), repos)
+
+
+def load_from(server, name: str):
+    """The installed release's own loader for ``name`` in 4 bits from ``server``; the hub's error it ends in
+    (RepositoryNotFoundError, which releases wrap in FileNotFoundError/OSError) raised as itself."""
+    from unsloth import FastVisionModel
+
+    with hub_server.pointed_at(server):
+        try:
+            return FastVisionModel.from_pretrained(name, load_in_4bit=True)[0]
+        except Exception as exc:  # noqa: BLE001 - only the hub's own error is unwrapped
+            missing = loading.repo_not_found(exc)
+            if missing is None:
+                raise
+            raise missing from exc
+
+
+@require.gpu
+@pytest.mark.slow
+@pytest.mark.xdist_group("fast-vision-model")
+@pytest.mark.skipif(INSTALLED is None, reason="unsloth is not installed here: run a matrix cell")
+def test_the_loader_raises_the_hubs_error_for_a_mapped_repo_gone_today_and_loads_with_it_back(hub_for):
+    """The installed release (the canary on the nightly) maps the name with 4-bit to a repo; on a hub of today
+    without that repo its FastVisionModel.from_pretrained raises the hub's RepositoryNotFoundError for it, and
+    the same hub with the repo back loads the name in 4 bits."""
+    target = ReleaseMapper(INSTALLED.unsloth).resolve(GONE_TODAY, load_in_4bit=True).resolved
+    assert target and target.lower() != GONE_TODAY.lower(), f"{INSTALLED.label} maps {GONE_TODAY} to {target}"
+    gone = hub_for(hub_of_today("today-without-one", INSTALLED, without=target))
+    with pytest.raises(RepositoryNotFoundError):
+        load_from(gone, GONE_TODAY)
+    assert any(target.lower() in r.path.lower() and r.status == 404 for r in gone.requests), gone.requests[-5:]
+    back = hub_for(hub_of_today("today", INSTALLED))
+    report = quant.linears(load_from(back, GONE_TODAY))
+    assert report.linear4bit and not report.missing_quant_state
+    assert any(target.lower() in r.path.lower() for r in back.requests if r.status == 200)

@@ -25,13 +25,8 @@ from harness.cli import build_parser
 from harness.core.errors import HarnessError
 from harness.core.paths import REPO_ROOT
 from harness.data import hub as hub_module
-from harness.data.hub import (
-    ACCESS_TOKEN,
-    LocalHub,
-    load_snapshot,
-    parse_snapshot,
-    pointed_at,
-)
+from harness.data.hub import load_snapshot, parse_snapshot
+from harness.data.hub_server import ACCESS_TOKEN, LocalHub, pointed_at
 from harness.lab import quant, tinymodel
 
 ABSENT_72B_DYNAMIC = "unsloth/Qwen2-VL-72B-Instruct-unsloth-bnb-4bit"

@@ -128,8 +128,8 @@ def test_an_absent_target_no_entry_claims_is_a_new_finding():
         .dumps()
         .replace(
             'id = "unsloth/Qwen2-VL-7B-Instruct-unsloth-bnb-4bit"\nseen = [\n    { state = "created"',
-            'id = "unsloth/Qwen2-VL-7B-Instruct-unsloth-bnb-4bit"\nseen = [\n    { state = "absent", date = 2024-12-05, '
-            'source = "a test"},\n    { state = "created"',
+            'id = "unsloth/Qwen2-VL-7B-Instruct-unsloth-bnb-4bit"\nseen = [\n'
+            '    { state = "absent", date = 2024-12-05, source = "a test"},\n    { state = "created"',
         )
         .replace("date = 2024-11-29", "date = 2024-12-20")
     )
@@ -183,27 +183,72 @@ def test_merge_keeps_what_changes_an_answer(tmp_path):
         hub_history.merge_file(night, history_file)
 
 
+def test_night_after_night_of_one_repo_missing_keeps_the_first_and_the_last(tmp_path):
+    history_file = tmp_path / "history.toml"
+    history_file.write_text(hub_history.load().dumps())
+    cited = hub_history.load().record(VANISHING)[1]  # #3461's absent of 2025-10-15
+    night = tmp_path / "night.json"
+    for day in (1, 2, 3):
+        seen = hub_history.Observation("absent", DAY(2026, 12, day), f"huggingface.co {hub_history.LIVE}")
+        hub_history.write_observations(night, [(VANISHING, seen)])
+        assert hub_history.merge_file(night, history_file) == 1
+    kept = hub_history.load(history_file).record(VANISHING)[1]
+    assert [o.date for o in kept] == [o.date for o in cited] + [DAY(2026, 12, 3)]
+    assert hub_history.load(history_file).state(VANISHING, DAY(2026, 12, 2)).state == "absent"
+
+
+# --- the sweep's table in the run's summary and the HTML report ---------------------------------------------------
+
+
+def test_the_summary_and_the_report_show_each_releases_counts_and_absent_rows(tmp_path):
+    done = suite_run(
+        [
+            "suites/test_404_missing_repo.py::test_every_mapped_target_existed_when_the_release_shipped[unsloth==2024.12.2]"
+        ],
+        tmp_path,
+        os.environ,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+    title = "hub sweep: unsloth==2024.12.2 against the hub history on 2024-12-04"
+    printed = done.stdout.split(title)[1].splitlines()
+    assert printed[1].split()[:6] == ["release", "hub", "on", "present", "absent", "unknown"]
+    release = next(r for r in hub_sweep.covered_releases() if r.unsloth.label == "unsloth==2024.12.2")
+    found = hub_sweep.sweep(release)
+    counts, missing = found.counts(), len(found.missing())
+    assert printed[3].split() == [
+        "unsloth==2024.12.2",
+        "2024-12-04",
+        *map(str, (counts["present"], 1, counts["unknown"])),
+    ]
+    absent_rows = [line.split() for line in printed[4 : 5 + missing]]
+    assert [row[-2:] for row in absent_rows[:missing]] == [[ABSENT_72B.lower(), "404"]] * missing, printed[4:]
+    assert ABSENT_72B.lower() not in absent_rows[missing]  # one row per absent mapping, no more
+    assert main(["report", "build", str(tmp_path / "results-none.json"), "--out", str(tmp_path / "report.html")]) == 0
+    page = (tmp_path / "report.html").read_text()
+    shown = page.split(title)[1].split("</table>")[0]
+    cells = [c.split("<")[0] for c in shown.split("<td>")[1:]]
+    assert cells[:5] == ["unsloth==2024.12.2", "2024-12-04", str(counts["present"]), "1", str(counts["unknown"])]
+    assert cells.count("404") == missing and sum(c.endswith(f"-&gt; {ABSENT_72B.lower()}") for c in cells) == missing
+
+
 # --- two live nights, replayed offline --------------------------------------------------------------------------
 
 
-def live_night(server, report_dir) -> subprocess.CompletedProcess:
-    """`pytest --hub live` of the live sweep, with HF_ENDPOINT at ``server`` standing in for huggingface.co."""
-    env = {**os.environ, "HF_ENDPOINT": server.url, "HF_HOME": str(report_dir / "hf-home")}
+def suite_run(selection: list[str], report_dir, env) -> subprocess.CompletedProcess:
+    """A pytest run of the suites outside any cell, with its results under ``report_dir``."""
     return subprocess.run(
         [
             sys.executable,
             "-m",
             "pytest",
-            LIVE_TEST,
-            "--hub",
-            "live",
-            "--cell",
-            "none",
+            *selection,
             "-q",
             "-p",
             "no:cacheprovider",
             "-p",
             "no:randomly",
+            "--cell",
+            "none",
             "--report-dir",
             str(report_dir),
         ],
@@ -213,6 +258,12 @@ def live_night(server, report_dir) -> subprocess.CompletedProcess:
         text=True,
         timeout=600,
     )
+
+
+def live_night(server, report_dir) -> subprocess.CompletedProcess:
+    """`pytest --hub live` of the live sweep, with HF_ENDPOINT at ``server`` standing in for huggingface.co."""
+    env = {**os.environ, "HF_ENDPOINT": server.url, "HF_HOME": str(report_dir / "hf-home")}
+    return suite_run([LIVE_TEST, "--hub", "live"], report_dir, env)
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from harness.data.hub import LocalHub
+from harness.data.hub_server import LocalHub
 
 SECRET = "not a repo file"
 SNAPSHOT = 'description = "one repo"\ndate = 2025-01-01\n[[repos]]\nid = "owner/repo"\n'

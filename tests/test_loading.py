@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from harness.core.errors import HarnessError
-from harness.data import hub
+from harness.data import hub_server
 from harness.failures import loading
 from harness.lab import quant
 from harness.releases import code as release_code
@@ -72,7 +72,7 @@ def test_the_release_matcher_is_what_lets_transformers_5_read_the_dynamic_repos(
     server = hub_for("2024-12")
     newest = release("2026.10.1", "2026.10.7")
     original = getattr(quantizers_utils, "should_convert_module", None)
-    with hub.pointed_at(server):
+    with hub_server.pointed_at(server):
         plain = quant.linears(
             transformers.Qwen2VLForConditionalGeneration.from_pretrained(
                 "unsloth/Qwen2-VL-7B-Instruct-unsloth-bnb-4bit", device_map=quant.device()

@@ -12,7 +12,7 @@ from harness.cli.args import checkpoint_dir, output_dir, port
 from harness.core.cellenv import needs_stack
 from harness.core.errors import HarnessError
 from harness.core.paths import cache_dir
-from harness.data import goldens, hub, hub_history, xrays
+from harness.data import goldens, hub, hub_history, hub_server, xrays
 from harness.lab import captioner, tinymodel
 
 
@@ -128,7 +128,7 @@ def cmd_hub_serve(args) -> int:
     needs_stack("hub serve", args.argv)  # it builds the checkpoints it serves
     # A process started in the background inherits SIGINT ignored; Ctrl-C must still stop the server.
     signal.signal(signal.SIGINT, signal.default_int_handler)
-    with hub.LocalHub(args.snapshot, tinymodel.standins(base), port=args.port) as server:
+    with hub_server.LocalHub(args.snapshot, tinymodel.standins(base), port=args.port) as server:
         print(f"serving hub snapshot {server.snapshot.name} ({len(server.snapshot.repos)} repos) at {server.url}")
         print(f"export HF_ENDPOINT={server.url}", flush=True)
         try:
@@ -237,6 +237,6 @@ def cmd_goldens_status(args) -> int:
         for problem in problems:
             print(f"  {problem}")
         if problems and not pending:
-            print(f"  refresh: {goldens.refresh_hint(path.stem)}")
+            print(f"  refresh: {goldens.refresh_hint(goldens.read(path))}")
             worst = 1
     return worst

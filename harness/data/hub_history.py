@@ -28,6 +28,7 @@ from harness.core.paths import FIXTURES_DIR
 HISTORY_FILE = FIXTURES_DIR / "hub" / "history.toml"
 STATES = ("present", "absent", "created")
 OBSERVATION_KEYS = {"state", "date", "source"}
+LIVE = "(pytest --hub live)"  # ends the source of a night's observation (harness.failures.hub_sweep.live_sweep)
 HEADER = """\
 # Which Hugging Face repo existed when: the one source of the harness's hub (harness/data/hub_history.py).
 # seen: observations with their evidence. "present": seen on the hub that day (it stays until the next
@@ -105,6 +106,7 @@ class History:
         spelled, seen = self._repos.setdefault(repo.lower(), (repo, []))
         seen.append(observation)
         seen.sort(key=lambda o: o.date)
+        seen[:] = _compacted(seen)
         _check_order(spelled, seen)
         return True
 
@@ -121,6 +123,16 @@ class History:
             )
             blocks.append(f'\n[[repo]]\nid = "{spelled}"\nseen = [\n{lines}]\n')
         return "".join(blocks)
+
+
+def _compacted(seen: list[Observation]) -> list[Observation]:
+    """Without the nights' observations inside a run of one state: the run's first and last answer the same
+    for every day between them, so night after night of one repo missing stays two lines (cited ones stay)."""
+    return [
+        o
+        for i, o in enumerate(seen)
+        if not (0 < i < len(seen) - 1 and o.source.endswith(LIVE) and seen[i - 1].state == o.state == seen[i + 1].state)
+    ]
 
 
 def _check_order(repo: str, seen: list[Observation]) -> None:

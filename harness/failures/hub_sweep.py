@@ -57,6 +57,10 @@ class Sweep:
     def missing(self) -> list[Row]:
         return [r for r in self.rows if r.state in ("absent", "error")]
 
+    def claimed(self, failure_id: str) -> list[Row]:
+        """The missing rows the registry entry ``failure_id`` claims (its ``names``), in or out of its range."""
+        return [r for r in self.missing() if r.claimed_by == failure_id]
+
     def expected(self, failures: dict[str, registry.KnownFailure]) -> list[Row]:
         """Missing rows a registry entry claims and whose range has this release: the known failure."""
         return [r for r in self.missing() if r.claimed_by and failures[r.claimed_by].affects(self.version)]
@@ -77,6 +81,11 @@ class Sweep:
 
 
 SUMMARY_HEADER = ["release", "hub on", "present", "absent", "unknown", "absent row", "claimed by"]
+
+
+def missing_repo_failures(failures: dict[str, registry.KnownFailure]) -> list[registry.KnownFailure]:
+    """The registry entries about missing hub repos: those that name them, whose absent rows they claim."""
+    return [f for f in failures.values() if f.names]
 
 
 def _claim(target: str, failures: dict[str, registry.KnownFailure]) -> str:
@@ -117,7 +126,7 @@ def live_sweep(
         return asked[repo.lower()][1]
 
     rows = []
-    source = f"{where} asked by the hub sweep of {release.unsloth.label} (pytest --hub live)"
+    source = f"{where} asked by the hub sweep of {release.unsloth.label} {hub_history.LIVE}"
     for name in mapper.mapper_names():
         if not exists(name):
             continue

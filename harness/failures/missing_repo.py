@@ -1,14 +1,16 @@
-"""404: a release maps the Qwen2-VL-72B names with load_in_4bit=True to a dynamic repo that never existed.
+"""Missing repos: a release maps names with load_in_4bit=True to a dynamic repo that was not on the hub.
 
-unsloth 2024.12.2-2025.1.5 send `unsloth/Qwen2-VL-72B-Instruct` (and `Qwen/…`, `…-bnb-4bit`) to
-`unsloth/Qwen2-VL-72B-Instruct-unsloth-bnb-4bit`. The release's own get_model_name and the hub as it
-was when the release shipped (harness.failures.loading) reproduce the RepositoryNotFoundError.
+Each entry of the class (fixtures/known_failures.toml, those with ``names``) is reproduced by the hub sweep
+(harness.failures.hub_sweep): the release's own mapper against the hub history on the day it shipped. The 404
+entry (the Qwen2-VL-72B names, unsloth 2024.12.2-2025.1.5) is also reproduced along the user's whole path: the
+release's own get_model_name and the hub as it was when the release shipped (harness.failures.loading) give the
+RepositoryNotFoundError.
 """
 
 from __future__ import annotations
 
-from harness.data import hub
-from harness.failures import loading
+from harness.data import hub, hub_server
+from harness.failures import hub_sweep, loading
 from harness.failures.base import Failure
 
 NAMES_72B = ["unsloth/Qwen2-VL-72B-Instruct", "unsloth/Qwen2-VL-72B-Instruct-bnb-4bit", "Qwen/Qwen2-VL-72B-Instruct"]
@@ -16,11 +18,26 @@ MISSING = "unsloth/qwen2-vl-72b-instruct-unsloth-bnb-4bit"
 PLAIN = "unsloth/Qwen2-VL-72B-Instruct-bnb-4bit"
 
 
-class MissingRepo(Failure):
-    id = "404"
+class MappedToMissingRepo(Failure):
+    """A failure of the missing-repo class: the sweep's absent rows its entry's ``names`` claim."""
 
     def subject(self, version: str, origin: str = "wheel") -> loading.Release:
         return loading.release_pair(version, origin)
+
+    def swept(self, release: loading.Release) -> tuple[hub_sweep.Sweep, list[hub_sweep.Row]]:
+        """The release's sweep, and its absent rows this failure claims."""
+        found = hub_sweep.sweep(release)
+        return found, found.claimed(self.id)
+
+
+class MissingLlama31Dynamic(MappedToMissingRepo):
+    """unslothai/unsloth#1892: the Llama-3.1-8B-Instruct names sent to a dynamic repo not on the hub."""
+
+    id = "404-llama-3.1-8b"
+
+
+class MissingRepo(MappedToMissingRepo):
+    id = "404"
 
     def reproduce(
         self, release: loading.Release, *, name: str, hub_for, mapper_edits: dict | None = None
@@ -28,7 +45,7 @@ class MissingRepo(Failure):
         """The release's load of ``name`` from the hub as it was when it shipped (tiny stand-ins, no captions);
         ``mapper_edits`` retargets the release's mapper first (what a fix would do)."""
         snapshot = hub.snapshot_at(release.shipped)
-        with hub.pointed_at(hub_for(snapshot)):
+        with hub_server.pointed_at(hub_for(snapshot)):
             return loading.observe(
                 loading.plan(release, name, mapper_edits=mapper_edits),
                 loading.load_time_settings(release),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from harness.data import hub, xrays
+from harness.data import hub_server, xrays
 from harness.lab import tinymodel
 
 
@@ -35,12 +35,12 @@ def hub_for():
     """``hub_for(snapshot, base=None)`` -> a started local hub serving that snapshot (a name of
     fixtures/hub/, a path, or a Snapshot) with stand-ins made from ``base`` (default: the tiny
     Qwen2-VL); one server per snapshot and base for the session, stopped at its end."""
-    started: dict[tuple, hub.LocalHub] = {}
+    started: dict[tuple, hub_server.LocalHub] = {}
 
-    def start(snapshot="2024-12", base=None) -> hub.LocalHub:
+    def start(snapshot="2024-12", base=None) -> hub_server.LocalHub:
         key = (getattr(snapshot, "name", str(snapshot)), str(base))
         if key not in started:
-            started[key] = hub.LocalHub(snapshot, tinymodel.standins(base)).start()
+            started[key] = hub_server.LocalHub(snapshot, tinymodel.standins(base)).start()
         return started[key]
 
     yield start
