@@ -4,18 +4,24 @@ A failure of fixtures/known_failures.toml is reproduced by one module here: a ``
 names the registry ``id`` and says how to get a release's ``subject`` (the code the reproduction
 runs: unsloth's mapper and loader, or unsloth-zoo's hook) and how to ``reproduce`` the failure's
 path on it. What counts as a reproduction is the registry's: its ``cause``/``symptom`` pattern,
-applied by ``marks`` (harness.failures.registry.expectation_marks). A fourth failure is a registry
-entry, one module like missing_repo.py, and one suite file.
+applied by ``marks`` (harness.failures.registry.expectation_marks). A new failure is a registry
+entry, one module like missing_repo.py declaring its subclass, and one suite file: ``failure_classes``
+finds the subclass by scanning this package, as the families' registry finds a family module.
 """
 
 from __future__ import annotations
 
 import functools
+import importlib
+import inspect
+import pkgutil
 from typing import ClassVar
 
 from packaging.version import Version
 
+import harness.failures as package
 from harness.core.errors import HarnessError
+from harness.core.paths import REPO_ROOT
 from harness.env.matrix import load_matrix
 from harness.failures import registry
 from harness.releases import code as release_code
@@ -93,3 +99,47 @@ def commit_at(code: release_code.ReleaseCode) -> tuple[Repo, str] | None:
 def subject_of(param):
     """The release code of a ``(package, version, origin)`` param."""
     return release_code.of(*param)
+
+
+def failure_classes() -> dict[str, type[Failure]]:
+    """Registry id -> the Failure subclass that declares it, from every module of this package (a class
+    counts where it sets ``id`` itself); the package's search path is scanned on each call."""
+    found: dict[str, type[Failure]] = {}
+    for info in pkgutil.iter_modules(package.__path__):
+        module = importlib.import_module(f"{package.__name__}.{info.name}")
+        for cls in vars(module).values():
+            if not (inspect.isclass(cls) and issubclass(cls, Failure) and "id" in vars(cls)):
+                continue
+            if cls.__module__ != module.__name__:
+                continue  # imported from the module that declares it
+            if cls.id in found:
+                raise HarnessError(
+                    f"two failure classes declare the id {cls.id!r}: {qualified(found[cls.id])} and {qualified(cls)}"
+                )
+            found[cls.id] = cls
+    return found
+
+
+def disagreements(failures: dict[str, registry.KnownFailure], classes: dict[str, type[Failure]]) -> list[str]:
+    """One line per registry entry without its class or its suite file, and per class without its entry."""
+    problems = [
+        f"{registry.REGISTRY.name}: entry {fid!r} has no Failure class (declare one with id = {fid!r} in a "
+        f"module of harness/failures)"
+        for fid in failures
+        if fid not in classes
+    ]
+    problems += [
+        f"{registry.REGISTRY.name}: entry {fid!r}: suite {failure.suite} does not exist"
+        for fid, failure in failures.items()
+        if not (REPO_ROOT / failure.suite).is_file()
+    ]
+    problems += [
+        f"{qualified(cls)}: id {fid!r} is not in {registry.REGISTRY.name}"
+        for fid, cls in classes.items()
+        if fid not in failures
+    ]
+    return problems
+
+
+def qualified(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
