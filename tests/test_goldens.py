@@ -1,23 +1,36 @@
+"""Goldens as the suites use them: the grade cascade, the obtained/accept update flow, which golden a device gets,
+what makes one stale, and the committed golden against its X-ray fixtures."""
+
 import json
+import shutil
 
 import pytest
 
 from harness.core.errors import HarnessError
-from harness.core.paths import cache_dir
+from harness.core.paths import REPO_ROOT, cache_dir
 from harness.data import goldens, xrays
 from harness.failures import garbage_output, loading
 from harness.lab import captioner
 
 CONFIG = {"configuration": "16bit", "dtype": "bfloat16", "recipe": "abc"}
 CHEST = "frontal chest radiograph showing the lungs heart and ribs"
+LEG, HAND = "radiograph of the lower leg showing the tibia", "radiograph of the hand and wrist"
 MUST, MUST_NOT = ("chest", "lungs|lung", "radiograph|x-ray"), ("shirt", "fabric", "pattern")
+H100 = "gpu-h100-80gb-hbm3"
+WARM_CACHE = cache_dir()  # read before pytester moves HOME
+pytest_plugins = ["pytester"]
 
 
-def recorded(tmp_path, captions=None, digests=None, config=CONFIG):
+def recorded(root, captions=None, device_class="cpu", arch="cpu", config=CONFIG):
+    """The path of an accepted golden of model "m" under ``root``, each fixture's digest "d1"."""
     captions = captions or {"chest-pa": CHEST}
-    digests = digests or {fid: "d1" for fid in captions}
-    path = goldens.write_obtained("m", "cpu", config, {"torch": "x"}, captions, digests, root=tmp_path)
+    digests = {fid: "d1" for fid in captions}
+    path = goldens.write_obtained("m", device_class, config, {"arch": arch}, captions, digests, root=root)
     return goldens.accept(path)
+
+
+def xray(fixture_id):
+    return xrays.XrayFixture(fixture_id, "x.png", "CR", "-", MUST, MUST_NOT)
 
 
 @pytest.mark.parametrize(
@@ -38,8 +51,10 @@ def test_grade_cascade(obtained, level):
 
 def test_forbidden_terms_are_named_and_whole_words():
     grade = goldens.grade("a shirt with geometric patterns", CHEST, MUST, MUST_NOT)
-    assert grade.forbidden_terms == ("shirt",) and "chest" in grade.missing_terms
-    assert not goldens.mentions("patterned", "pattern") and goldens.mentions("an X-ray", "radiograph|x-ray")
+    assert grade.forbidden_terms == ("shirt",)
+    assert "chest" in grade.missing_terms
+    assert not goldens.mentions("patterned", "pattern")
+    assert goldens.mentions("an X-ray", "radiograph|x-ray")
 
 
 def test_semantic_grade_uses_the_embedder_only_when_needed():
@@ -49,16 +64,12 @@ def test_semantic_grade_uses_the_embedder_only_when_needed():
         calls.append(texts)
         return [[1.0, 0.0], [0.8, 0.6]]
 
-    assert goldens.grade(CHEST, CHEST, MUST, MUST_NOT, embed).level == "exact" and not calls
+    assert goldens.grade(CHEST, CHEST, MUST, MUST_NOT, embed).level == "exact"
+    assert not calls
     grade = goldens.grade("thoracic image", CHEST, MUST, MUST_NOT, embed)
-    assert grade.level == "semantic" and grade.semantic_similarity == pytest.approx(0.8) and calls
-
-
-LEG, HAND = "radiograph of the lower leg showing the tibia", "radiograph of the hand and wrist"
-
-
-def xray(fixture_id):
-    return xrays.XrayFixture(fixture_id, "x.png", "CR", "-", MUST, MUST_NOT)
+    assert grade.level == "semantic"
+    assert grade.semantic_similarity == pytest.approx(0.8)
+    assert calls
 
 
 def test_a_missing_caption_is_graded_missing_and_shifts_no_later_grade(tmp_path):
@@ -102,17 +113,18 @@ def test_offline_sentence_embedder_separates_captions():
 
 
 def test_update_flow_writes_obtained_and_never_the_golden(tmp_path):
-    golden_file = recorded(tmp_path)
-    before = golden_file.read_text()
+    golden_path = recorded(tmp_path)
+    before = golden_path.read_text()
     obtained = goldens.write_obtained(
         "m", "cpu", CONFIG, {}, {"chest-pa": "something else"}, {"chest-pa": "d1"}, root=tmp_path
     )
-    assert obtained.name == "cpu.obtained.json" and golden_file.read_text() == before
+    assert obtained.name == "cpu.obtained.json"
+    assert golden_path.read_text() == before
     assert goldens.load("m", "cpu", CONFIG, root=tmp_path).caption("chest-pa") == CHEST
     goldens.accept(obtained)
     assert goldens.load("m", "cpu", CONFIG, root=tmp_path).caption("chest-pa") == "something else"
     with pytest.raises(HarnessError, match="not an obtained golden"):
-        goldens.accept(golden_file)
+        goldens.accept(golden_path)
 
 
 def test_golden_from_another_configuration_is_refused(tmp_path):
@@ -136,36 +148,31 @@ def test_stale_goldens_are_reported(tmp_path):
     assert goldens.stale(golden, {"chest-pa": "d1", "old": "d1"}) == []
     problems = goldens.stale(golden, {"chest-pa": "d2", "tibia-ap": "d3"})
     assert [p.split(":")[0] for p in problems] == ["chest-pa", "old", "tibia-ap"]
-    assert "fixture changed" in problems[0] and "no longer in the manifest" in problems[1]
+    assert "fixture changed" in problems[0]
+    assert "no longer in the manifest" in problems[1]
 
 
 def test_committed_golden_is_current_and_passes_its_fixtures(xray_fixtures):
     golden = goldens.load(captioner.MODEL_NAME, "cpu", captioner.golden_configuration())
     assert not goldens.stale(golden, {f.id: captioner.fixture_digest(f) for f in xray_fixtures})
     for item in xray_fixtures:
-        assert (
-            goldens.grade(golden.caption(item.id), item.description, item.must_mention, item.must_not_mention).level
-            == "exact"
-        )
-
-
-def golden_file(root, device_class, arch="cpu", config=CONFIG, captions=None):
-    path = goldens.write_obtained(
-        "m", device_class, config, {"arch": arch}, captions or {"chest-pa": CHEST}, {"chest-pa": "d1"}, root=root
-    )
-    return goldens.accept(path)
+        grade = goldens.grade(golden.caption(item.id), item.description, item.must_mention, item.must_not_mention)
+        assert grade.level == "exact", item.id
 
 
 def test_a_device_without_its_own_golden_falls_back_like_expectations(tmp_path):
     """Goldens were once looked up by exact device class: any GPU but an H100 80GB got an error."""
-    golden_file(tmp_path, "cpu")
-    golden_file(tmp_path, "gpu-h100-80gb-hbm3", arch="sm_90")
-    own = goldens.select("m", "gpu-h100-80gb-hbm3", "sm_90", CONFIG, root=tmp_path)
-    assert (own.device_class, own.required, own.matched) == ("gpu-h100-80gb-hbm3", "token", "this device")
+    recorded(tmp_path)
+    recorded(tmp_path, device_class=H100, arch="sm_90")
+    own = goldens.select("m", H100, "sm_90", CONFIG, root=tmp_path)
+    assert (own.device_class, own.required, own.matched) == (H100, "token", "this device")
     hopper = goldens.select("m", "gpu-h200", "sm_90", CONFIG, root=tmp_path)
-    assert hopper.device_class == "gpu-h100-80gb-hbm3" and hopper.required == "token" and "sm_90" in hopper.matched
+    assert hopper.device_class == H100
+    assert hopper.required == "token"
+    assert "sm_90" in hopper.matched
     ampere = goldens.select("m", "gpu-a100-sxm4-80gb", "sm_80", CONFIG, root=tmp_path)
-    assert ampere.device_class == "cpu" and ampere.required == "terms"
+    assert ampere.device_class == "cpu"
+    assert ampere.required == "terms"
     # a golden recorded in another configuration is passed over, and named when nothing else fits
     with pytest.raises(
         HarnessError, match=r"passed over cpu.json \(recipe: golden 'abc', this run 'new'\).*record one"
@@ -173,28 +180,19 @@ def test_a_device_without_its_own_golden_falls_back_like_expectations(tmp_path):
         goldens.select("m", "gpu-a100-sxm4-80gb", "sm_80", {**CONFIG, "recipe": "new"}, root=tmp_path)
 
 
-def test_status_names_what_made_a_golden_stale_and_how_to_refresh_it(tmp_path, monkeypatch, capsys):
-    golden_file(tmp_path / "goldens", "cpu")
-    golden_file(tmp_path / "goldens", "gpu-h100-80gb-hbm3", arch="sm_90", config={**CONFIG, "recipe": "old"})
-    found = dict(goldens.status(CONFIG, {"chest-pa": "d1", "tibia-ap": "d2"}, root=tmp_path / "goldens"))
-    cpu, gpu = (found[tmp_path / "goldens" / "m" / f"{d}.json"] for d in ("cpu", "gpu-h100-80gb-hbm3"))
-    assert cpu == ["tibia-ap: fixture has no golden caption"]
-    assert gpu[0] == "recorded in another configuration: recipe: golden 'old', this run 'abc'"
-    assert "on a gpu-h100-80gb-hbm3 runner: tox -e gpu" in goldens.refresh_hint("gpu-h100-80gb-hbm3")
-
-
-pytest_plugins = ["pytester"]
-WARM_CACHE = cache_dir()  # read before pytester moves HOME
+def test_status_names_what_made_a_golden_stale_and_how_to_refresh_it(tmp_path):
+    cpu_path = recorded(tmp_path)
+    gpu_path = recorded(tmp_path, device_class=H100, arch="sm_90", config={**CONFIG, "recipe": "old"})
+    found = dict(goldens.status(CONFIG, {"chest-pa": "d1", "tibia-ap": "d2"}, root=tmp_path))
+    assert found[cpu_path] == ["tibia-ap: fixture has no golden caption"]
+    assert found[gpu_path][0] == "recorded in another configuration: recipe: golden 'old', this run 'abc'"
+    assert f"on a {H100} runner: tox -e gpu" in goldens.refresh_hint(goldens.read(gpu_path))
 
 
 @pytest.mark.slow
 def test_adding_a_fixture_then_the_update_flow(pytester, tmp_path, monkeypatch, harness_stack):
     """As the README says: add a fixture, run with --update-golden (it passes, and its summary gives the exact
     accept command), accept, run again: green. Before the update the stale golden fails with its refresh line."""
-    import shutil
-
-    from harness.core.paths import REPO_ROOT
-
     root = tmp_path / "checkout"
     shutil.copytree(REPO_ROOT / "fixtures", root / "fixtures")
     shutil.copy(REPO_ROOT / "matrix.toml", root)

@@ -147,7 +147,10 @@ def select(model: str, device_class: str, arch: str, configuration: dict, root: 
 
 def _record_hint(model: str, device_class: str, root: Path) -> str:
     obtained = obtained_path(model, device_class, root)
-    return f"record one: pytest suites/test_garbage_output.py --update-golden, review {obtained}, then: qvl-harness goldens accept {obtained}"
+    return (
+        f"record one: run these tests with --update-golden, review {obtained}, "
+        f"then: qvl-harness goldens accept {obtained}"
+    )
 
 
 def stale(golden: Golden, digests: dict[str, str]) -> list[str]:
@@ -298,15 +301,16 @@ def embedder():
 # --- CLI -------------------------------------------------------------------------------------------
 
 
-def refresh_hint(device_class: str) -> str:
-    if device_class == "cpu":
-        return (
-            "tox -e cell-canary -- suites/test_garbage_output.py --update-golden, "
-            "then qvl-harness goldens accept fixtures/goldens/tiny-captioner/cpu.obtained.json"
-        )
+def refresh_hint(golden: Golden) -> str:
+    """How to re-record ``golden``: the tests that recorded it (``recorded_by``, kept by the run that wrote it;
+    every suite for a golden from before) with --update-golden, then accept."""
+    tests = golden.environment.get("recorded_by", "suites")
+    if golden.device_class == "cpu":
+        obtained = obtained_path(golden.model, "cpu", Path("fixtures") / "goldens")
+        return f"tox -e cell-canary -- {tests} --update-golden, then qvl-harness goldens accept {obtained}"
     return (
-        f"on a {device_class} runner: tox -e gpu -- suites/test_garbage_output.py --update-golden (or take the "
-        f"{device_class}.obtained.json the nightly GPU run uploads), then qvl-harness goldens accept FILE"
+        f"on a {golden.device_class} runner: tox -e gpu -- {tests} --update-golden (or take the "
+        f"{golden.device_class}.obtained.json the nightly GPU run uploads), then qvl-harness goldens accept FILE"
     )
 
 

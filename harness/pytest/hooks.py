@@ -3,19 +3,11 @@ harness.pytest.plugin's pytest_configure only there, so another project's run ne
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
 from harness.core.errors import HarnessError
 from harness.env import stack
 from harness.pytest import hermetic, summary
-
-STARTED = pytest.StashKey[float]()
-
-
-def pytest_sessionstart(session: pytest.Session) -> None:
-    session.config.stash[STARTED] = time.time() - 1  # file times have a coarse resolution
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -101,14 +93,3 @@ def pytest_terminal_summary(terminalreporter, config: pytest.Config) -> None:
     for title, header, rows in summary.tables(config):
         terminalreporter.write_sep("-", title)
         terminalreporter.write_line(summary.render("", header, rows).lstrip("\n"))
-    if config.getoption("--update-golden") and not hasattr(config, "workerinput"):
-        from harness.data.goldens import GOLDENS_DIR
-
-        written = [
-            p for p in sorted(GOLDENS_DIR.glob("*/*.obtained.json")) if p.stat().st_mtime >= config.stash[STARTED]
-        ]
-        terminalreporter.write_sep("-", "golden captions to review")
-        for path in written:
-            terminalreporter.write_line(f"review {path}, then: qvl-harness goldens accept {path}")
-        if not written:
-            terminalreporter.write_line("no obtained golden was written (no test of suites/test_garbage_output.py ran)")
