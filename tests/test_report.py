@@ -10,18 +10,21 @@ import importlib.metadata
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
+import toyfailure
 import toymatrix
 from PIL import Image, ImageStat
 
 from harness.cli import main
 from harness.core.errors import HarnessError
 from harness.data import xrays
+from harness.failures import registry
 from harness.pytest import results
 from harness.report import html as report
 
@@ -101,17 +104,22 @@ def test_captions(configuration, request, finding_at_teardown):
                       [[f, GARBAGE] for f in GOLDEN])
 """
 
-# (cell, failure id) -> the matrix state the suite above must produce
-EXPECTED_STATES = {
+# (cell, failure id) -> the matrix state the suite above must produce for the failures it tests
+SUITE_STATES = {
     ("cell-a", "404"): "reproduced",
     ("cell-a", "dtype-grad"): "fixed",
-    ("cell-a", "garbage-output"): "not run",
     ("cell-b", "404"): "unexpected",
     ("cell-b", "dtype-grad"): "fixed",
-    ("cell-b", "garbage-output"): "not run",
-    ("cell-a", "vision-4bit-at-load"): "not run",
-    ("cell-b", "vision-4bit-at-load"): "not run",
 }
+
+
+def expected_states() -> dict[tuple[str, str], str]:
+    """The matrix has a column per registry entry: those the suite does not test (or skips) are "not run"."""
+    return {
+        (cell, failure_id): SUITE_STATES.get((cell, failure_id), "not run")
+        for cell in ("cell-a", "cell-b")
+        for failure_id in registry.load_registry()
+    }
 
 
 def run_suite(where: Path, cell: str, *args: str, stopped: bool = False) -> subprocess.CompletedProcess:
@@ -217,6 +225,17 @@ def test_records_survive_xdist_workers(runs):
     )
 
 
+def test_the_stack_table_says_where_each_worker_ran(runs, tmp_path):
+    """cell-b ran on two xdist workers: the page's stack table names each with its GPU pin and its tests."""
+    tested = len(results.read(runs["cell-b"])["tests"])
+    page = report.render([runs["cell-a"], runs["cell-b"]], tmp_path / "report.html").read_text()
+    row = next(line for line in page.splitlines() if line.startswith("<tr><th>workers</th>"))
+    cells = row.split("<td>")[1:]
+    assert cells[0].startswith("main: CUDA_VISIBLE_DEVICES=-, no GPU used")
+    assert "gw0: CUDA_VISIBLE_DEVICES=" in cells[1] and "gw1: CUDA_VISIBLE_DEVICES=" in cells[1]
+    assert sum(int(n) for n in re.findall(r"\((\d+) tests\)", cells[1])) == tested
+
+
 def test_record_caption_refuses_an_unknown_grade():
     config = argparse.Namespace(stash=pytest.Stash())
     with pytest.raises(HarnessError, match="grade 'great' is not one of exact, token"):
@@ -235,7 +254,7 @@ def test_render_refuses_bad_input(runs, tmp_path):
         report.render([runs["cell-a"], runs["cell-a"]], tmp_path / "r.html")
     broken = tmp_path / "results-x.json"
     broken.write_text('{"cell": "x"}')
-    with pytest.raises(HarnessError, match="expected format 2 with exactly the keys"):
+    with pytest.raises(HarnessError, match="expected format 3 with exactly the keys"):
         report.render([broken], tmp_path / "r.html")
 
 
@@ -353,14 +372,29 @@ def test_chromium_dom_escapes_recorded_text(dom):
     assert title.all_text() == "qvl-harness report"
 
 
-def test_chromium_dom_matrix_states(dom):
-    [matrix] = dom.find_all("section", id="matrix")
-    states = {
+def matrix_states(matrix: Node) -> dict[tuple[str, str], str]:
+    return {
         (td.attrs["data-cell"], td.attrs["data-failure"]): td.attrs["data-state"]
         for td in matrix.find_all("td")
         if "data-state" in td.attrs
     }
-    assert states == EXPECTED_STATES
+
+
+def test_a_new_registry_entry_is_one_more_column_not_run(runs, tmp_path, monkeypatch):
+    """A fifth failure in the registry (tests/toyfailure.py) needs nothing of this file: the runs did not test
+    it, so each cell shows it "not run" beside what the suite produced."""
+    monkeypatch.setattr(registry, "REGISTRY", toyfailure.write_registry(tmp_path, "suites/test_toy_failure.py"))
+    builder = DomBuilder()
+    builder.feed(report.render([runs["cell-a"], runs["cell-b"]], tmp_path / "report.html").read_text())
+    [matrix] = builder.root.find_all("section", id="matrix")
+    states = matrix_states(matrix)
+    assert states == expected_states()
+    assert states[("cell-a", toyfailure.ID)] == states[("cell-b", toyfailure.ID)] == "not run"
+
+
+def test_chromium_dom_matrix_states(dom):
+    [matrix] = dom.find_all("section", id="matrix")
+    assert matrix_states(matrix) == expected_states()
     [unexpected] = matrix.find_all("td", data_cell="cell-b", data_failure="404")
     assert "unexpected" in unexpected.attrs["class"] and unexpected.all_text().split() == ["✖", "unexpected", "1"]
     [link] = unexpected.find_all("a")
@@ -467,7 +501,7 @@ def test_chromium_matrix_stays_a_grid_of_short_verdicts(cells, tmp_path):
     the details stay folded, and the grid is readable at a glance at 7 cells and at 30."""
     if not CHROMIUM.is_file():
         pytest.skip(f"{CHROMIUM} is absent: install Debian's chromium (apt-get install -y chromium)")
-    failures = ["404", "garbage-output", "vision-4bit-at-load", "dtype-grad"]
+    failures = list(registry.load_registry())
     cycle = ["reproduced", "fixed", "passed", "not run"]
     paths = []
     for i in range(cells):
@@ -492,3 +526,31 @@ def test_chromium_matrix_stays_a_grid_of_short_verdicts(cells, tmp_path):
         heights
     )  # cell-02's 84 failures did not grow its row
     assert bands[-2][0] + bands[-2][1] - bands[0][0] <= 42 * cells  # the whole grid within ~40px per cell
+
+
+# --- recorded text stays text ------------------------------------------------------------------------------------
+
+PAYLOAD = "<script>alert(1)</script>"
+
+
+def test_recorded_captions_and_errors_reach_the_page_as_text(tmp_path):
+    """The template escapes every value: a caption's grade details, a finding and an unexpected test's error
+    message carrying markup show as the characters recorded, and the page holds no element they spelled."""
+    run = synthetic_run("cell-x", {"404": "reproduced"}, unexpected=1)
+    run["known_failures"][-1]["message"] = f"RuntimeError: {PAYLOAD}"
+    caption = {"fixture": "chest-pa", "configuration": "16bit", "golden": "a chest", "obtained": "a chest"}
+    run["captions"].append({**caption, "grade": "exact", "details": f"exact {PAYLOAD}", "test": "t::c"})
+    run["structure"].append({"configuration": "16bit", "finding": PAYLOAD, "ok": False, "test": "t::s"})
+    path = tmp_path / "results-cell-x.json"
+    path.write_text(json.dumps(run))
+    page = report.render([path], tmp_path / "report.html").read_text()
+    assert "<script" not in page
+    builder = DomBuilder()
+    builder.feed(page)
+    assert not list(builder.root.iter("script"))
+    [details] = builder.root.find_all("details", data_cell="cell-x", data_failure="404")
+    assert f"RuntimeError: {PAYLOAD}" in details.all_text()
+    [row] = builder.root.find_all("tr", data_configuration="16bit")
+    assert f"exact {PAYLOAD}" in row.all_text()
+    [finding] = builder.root.find_all("tr", data_cell="cell-x", data_ok="false")
+    assert PAYLOAD in finding.all_text()

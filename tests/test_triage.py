@@ -193,7 +193,7 @@ def test_diff_json_and_a_quiet_night(nights, capsys):
     [
         (lambda d: d / "nothing-here", "no such results file or folder"),
         (lambda d: d, "no results-*.json in this folder"),
-        (lambda d: (d / "results-x.json").write_text("{}") and d / "results-x.json", "expected format 2"),
+        (lambda d: (d / "results-x.json").write_text("{}") and d / "results-x.json", "expected format 3"),
     ],
 )
 def test_bad_input_is_one_line(tmp_path, make, message, capsys):
