@@ -9,10 +9,10 @@ image is destroyed before the vision tower sees it. unsloth 2024.12.2 maps the n
 time (a local folder, or use_exact_model_name) uses unsloth-zoo's skip list instead, which keeps the
 vision blocks in 16 bits only from zoo 2026.10.4.
 
-harness.failures.garbage_output (on harness.failures.loading) runs the installed release's own code: its mapper, the hub as it was when it
-shipped (serving stand-ins of a tiny captioner trained on the X-ray fixtures, quantized as the real
-repos are), its load-time BitsAndBytesConfig and skip-list matcher, then a real transformers +
-bitsandbytes load. Structure (the cause) and captions against the 16-bit goldens (the symptom) are
+harness.failures.garbage_output (on harness.failures.loading) runs the installed release's own code: its
+mapper, the hub as it was when it shipped (serving stand-ins of a tiny captioner trained on the X-ray
+fixtures, quantized as the real repos are), its load-time BitsAndBytesConfig and skip-list matcher, then a
+real transformers + bitsandbytes load. Structure (the cause) and captions against the 16-bit goldens (the symptom) are
 checked on two paths: the reported one (the hub name) and the load-time one (a local 16-bit folder).
 Expectations come from the registry (garbage-output, vision-4bit-at-load). On a GPU the release's
 real FastVisionModel must load what the model predicts.
@@ -27,11 +27,11 @@ from pathlib import Path
 
 import pytest
 
-from harness.data import goldens, hub
+from harness.data import goldens, hub, hub_server
 from harness.failures import garbage_output, loading
 from harness.failures.garbage_output import PATHS, SEVEN_B, grades, loaded
 from harness.lab import captioner, inference, quant, tinymodel
-from harness.pytest import require, results, summary
+from harness.pytest import goldenwrites, require, results, summary
 
 MODEL = captioner.MODEL_NAME
 RELEASE = loading.installed_release()
@@ -68,6 +68,37 @@ def sixteen_bit_captions(checkpoint, processor, fixtures) -> dict[str, str]:
     }
 
 
+def caption_failures(captions: dict[str, str], fixtures, golden=None, *, record=None) -> list[str]:
+    """``"ID: 'caption' (grade)"`` for each fixture whose caption falls short: of ``golden``'s required grade
+    against its golden caption, or (``golden`` None: a real model) of the fixture's own terms, graded against
+    its description. A fixture without a caption is graded "missing". ``record``: (config,
+    configuration) to record every grade for the report."""
+    graded = (
+        goldens.grades(captions, golden, fixtures)
+        if golden is not None
+        else {
+            f.id: goldens.grade(
+                captions[f.id], f.description, f.must_mention, f.must_not_mention, goldens.embedder()[0]
+            )
+            for f in fixtures
+        }
+    )
+    failures = []
+    for item in fixtures:
+        grade, text = graded[item.id], captions.get(item.id, "")
+        if record is not None:
+            config, configuration = record
+            results.record_caption(
+                config, item.id, configuration, golden.caption(item.id), text, grade.level, grade.describe()
+            )
+        short = (
+            not grade.at_least(golden.required) if golden is not None else grade.missing_terms or grade.forbidden_terms
+        )
+        if short:
+            failures.append(f"{item.id}: {text!r} ({grade.describe()})")
+    return failures
+
+
 @pytest.fixture(scope="session")
 def golden(request, harness_stack, captioner_checkpoint, captioner_processor, xray_fixtures):
     """The golden this device compares against (goldens.select); with --update-golden, the 16-bit
@@ -76,7 +107,8 @@ def golden(request, harness_stack, captioner_checkpoint, captioner_processor, xr
     if not request.config.getoption("--update-golden"):
         return goldens.select(MODEL, harness_stack.device_class, harness_stack.arch, configuration)
     env = {**harness_stack.packages, "python": harness_stack.python, "arch": harness_stack.arch}
-    path = goldens.write_obtained(
+    path = goldenwrites.write_obtained(
+        request.config,
         MODEL,
         harness_stack.device_class,
         configuration,
@@ -204,28 +236,17 @@ def test_pixels_reach_the_vision_tower_floating(path, what_loads, request):
     )
     bad = {fid: d for fid, d in seen.pixel_dtypes.items() if "float" not in d}
     assert not bad, (
-        f"{RELEASE.label}: pixel_values reach the vision tower as {', '.join(sorted(set(bad.values())))}: the image is destroyed"
+        f"{RELEASE.label}: pixel_values reach the vision tower as {', '.join(sorted(set(bad.values())))}: "
+        "the image is destroyed"
     )
 
 
 @pytest.mark.parametrize("path", params("symptom"))
 def test_captions_match_goldens(path, what_loads, golden, xray_fixtures, request):
     seen = loaded(what_loads(path))
-    failures = []
-    graded = grades(seen, golden, xray_fixtures)
-    for item in xray_fixtures:
-        grade = graded[item.id]
-        results.record_caption(
-            request.config,
-            item.id,
-            f"{path} ({seen.repo.rsplit('/', 1)[-1]})",
-            golden.caption(item.id),
-            seen.captions[item.id],
-            grade.level,
-            grade.describe(),
-        )
-        if not grade.at_least(golden.required):
-            failures.append(f"{item.id}: {seen.captions[item.id]!r} ({grade.describe()})")
+    failures = caption_failures(
+        seen.captions, xray_fixtures, golden, record=(request.config, f"{path} ({seen.repo.rsplit('/', 1)[-1]})")
+    )
     assert not failures, (
         f"{RELEASE.label} ({path}, {seen.repo}): captions differ from the 16-bit goldens: " + "; ".join(failures)
     )
@@ -255,10 +276,10 @@ def test_keeping_the_dtype_source_16bit_removes_the_symptom(
                 "mutation: the dtype source kept in 16 bits",
                 "test",
             )
-        with hub.LocalHub(
+        with hub_server.LocalHub(
             hub.snapshot_at(seed.shipped), tinymodel.standins(captioner_checkpoint, quantizations)
         ) as server:
-            with hub.pointed_at(server):
+            with hub_server.pointed_at(server):
                 seen = loading.observe(
                     loading.plan(seed, SEVEN_B),
                     loading.load_time_settings(seed),
@@ -284,19 +305,14 @@ def test_keeping_the_dtype_source_16bit_removes_the_symptom(
 def test_16bit_captions_match_goldens(captioner_checkpoint, captioner_processor, golden, xray_fixtures):
     """The control: the captioner in 16 bits gives its goldens on this stack."""
     texts = sixteen_bit_captions(captioner_checkpoint, captioner_processor, xray_fixtures)
-    for item in xray_fixtures:
-        grade = goldens.grade(texts[item.id], golden.caption(item.id), item.must_mention, item.must_not_mention)
-        assert grade.at_least(golden.required), (
-            f"16-bit {item.id}: {texts[item.id]!r} ({grade.describe()}; golden: {golden.matched})"
-        )
+    failures = caption_failures(texts, xray_fixtures, golden)
+    assert not failures, f"16-bit captions differ from their goldens ({golden.matched}): " + "; ".join(failures)
 
 
 def test_goldens_are_current(golden, xray_fixtures):
     problems = goldens.stale(golden, {f.id: captioner.fixture_digest(f) for f in xray_fixtures})
     assert not problems, (
-        f"stale golden {golden.path}: "
-        + "; ".join(problems)
-        + f" (refresh: {goldens.refresh_hint(golden.device_class)})"
+        f"stale golden {golden.path}: " + "; ".join(problems) + f" (refresh: {goldens.refresh_hint(golden)})"
     )
 
 
@@ -329,7 +345,7 @@ def test_fast_vision_model_loads_what_the_model_predicts(
     predicted = loaded(what_loads(path))
     name = PATHS[path] or str(captioner_checkpoint)
     server = hub_for(predicted.snapshot, base=captioner_checkpoint) if PATHS[path] else None
-    with hub.pointed_at(server) if server else nullcontext():
+    with hub_server.pointed_at(server) if server else nullcontext():
         model, _ = FastVisionModel.from_pretrained(name, load_in_4bit=True)
     FastVisionModel.for_inference(model)
     real = {n.removeprefix("base_model.model.") for n in quant.linears(model).linear4bit}
@@ -337,12 +353,11 @@ def test_fast_vision_model_loads_what_the_model_predicts(
         f"real minus predicted: {sorted(real - set(predicted.linear4bit))[:5]}; "
         f"predicted minus real: {sorted(set(predicted.linear4bit) - real)[:5]}"
     )
-    failures = []
-    for item in xray_fixtures:
-        text = inference.caption(model, captioner_processor, item.image(), max_new_tokens=captioner.MAX_NEW_TOKENS)
-        grade = goldens.grade(text, golden.caption(item.id), item.must_mention, item.must_not_mention)
-        if not grade.at_least(golden.required):
-            failures.append(f"{item.id}: {text!r} ({grade.describe()})")
+    texts = {
+        item.id: inference.caption(model, captioner_processor, item.image(), max_new_tokens=captioner.MAX_NEW_TOKENS)
+        for item in xray_fixtures
+    }
+    failures = caption_failures(texts, xray_fixtures, golden)
     assert not failures, (
         f"{RELEASE.label} FastVisionModel ({path}): captions differ from the 16-bit goldens: " + "; ".join(failures)
     )
@@ -371,13 +386,7 @@ def test_real_model_captions_xrays(path, request, xray_fixtures):
     seen = loaded(
         loading.observe(plan, loading.load_time_settings(RELEASE), "live" if live else "-", processor, xray_fixtures)
     )
-    failures = []
-    for item in xray_fixtures:
-        grade = goldens.grade(
-            seen.captions[item.id], item.description, item.must_mention, item.must_not_mention, goldens.embedder()[0]
-        )
-        if grade.missing_terms or grade.forbidden_terms:
-            failures.append(f"{item.id}: {seen.captions[item.id]!r} ({grade.describe()})")
+    failures = caption_failures(seen.captions, xray_fixtures)
     assert not failures, f"{RELEASE.label} on {plan.repo}: captions differ from the 16-bit goldens: " + "; ".join(
         failures
     )

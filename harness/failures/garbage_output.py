@@ -12,10 +12,9 @@ entry vision-4bit-at-load). Both paths run through harness.failures.loading.
 
 from __future__ import annotations
 
-from contextlib import nullcontext
 from pathlib import Path
 
-from harness.data import goldens, hub
+from harness.data import goldens
 from harness.failures import loading
 from harness.failures.base import Failure
 from harness.releases.code import ReleaseCode
@@ -56,15 +55,11 @@ def what_loads(
     release: loading.Release, path: str, checkpoint: Path, processor, fixtures, hub_for
 ) -> loading.Observation:
     """The release's load of the 7B name (from the hub as it was when it shipped, serving stand-ins of
-    ``checkpoint``) or of the local 16-bit ``checkpoint``, captioning every fixture."""
-    settings = loading.load_time_settings(release)
-    if PATHS[path] is None:
-        plan, server, snapshot = loading.plan(release, str(checkpoint)), None, "-"
-    else:
-        snapshot = hub.snapshot_at(release.shipped).name
-        plan, server = loading.plan(release, PATHS[path]), hub_for(snapshot, base=checkpoint)
-    with hub.pointed_at(server) if server else nullcontext():
-        return loading.observe(plan, settings, snapshot, processor, fixtures)
+    ``checkpoint``) or of the local 16-bit ``checkpoint``, captioning every fixture (loading.what_loads)."""
+    name = PATHS[path] or str(checkpoint)
+    return loading.what_loads(
+        release, name, processor=processor, fixtures=fixtures, hub_for=hub_for, base=checkpoint, captions=True
+    )
 
 
 def grades(seen: loading.Observation, golden: goldens.Golden, fixtures) -> dict[str, goldens.Grade]:

@@ -1,6 +1,7 @@
 """What ``FastVisionModel.from_pretrained(NAME, load_in_4bit=True)`` of a release loads, from its own code.
 
-One model of the garbage-output and 404 failures, made of the release's code wherever it has it:
+One model of the garbage-output, 404 and vision-quantization failures, made of the release's code wherever it
+has it:
 
 1. the release's name mapping (``harness.releases.mapper``: its own ``get_model_name``), skipped where the
    caller passes ``use_exact_model_name`` (unsloth >= 2025.1.1);
@@ -14,6 +15,9 @@ One model of the garbage-output and 404 failures, made of the release's code whe
 4. a real transformers + bitsandbytes load, then what it gives: the linears in 4 bits, the dtype
    entering the vision tower, and (in the suites) the captions against the goldens.
 
+Any name of any family of harness.families, any size, or a local checkpoint of one, goes through the same
+path (``what_loads``): the family gives the model class, the model type, the vision modules and the tower.
+
 Old releases cannot be imported without a GPU, so their code is read, not imported; on a GPU the
 suites also run the installed release's real ``FastVisionModel`` and compare.
 """
@@ -23,12 +27,18 @@ from __future__ import annotations
 import ast
 import datetime
 import importlib.metadata
+import json
 import zipfile
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from harness.core.errors import HarnessError
+from harness.data import hub, hub_server
 from harness.env.matrix import load_matrix
+from harness.families import registry as families
+from harness.families import tiny
+from harness.families.base import Family
 from harness.lab import compat, inference, quant
 from harness.releases import code as release_code
 from harness.releases.code import ReleaseCode
@@ -37,10 +47,10 @@ from harness.releases.mapper import ReleaseMapper
 
 VISION_LOADER = "unsloth/models/vision.py"
 SKIP_LIST_HOME = "unsloth_zoo/peft_utils.py"
-# What the release computes for names its loader uses that depend on the machine: the model's type,
-# and the compute dtype it picks on a bfloat16-capable GPU (torch.bfloat16).
-MACHINE_NAMES = {"model_types": ["qwen2_vl"], "model_type": "qwen2_vl"}
+# The compute dtype the release picks on a bfloat16-capable GPU (torch.bfloat16); with the model's type
+# (machine_names), what its loader computes for names that depend on the machine and the checkpoint.
 COMPUTE_DTYPE = "bfloat16"
+QWEN2_VL = "qwen2_vl"
 # Where unsloth and unsloth-zoo patch transformers 5's skip-list matcher (both at import).
 MATCHER_PATCHES = (("unsloth-zoo", "unsloth_zoo/patching_utils.py"), ("unsloth", "unsloth/models/_utils.py"))
 MATCHER = "should_convert_module"
@@ -113,9 +123,13 @@ def zoo_skip_list(zoo: ReleaseCode) -> list[str] | None:
     return None
 
 
-def load_time_settings(release: Release) -> LoadSettings:
-    """The BitsAndBytesConfig the release's vision loader builds for ``load_in_4bit=True``, its keyword
-    arguments evaluated from the release's own source (``_Evaluator``)."""
+def machine_names(model_type: str) -> dict:
+    return {"model_types": [model_type], "model_type": model_type}
+
+
+def load_time_settings(release: Release, model_type: str = QWEN2_VL) -> LoadSettings:
+    """The BitsAndBytesConfig the release's vision loader builds for ``load_in_4bit=True`` on a checkpoint of
+    ``model_type``, its keyword arguments evaluated from the release's own source (``_Evaluator``)."""
     tree = release.unsloth.parse(VISION_LOADER)
     parents = {child: node for node in ast.walk(tree) for child in ast.iter_child_nodes(node)}
     for call in ast.walk(tree):
@@ -127,7 +141,7 @@ def load_time_settings(release: Release) -> LoadSettings:
         function = call
         while function in parents and not isinstance(function, ast.FunctionDef):
             function = parents[function]
-        evaluator = _Evaluator(release, tree, function, call.lineno)
+        evaluator = _Evaluator(release, tree, function, call.lineno, machine_names(model_type))
         kwargs = {}
         for name, value in keywords.items():
             kwargs[name] = COMPUTE_DTYPE if name == "bnb_4bit_compute_dtype" else evaluator.value(value)
@@ -142,11 +156,12 @@ def _called_name(call: ast.Call) -> str | None:
 class _Evaluator:
     """Evaluates an expression of the release's loader the way the release computes it: literals,
     lists and ``+``, ``.copy()``, names assigned earlier in the same function, calls of the module's
-    own pure functions, unsloth-zoo's SKIP_QUANTIZATION_MODULES and the machine-dependent names of
-    MACHINE_NAMES. Anything else is refused, naming the construct, rather than guessed."""
+    own pure functions, unsloth-zoo's SKIP_QUANTIZATION_MODULES and the machine-dependent ``machine``
+    names. Anything else is refused, naming the construct, rather than guessed."""
 
-    def __init__(self, release: Release, module: ast.Module, function: ast.AST, line: int):
+    def __init__(self, release: Release, module: ast.Module, function: ast.AST, line: int, machine: dict):
         self.release, self.module, self.function, self.line = release, module, function, line
+        self.machine = machine
 
     def value(self, node: ast.AST):
         if isinstance(node, ast.Constant):
@@ -179,8 +194,8 @@ class _Evaluator:
                     f"{self.release.zoo.label} lacks: that pair fails at import"
                 )
             return skips
-        if name in MACHINE_NAMES:
-            return MACHINE_NAMES[name]
+        if name in self.machine:
+            return self.machine[name]
         assigned = [
             n
             for n in ast.walk(self.function)
@@ -253,7 +268,10 @@ def _matcher_users() -> dict:
 
 def _matcher_patches(tree: ast.Module) -> list[list[ast.stmt]]:
     """Each top-level ``if`` that assigns ``_quantizers_utils.should_convert_module``, with the imports it needs."""
-    imports = ast.parse("import re\nimport transformers.quantizers.quantizers_utils as _quantizers_utils").body
+    imports = ast.parse(
+        "import re\nimport transformers\nimport transformers.integrations.bitsandbytes\n"
+        "import transformers.quantizers.quantizers_utils as _quantizers_utils"
+    ).body
     return [
         [*imports, statement]
         for statement in tree.body
@@ -299,16 +317,18 @@ def plan(release: Release, name: str, *, exact: bool = False, mapper_edits: dict
 # --- the load ------------------------------------------------------------------------------------------
 
 
-def load(plan: Plan, settings: LoadSettings):
-    """A real transformers + bitsandbytes load of the planned repo with the release's settings and
-    matcher, from whatever hub this process's clients point at; the hub's 404 propagates."""
+def load(plan: Plan, settings: LoadSettings, family: Family):
+    """A real transformers + bitsandbytes load of the planned repo (a model of ``family``) with the release's
+    settings and matcher, from whatever hub this process's clients point at; the hub's 404 propagates."""
     import torch
     import transformers
 
     if plan.repo is None:
         raise HarnessError(f"{plan.release.label}: get_model_name({plan.asked!r}) failed: {plan.mapping_error}")
+    if quant.device() == "cpu":
+        compat.allow_cpu_bitsandbytes()
     with release_matcher(plan.release):
-        return transformers.Qwen2VLForConditionalGeneration.from_pretrained(
+        return getattr(transformers, family.model_class).from_pretrained(
             plan.repo,
             quantization_config=settings.bnb_config(),
             device_map=quant.device(),
@@ -334,11 +354,12 @@ DTYPE_SOURCE = "blocks.0.mlp.fc2"  # what transformers <4.52's visual.get_dtype(
 
 @dataclass
 class Observation:
-    """What one load gave: where its quantization came from, the 4-bit linears, and per X-ray the
-    dtype entering the vision tower and the caption (or the error the load ended in)."""
+    """What one load of a ``family`` model gave: where its quantization came from, the 4-bit linears, and
+    per X-ray the dtype entering the vision tower and the caption (or the error the load ended in)."""
 
     plan: Plan
     snapshot: str  # the hub snapshot asked ("-" for a local checkpoint)
+    family: Family = field(default_factory=lambda: families.family("qwen2-vl"))
     quantized_by: str = ""
     linear4bit: tuple[str, ...] = ()
     vision_linears: int = 0
@@ -347,9 +368,13 @@ class Observation:
     captions: dict[str, str] = field(default_factory=dict)
     error: BaseException | None = None
 
+    def is_vision(self, name: str) -> bool:
+        """Whether a module lies in one of the family's vision modules (tower and projector)."""
+        return any(v in name.split(".") for v in self.family.vision_modules)
+
     @property
     def vision_4bit(self) -> list[str]:
-        return [n for n in self.linear4bit if "visual" in n.split(".")]
+        return [n for n in self.linear4bit if self.is_vision(n)]
 
     @property
     def dtype_source_4bit(self) -> bool:
@@ -360,11 +385,15 @@ class Observation:
         return self.plan.repo or f"(mapping failed: {self.plan.mapping_error})"
 
 
-def observe(plan: Plan, settings: LoadSettings, snapshot: str, processor, fixtures) -> Observation:
-    """Load ``plan`` (from whatever hub this process points at) and caption every fixture greedily."""
-    seen = Observation(plan, snapshot)
+def observe(
+    plan: Plan, settings: LoadSettings, snapshot: str, processor, fixtures, family: Family | None = None, captions=True
+) -> Observation:
+    """Load ``plan`` (a ``family`` model, default Qwen2-VL; from whatever hub this process points at) and
+    caption every fixture greedily, or with ``captions=False`` run one forward pass per fixture (a family's
+    untrained tiny model has nothing to say; what enters its vision tower is the observation)."""
+    seen = Observation(plan, snapshot, **({"family": family} if family else {}))
     try:
-        model = load(plan, settings)
+        model = load(plan, settings, seen.family)
     except Exception as exc:  # noqa: BLE001 - the load's own failure (a 404) is the observation
         seen.error = exc
         return seen
@@ -375,16 +404,47 @@ def observe(plan: Plan, settings: LoadSettings, snapshot: str, processor, fixtur
     )
     report = quant.linears(model)
     seen.linear4bit, seen.missing_quant_state = report.linear4bit, report.missing_quant_state
-    seen.vision_linears = sum(1 for n in report.linear4bit + report.linear16 if "visual" in n.split("."))
+    seen.vision_linears = sum(1 for n in report.linear4bit + report.linear16 if seen.is_vision(n))
     for item in fixtures:
-        with quant.record_vision_input(model) as dtypes:
+        with record_tower_input(seen.family, model) as dtypes:
             try:
-                seen.captions[item.id] = inference.caption(model, processor, item.image(), max_new_tokens=48)
+                if captions:
+                    seen.captions[item.id] = inference.caption(model, processor, item.image(), max_new_tokens=48)
+                else:
+                    forward(model, processor, item.image().convert("RGB"))
             except Exception as exc:  # noqa: BLE001 - a load that cannot run (e.g. 4-bit without quant state)
                 seen.error = exc
                 return seen
         seen.pixel_dtypes[item.id] = str(dtypes[0]) if dtypes else "not reached"
     return seen
+
+
+def forward(model, processor, image) -> None:
+    import torch
+
+    with torch.no_grad():
+        model(**tiny.inputs(processor, image).to(model.device))
+
+
+@contextmanager
+def record_tower_input(family: Family, model):
+    """The dtype of the first tensor entering the family's vision tower (its first vision module, outermost
+    instance), recorded before any other pre-hook on it runs (one may raise on these very inputs)."""
+    found = family.vision_module_paths(model)[family.vision_modules[0]]
+    if not found:
+        raise HarnessError(f"{type(model).__name__} has no {family.vision_modules[0]} ({family.title})")
+    seen: list = []
+
+    def hook(module, args, kwargs):
+        tensor = next((a for a in list(args) + list(kwargs.values()) if hasattr(a, "dtype")), None)
+        if tensor is not None:
+            seen.append(tensor.dtype)
+
+    handle = model.get_submodule(min(found, key=len)).register_forward_pre_hook(hook, with_kwargs=True, prepend=True)
+    try:
+        yield seen
+    finally:
+        handle.remove()
 
 
 def _checkpoint_quantized(repo: str) -> bool:
@@ -432,3 +492,56 @@ def cell_code(cell, package: str) -> ReleaseCode:
 
 def release_of(unsloth: str, zoo: str) -> Release:
     return Release(release_code.from_wheel("unsloth", unsloth), release_code.from_wheel("unsloth-zoo", zoo))
+
+
+# --- any name of any family: the same path ---------------------------------------------------------
+
+
+def family_of(name: str) -> Family:
+    """The family of a hub name (one of a family's ``hub_names``, any case) or of a local checkpoint (its
+    config.json's model_type is a family's transformers module)."""
+    folder = Path(name)
+    every = families.families()
+    if folder.is_dir():
+        try:
+            model_type = json.loads((folder / "config.json").read_text())["model_type"]
+        except (OSError, ValueError, KeyError):
+            raise HarnessError(f"{name} is a folder without a config.json naming its model_type") from None
+        found = next((f for f in every if f.module == model_type), None)
+        if found is None:
+            raise HarnessError(
+                f"{name}: model_type {model_type!r} is no family's; families: "
+                + ", ".join(f"{f.id} ({f.module})" for f in every)
+            )
+        return found
+    found = next(
+        (f for f in every for names in f.hub_names.values() if name.lower() in (n.lower() for n in names)), None
+    )
+    if found is None:
+        raise HarnessError(
+            f"{name!r} is no family's hub name and no local checkpoint; `qvl-harness families` lists the families"
+        )
+    return found
+
+
+def what_loads(
+    release: Release, name: str, *, processor, fixtures, hub_for=None, base: Path | None = None, captions=False
+) -> Observation:
+    """The release's load of ``name``: a local 16-bit checkpoint (quantized at load time), or a hub name served
+    by the local hub of the release's ship day with stand-ins of ``base`` (default: the family's tiny model).
+    ``captions``: caption every fixture (a trained captioner), else one forward pass each."""
+    family = family_of(name)
+    settings = load_time_settings(release, family.module)
+    server, snapshot = None, "-"
+    if not Path(name).is_dir():
+        found = hub.snapshot_at(release.shipped)
+        if not any(found.find(n) for names in family.hub_names.values() for n in names):
+            raise HarnessError(
+                f"the hub snapshot {found.name} of {release.label} has no {family.title} repo: "
+                f"load a local checkpoint of {family.id} instead"
+            )
+        if hub_for is None:
+            raise HarnessError(f"{name} is a hub name: what_loads needs hub_for to serve snapshot {found.name}")
+        server, snapshot = hub_for(found.name, base=base or family.build()), found.name
+    with hub_server.pointed_at(server) if server else nullcontext():
+        return observe(plan(release, name), settings, snapshot, processor, fixtures, family, captions=captions)

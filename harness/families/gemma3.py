@@ -10,10 +10,11 @@ SIZES = {
     "layers": 2,
     "heads": 4,
     "kv_heads": 2,
-    "vision_hidden": 32,
+    "vision_hidden": 64,  # bitsandbytes' CPU 4-bit kernel needs in_features >= its blocksize (64)
     "vision_layers": 2,
     "image_side": 28,
     "image_tokens": 4,
+    "vision_use_head": False,  # as the real Gemma 3 configs: SigLIP's pooling head is unused, so not built
 }  # 2x2 patches of 14, one image token each
 SPECIAL_TOKENS = [
     "<pad>",
@@ -74,6 +75,7 @@ def config(sizes: dict, tokenizer):
         "num_attention_heads": 2,
         "image_size": sizes["image_side"],
         "patch_size": 14,
+        "vision_use_head": sizes["vision_use_head"],
     }
     return transformers.Gemma3Config(
         text_config=text,

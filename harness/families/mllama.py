@@ -10,7 +10,7 @@ SIZES = {
     "layers": 2,
     "heads": 4,
     "kv_heads": 2,
-    "vision_hidden": 32,
+    "vision_hidden": 64,  # bitsandbytes' CPU 4-bit kernel needs in_features >= its blocksize (64)
     "vision_layers": 2,
     "image_side": 28,
     "tiles": 4,

@@ -6,7 +6,8 @@ from harness.families import tiny
 from harness.families.base import Family, PixelCast
 from harness.lab import compat, tinymodel
 
-SIZES = {"hidden": 64, "layers": 2, "heads": 4, "kv_heads": 2, "vision_hidden": 32, "vision_depth": 2}
+# vision width 64: bitsandbytes' CPU 4-bit kernel needs in_features >= its blocksize (64)
+SIZES = {"hidden": 64, "layers": 2, "heads": 4, "kv_heads": 2, "vision_hidden": 64, "vision_depth": 2}
 
 
 def config(sizes: dict, tokenizer):

@@ -1,0 +1,48 @@
+"""The vision-quantization class over families: the registry entries that speak for a family's vision tower
+quantized at load time (``failure_for``), reproduced with ``harness.failures.loading.what_loads`` on the
+family's tiny 16-bit checkpoint (suites/test_vision_quant_families.py).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from harness.core.errors import HarnessError
+from harness.failures import garbage_output, loading
+from harness.failures.base import Failure
+from harness.families.base import Family
+from harness.releases.code import ReleaseCode
+
+# The assertion's words, matched by the registry's ``cause`` patterns: "..., under visual" etc.
+TOWER_4BIT = "vision linears are Linear4bit at load time, under"
+
+
+class Gemma3VisionAtLoad(Failure):
+    """Gemma 3's vision_tower quantized at load time (unsloth-zoo's skip list lacks it)."""
+
+    id = "gemma3-vision-4bit-at-load"
+
+    def subject(self, version: str, origin: str = "wheel") -> loading.Release:
+        return loading.release_pair(version, origin)
+
+    def reproduce(self, release: loading.Release, *, checkpoint: Path, processor, fixtures):
+        return loading.what_loads(release, str(checkpoint), processor=processor, fixtures=fixtures)
+
+
+class MllamaVisionAtLoad(Gemma3VisionAtLoad):
+    """Llama-3.2-Vision's vision_model quantized at load time (no skip list names it)."""
+
+    id = "mllama-vision-4bit-at-load"
+
+
+FAMILY_FAILURES = {"gemma3": Gemma3VisionAtLoad, "mllama": MllamaVisionAtLoad}
+
+
+def failure_for(release: loading.Release, family: Family) -> tuple[Failure, ReleaseCode]:
+    """The registry entry that speaks for a family's load-time quantization on ``release``, and the code it is
+    judged on: the ``visual`` towers (Qwen2-VL, Qwen2.5-VL, Qwen3-VL) are garbage_output's load-time path."""
+    if family.id in FAMILY_FAILURES:
+        return FAMILY_FAILURES[family.id](), release.zoo
+    if "visual" in family.vision_modules:
+        return garbage_output.failure_for(release, "load-time")
+    raise HarnessError(f"no registry entry speaks for {family.id}'s vision quantization: add one to FAMILY_FAILURES")
