@@ -173,11 +173,7 @@ def prepare_for_training(model):
 def lora_model(code: ReleaseCode, *, vision: bool, modules_to_save=None):
     """The tiny Qwen2-VL through FastVisionModel.get_peft_model's steps, with the release's own
     skip list, target regex and requires_grad_for_gradient_checkpointing."""
-    import peft
-    import torch
-
     module = peft_utils(code)
-    requires_grad = requires_grad_function(module)
     skip = getattr(module, "SKIP_QUANTIZATION_MODULES", SKIP_BEFORE_ZOO_LIST)
     model = prepare_for_training(quant.load_4bit(tinymodel.build(), skip))
     targets = module.get_peft_regex(
@@ -187,6 +183,15 @@ def lora_model(code: ReleaseCode, *, vision: bool, modules_to_save=None):
         finetune_attention_modules=True,
         finetune_mlp_modules=True,
     )
+    return lora_on(model, targets, requires_grad_function(module), modules_to_save)
+
+
+def lora_on(model, targets, requires_grad, modules_to_save=None):
+    """peft's LoRA on ``targets``, the release's ``requires_grad`` hook installer (None: none), then
+    unsloth's preparation again, as get_peft_model does."""
+    import peft
+    import torch
+
     torch.manual_seed(3407)
     config = peft.LoraConfig(
         r=8,
@@ -231,9 +236,29 @@ class Step:
         default_factory=list
     )  # requires_grad of each checkpointed vision block's input
     error: BaseException | None = None
+    vision_marker: str = ".visual."  # what names the vision tower's parameters
 
     def lora_grads(self, vision: bool) -> dict[str, float]:
-        return {n: g for n, g in self.grads.items() if (".visual." in n) == vision and ".lora_" in n}
+        return {n: g for n, g in self.grads.items() if (self.vision_marker in n) == vision and ".lora_" in n}
+
+    def run(self, model, batch) -> None:
+        """Forward and backward on ``batch``; the release's error, if one is raised, is the result."""
+        try:
+            loss = model(**batch).loss
+            loss.backward()
+            self.loss = loss.item()
+        except Exception as exc:  # noqa: BLE001 - the release's failure is the result
+            self.error = exc
+
+    def finish(self, model) -> None:
+        """The probe on the error, and every trainable parameter's gradient norm."""
+        if self.error is not None:
+            self.error.add_note(self.probe())
+        self.grads = {
+            n: (0.0 if p.grad is None else p.grad.float().norm().item())
+            for n, p in model.named_parameters()
+            if p.requires_grad
+        }
 
     @property
     def pixels_cast_to_non_float(self) -> bool:
@@ -247,8 +272,9 @@ class Step:
 
     def probe(self) -> str:
         hooked = "; ".join(f"{n or '<root>'}: {d} {list(s)}" for n, d, s in self.hooked_inputs) or "none seen"
+        pixels = self.pixel_dtypes[0] if self.pixel_dtypes else "not reached"
         return (
-            f"{self.label}: pixel_values entering the vision tower: {self.pixel_dtypes[0] if self.pixel_dtypes else 'not reached'}; "
+            f"{self.label}: pixel_values entering the vision tower: {pixels}; "
             f"tensor entering the module with the zoo hook: {hooked}"
         )
 
@@ -280,20 +306,9 @@ def train_step(code: ReleaseCode, *, vision: bool, modules_to_save=None) -> Step
         record_hooked_inputs(model) as hooked,
         record_checkpointed_block_inputs(quant.vision_tower(model)) as blocks,
     ):
-        try:
-            loss = model(**batch).loss
-            loss.backward()
-            step.loss = loss.item()
-        except Exception as exc:  # noqa: BLE001 - the release's failure is the result
-            step.error = exc
+        step.run(model, batch)
         step.pixel_dtypes, step.hooked_inputs, step.checkpointed_block_inputs = list(pixels), list(hooked), list(blocks)
-    if step.error is not None:
-        step.error.add_note(step.probe())
-    step.grads = {
-        n: (0.0 if p.grad is None else p.grad.float().norm().item())
-        for n, p in model.named_parameters()
-        if p.requires_grad
-    }
+    step.finish(model)
     return step
 
 

@@ -37,10 +37,11 @@ def config(sizes: dict, tokenizer):
         "fullatt_block_indexes": [sizes["vision_depth"] - 1],
         "window_size": 56,
     }
-    # flat text sizes for 4.49-4.5x, text_config for transformers 5
+    # flat text sizes up to 4.51 (which keeps an unknown text_config as a dict it cannot save), text_config from 4.52
+    nested = {"text_config": text} if "text_config" in transformers.Qwen2_5_VLConfig.sub_configs else {}
     return transformers.Qwen2_5_VLConfig(
         **text,
-        text_config=text,
+        **nested,
         vision_config=vision,
         image_token_id=ids["<|image_pad|>"],
         video_token_id=ids["<|video_pad|>"],
