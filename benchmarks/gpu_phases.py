@@ -1,9 +1,13 @@
-"""Benchmark: GPU wall time of the hermetic gpu suite, split into unsloth import, model load and tests.
+"""Benchmark: where the GPU main job's wall time goes, per phase and per test module.
 
-    python benchmarks/gpu_phases.py [pytest args...]      (on a CUDA machine, in the gpu env)
+    python benchmarks/gpu_phases.py [pytest args...]   (in the gpu env on a CUDA machine; default: tests suites)
+    python benchmarks/gpu_phases.py --tox               (`tox -e gpu` itself: install and fetch timed too)
+    python benchmarks/gpu_phases.py --log GPU.LOG       (the table from a `tox -e gpu` log already written)
 
-Import and load are timed in this process (a fresh interpreter, so the import is cold); the tests
-run as `pytest --require-gpu ...` in a child process and are timed as a whole.
+In the env: the unsloth import and one FastVisionModel 4-bit load are timed in this process (a fresh
+interpreter, so the import is cold), then the tests run as `tox -e gpu` runs them (`pytest --require-gpu -n
+auto --dist loadgroup`) in a child with a junit xml; printed: each phase (the builds before the workers, the
+tests) and each test module's share of the workers' time. With --tox or --log, fresh_ci's per-phase table.
 """
 
 from __future__ import annotations
@@ -11,13 +15,28 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import fresh_ci  # noqa: E402
+import phases  # noqa: E402
+
+DURATIONS = {"PYTEST_ADDOPTS": "--durations=0 --durations-min=0"}
 
 
-def main() -> int:
+def through_tox() -> int:
+    run = subprocess.run(["tox", "-e", "gpu"], capture_output=True, text=True, env={**os.environ, **DURATIONS})
+    log = run.stdout + run.stderr
+    Path("gpu-phases.log").write_text(log)
+    fresh_ci.report(log, top=15)
+    print(f"exit {run.returncode}; log: gpu-phases.log")
+    return run.returncode
+
+
+def in_this_env(pytest_args: list[str]) -> int:
     from harness.pytest import hermetic
 
     hermetic.isolate_environment()
@@ -27,18 +46,35 @@ def main() -> int:
     imported = time.perf_counter()
     from harness.lab import tinymodel
 
-    path = tinymodel.build()
-    built = time.perf_counter()
-    model, _ = FastVisionModel.from_pretrained(str(path), load_in_4bit=True)
+    model, _ = FastVisionModel.from_pretrained(str(tinymodel.build()), load_in_4bit=True)
     loaded = time.perf_counter()
-    cmd = [sys.executable, "-m", "pytest", "--require-gpu", "-q", "-p", "no:warnings", *sys.argv[1:]]
-    tests = subprocess.run(cmd, env=dict(os.environ)).returncode
+    junit = Path(tempfile.mkdtemp(prefix="qvl-gpu-phases-")) / "junit.xml"
+    cmd = [sys.executable, "-m", "pytest", "--require-gpu", "-n", "auto", "--dist", "loadgroup", "-p", "no:warnings"]
+    run = subprocess.run(
+        [*cmd, f"--junit-xml={junit}", *(pytest_args or ["tests", "suites"])], capture_output=True, text=True
+    )
     done = time.perf_counter()
+    lines = (run.stdout + run.stderr).splitlines()
+    print("\n".join(lines[-3:]))
     print(f"unsloth import                {imported - start:7.1f} s")
-    print(f"tiny checkpoint (cache)       {built - imported:7.1f} s")
-    print(f"FastVisionModel load, 4-bit   {loaded - built:7.1f} s")
-    print(f"tests (pytest, exit {tests})       {done - loaded:7.1f} s")
-    return tests
+    print(f"FastVisionModel load, 4-bit   {loaded - imported:7.1f} s  (tiny checkpoint from the cache)")
+    for phase, seconds in phases.builds(lines).items():
+        print(f"{phase}  {seconds:7.1f} s")
+    print(f"pytest (exit {run.returncode}), wall          {done - loaded:7.1f} s")
+    phases.print_shares("test modules (worker seconds)", phases.modules_from_junit(junit), top=20)
+    return run.returncode
+
+
+def main() -> int:
+    args = sys.argv[1:]
+    if args[:1] == ["--tox"]:
+        return through_tox()
+    if args[:1] == ["--log"]:
+        if len(args) != 2 or not Path(args[1]).is_file():
+            sys.exit(f"gpu_phases: --log needs one tox -e gpu log file, got {args[1:]}")
+        fresh_ci.report(Path(args[1]).read_text(errors="replace"), top=15)
+        return 0
+    return in_this_env(args)
 
 
 if __name__ == "__main__":

@@ -28,11 +28,13 @@ def build(
     make_config: Callable[[dict, object], object],
     make_tokenizer: Callable[[], object],
 ) -> Path:
-    """The checkpoint of ``model_class`` with the config ``make_config(sizes, tokenizer)``; built once, then cached."""
-    import torch
-    import transformers
+    """The checkpoint of ``model_class`` with the config ``make_config(sizes, tokenizer)``; built once, then cached
+    (torch imported only to build: tinymodel.missing finds what is to build without it)."""
 
     def _build(out: Path) -> None:
+        import torch
+        import transformers
+
         tokenizer = make_tokenizer()
         torch.manual_seed(0)
         model = getattr(transformers, model_class)(make_config(sizes, tokenizer)).to(torch.float32)

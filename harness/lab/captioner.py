@@ -46,8 +46,8 @@ class Recipe:
 
 
 def fixture_digest(item: xrays.XrayFixture) -> str:
-    """What a golden caption of ``item`` depends on: its description and its image bytes."""
-    return hashlib.sha256(item.description.encode() + b"|" + item.path.read_bytes()).hexdigest()[:16]
+    """What a golden caption of ``item`` depends on: its description and its image (file bytes and crop)."""
+    return hashlib.sha256(item.description.encode() + b"|" + item.content()).hexdigest()[:16]
 
 
 def recipe_fingerprint(recipe: Recipe = Recipe(), spec: tinymodel.TinySpec = tinymodel.TinySpec()) -> str:
@@ -135,15 +135,19 @@ def build(
     fixtures: list[xrays.XrayFixture] | None = None,
     recipe: Recipe = Recipe(),
     spec: tinymodel.TinySpec = tinymodel.TinySpec(),
+    *,
+    in_this_process: bool = False,
 ) -> Path:
     """The trained captioner checkpoint (float32): trained once per recipe, fixture set and
-    transformers version (about 15 s on 2 cores), then cached."""
+    transformers version (about 15 s on 2 cores), then cached. ``in_this_process``: train here, for
+    a process that is itself a fresh interpreter without unsloth (harness.pytest.prebuild's child)."""
     fixtures = xrays.usable(xrays.load_manifest()) if fixtures is None else fixtures
     base = tinymodel.build(spec)
     digests = json.dumps({f.id: fixture_digest(f) for f in fixtures}, sort_keys=True)
     key = hashlib.sha256(f"{recipe_fingerprint(recipe, spec)}|{digests}|{spec.key()}".encode()).hexdigest()[:16]
+    trainer = train if in_this_process else train_apart
     return tinymodel.atomic_build(
-        cache_dir("models") / f"{MODEL_NAME}-{key}", lambda out: train_apart(base, fixtures, recipe, out)
+        cache_dir("models") / f"{MODEL_NAME}-{key}", lambda out: trainer(base, fixtures, recipe, out)
     )
 
 

@@ -1,7 +1,9 @@
 """Tiny Qwen2-VL checkpoints built locally: config, seeded weights, tokenizer, processor, chat template.
 
 A build is a pure function of its spec and the installed transformers version, written once into
-the cache (atomic rename under a file lock, so xdist workers share it). Stand-ins for the hub's
+the cache (atomic rename under a file lock, so xdist workers share it; a run builds what its tests
+need before the workers start, harness.pytest.prebuild). Every build's path is known before torch is
+imported, so ``missing()`` can tell what a builder would build without building it. Stand-ins for the hub's
 pre-quantized repos are real bitsandbytes nf4 checkpoints of a base checkpoint, quantized to the
 module set the real repo's quantization_config kept in 16 bits, and carrying that config verbatim.
 """
@@ -35,7 +37,7 @@ SPECIAL_TOKENS = [
 # The Qwen2-VL chat template, reduced to what the harness sends (text and image parts).
 CHAT_TEMPLATE = (
     "{% for message in messages %}"
-    "{% if loop.first and message['role'] != 'system' %}<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n{% endif %}"
+    "{% if loop.first and message['role'] != 'system' %}<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n{% endif %}"  # noqa: E501
     "<|im_start|>{{ message['role'] }}\n"
     "{% if message['content'] is string %}{{ message['content'] }}<|im_end|>\n"
     "{% else %}{% for content in message['content'] %}"
@@ -81,9 +83,16 @@ class TinySpec:
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
+BUILD_LOG = "builds.log"  # in the models cache: a line per build, with the process that made it
+_planned: list[Path] | None = None  # inside missing(): the targets a builder would build
+
+
 def atomic_build(target: Path, build) -> Path:
     """Run ``build(tmpdir)`` once per target; other processes wait on the lock and reuse it."""
     if (target / ".complete").exists():
+        return target
+    if _planned is not None:
+        _planned.append(target)
         return target
     with FileLock(str(target) + ".lock"):
         if (target / ".complete").exists():
@@ -97,7 +106,22 @@ def atomic_build(target: Path, build) -> Path:
             os.replace(tmp, target)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
+        builder = os.environ.get("PYTEST_XDIST_WORKER") or f"pid {os.getpid()}"
+        with open(target.parent / BUILD_LOG, "a") as log:
+            log.write(f"{target.name}\t{builder}\n")
     return target
+
+
+def missing(make) -> list[Path]:
+    """The cache entries ``make()`` would build, in order, without building any (the builders import
+    torch only to build)."""
+    global _planned
+    _planned = []
+    try:
+        make()
+        return _planned
+    finally:
+        _planned = None
 
 
 def build_tokenizer():
@@ -200,10 +224,11 @@ def _save_assets(model, tokenizer, out: Path) -> None:
 
 def build(spec: TinySpec = TinySpec()) -> Path:
     """The 16-bit (float32 by default) tiny checkpoint for ``spec``; built once, then cached."""
-    import torch
-    import transformers
 
     def _build(out: Path) -> None:
+        import torch
+        import transformers
+
         tokenizer = build_tokenizer()
         config = _config(spec, tokenizer)
         torch.manual_seed(spec.seed)
@@ -225,10 +250,11 @@ def build_standin(base: Path, name: str, quantization_config: dict) -> Path:
     """A bitsandbytes nf4 checkpoint of ``base`` standing in for a real pre-quantized repo: the modules
     its ``quantization_config`` kept in 16 bits stay 16-bit, every other linear is nf4, and its
     config.json carries ``quantization_config`` verbatim (so loaders read what they read from the real repo)."""
-    import torch
-    import transformers
 
     def _build(out: Path) -> None:
+        import torch
+        import transformers
+
         with torch.device("meta"):
             skeleton = transformers.Qwen2VLForConditionalGeneration(transformers.AutoConfig.from_pretrained(base))
         linears = [n for n, m in skeleton.named_modules() if isinstance(m, torch.nn.Linear)]

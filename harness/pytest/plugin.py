@@ -89,6 +89,8 @@ def pytest_configure(config: pytest.Config) -> None:
     os.environ.setdefault("QVL_ROOT", str(paths.REPO_ROOT))
     config.pluginmanager.import_plugin("harness.pytest.providers")
     config.pluginmanager.import_plugin("harness.pytest.hooks")
+    config.pluginmanager.import_plugin("harness.pytest.goldenwrites")  # --update-golden's files, where written
+    config.pluginmanager.import_plugin("harness.pytest.prebuild")  # the models the run needs, before its workers
     run_cell = None if config.option.cell == cellcheck.OUTSIDE_MATRIX else config.option.cell
     config.stack = dataclasses.replace(stack.collect(), cell=run_cell)
     if not config.stack.gpus:

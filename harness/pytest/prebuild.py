@@ -1,0 +1,151 @@
+"""Builds before the workers: the models a run's test files need, made once on the controller.
+
+Built on first use, every xdist worker reached the same build at once: one built under the file lock
+while the others waited through their setup, each with the stack imported. Instead the controller (the
+xdist master, or the one process without xdist) reads the run's test files, never importing them,
+picks the builds whose names they use (BUILDS: identifiers, not strings or comments), asks
+tinymodel.missing which of those are not cached yet, and builds only those, in a child interpreter
+(nothing the controller imported can patch what is built), before xdist's own pytest_sessionstart
+starts the workers. The workers then only read the cache. A name the table misses costs time, never
+a result: the test builds what it needs itself.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import io
+import os
+import subprocess
+import sys
+import time
+import tokenize
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from harness.core import progress
+from harness.data import hub
+from harness.families import registry
+from harness.lab import captioner, tinymodel
+
+SKIPPED_FOLDERS = ("__pycache__", "node_modules")  # and every hidden folder (.tox, .git, .venv)
+
+
+def served_kinds() -> list[str]:
+    """The quantizations some hub snapshot serves: a stand-in depends on its base and quantization only,
+    so one per quantization serves every snapshot."""
+    kinds = {repo.kind for name in hub.snapshot_names() for repo in hub.load_snapshot(name).repos}
+    return sorted(kinds - {"16bit"})
+
+
+def standins_of(base: Path | None) -> None:
+    checkpoints = tinymodel.standins(base)
+    for kind in served_kinds():
+        checkpoints(kind)
+
+
+def family_models() -> None:
+    for family in registry.plan().runs:
+        family.build()
+
+
+@dataclass(frozen=True)
+class Build:
+    id: str
+    what: str  # as the progress line names it
+    wanted_by: tuple[frozenset[str], ...]  # a test file wants it when it uses a name of each set
+    make: Callable[[], object]
+
+
+HUB = frozenset({"hub_for", "standins"})
+CAPTIONER = frozenset({"captioner_checkpoint"})  # the suites' fixture: the default recipe on every fixture
+BUILDS = (
+    Build(
+        "tiny",
+        "tiny Qwen2-VL",
+        (frozenset({"tinymodel", "tiny_checkpoint", "tiny_processor"}) | HUB | CAPTIONER,),
+        lambda: tinymodel.build(),
+    ),
+    Build("tiny-standins", "stand-ins of the tiny Qwen2-VL", (HUB,), lambda: standins_of(None)),
+    Build("captioner", "tiny captioner", (CAPTIONER,), lambda: captioner.build(in_this_process=True)),
+    Build(
+        "captioner-standins",
+        "stand-ins of the captioner",
+        (CAPTIONER, HUB),
+        lambda: standins_of(captioner.build(in_this_process=True)),
+    ),
+    Build("families", "family models", (frozenset({"families"}),), family_models),
+)
+
+
+def test_files(args: list[str], invocation_dir: Path, patterns: list[str]) -> list[Path]:
+    """The files pytest would collect tests from under ``args`` (paths, node ids), by name only."""
+    found = []
+    for arg in args:
+        path = invocation_dir / arg.split("::")[0]
+        if path.is_file():
+            found.append(path)
+        for folder, subfolders, names in os.walk(path) if path.is_dir() else ():
+            subfolders[:] = sorted(d for d in subfolders if not d.startswith(".") and d not in SKIPPED_FOLDERS)
+            found += [Path(folder, n) for n in sorted(names) if any(fnmatch.fnmatch(n, p) for p in patterns)]
+    return found
+
+
+def names_in(path: Path) -> set[str]:
+    """The identifiers of a Python file (a file that does not tokenize uses none)."""
+    try:
+        tokens = tokenize.generate_tokens(io.StringIO(path.read_text(errors="replace")).readline)
+        return {t.string for t in tokens if t.type == tokenize.NAME}
+    except (tokenize.TokenError, SyntaxError):
+        return set()
+
+
+def wanted(files: list[Path]) -> list[Build]:
+    uses = [names_in(f) for f in files]
+    return [b for b in BUILDS if any(all(names & needed for needed in b.wanted_by) for names in uses)]
+
+
+def to_build(builds: list[Build]) -> dict[Build, list[Path]]:
+    """Each build with the cache entries it still lacks (an entry shared by two builds counts for the first)."""
+    seen, todo = set(), {}
+    for build in builds:
+        fresh = [t for t in tinymodel.missing(build.make) if t not in seen]
+        seen.update(fresh)
+        if fresh:
+            todo[build] = fresh
+    return todo
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's pytest_sessionstart, which starts the workers
+def pytest_sessionstart(session: pytest.Session) -> None:
+    config = session.config
+    if hasattr(config, "workerinput") or config.option.collectonly:
+        return
+    files = test_files(config.args, config.invocation_params.dir, config.getini("python_files"))
+    todo = to_build(wanted(files))
+    if not todo:
+        return
+    before = "the workers start" if config.pluginmanager.hasplugin("dsession") else "the tests"
+    started = time.monotonic()
+    child = subprocess.run(
+        [sys.executable, "-m", __name__, *(b.id for b in todo)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "QVL_QUIET": "1"},  # one line for all of it, below
+    )
+    if child.returncode:
+        last = ([line for line in child.stderr.splitlines() if line.strip()] or ["no output"])[-1]
+        line = f"building before {before} failed (exit {child.returncode}: {last}); each test builds what it needs"
+    else:
+        made = ", ".join(b.what if len(t) == 1 else f"{b.what} ({len(t)})" for b, t in todo.items())
+        line = f"built once before {before}, in {time.monotonic() - started:.0f}s: {made}"
+    if not progress.quiet_by_default():
+        progress.relay(f"qvl-harness: {line}")
+
+
+if __name__ == "__main__":  # the child: python -m harness.pytest.prebuild BUILD_ID...
+    by_id = {b.id: b for b in BUILDS}
+    for build_id in sys.argv[1:]:
+        by_id[build_id].make()

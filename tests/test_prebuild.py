@@ -1,0 +1,100 @@
+"""The models a run needs are built once, on the controller, before the workers start; a run that needs
+none starts nothing, and a run that did not ask for the harness is left alone."""
+
+from __future__ import annotations
+
+import collections
+
+import pytest
+
+from harness.core.paths import REPO_ROOT
+from harness.data import hub
+from harness.lab import tinymodel
+from harness.pytest import prebuild
+
+pytest_plugins = ["pytester"]
+
+CAPTIONER_TESTS = """
+import pytest
+from harness.lab import captioner
+
+
+@pytest.fixture(scope="session")
+def captioner_checkpoint(xray_fixtures):
+    return captioner.build(xray_fixtures)
+
+
+@pytest.mark.parametrize("turn", [1, 2])
+def test_trained(turn, captioner_checkpoint):
+    assert (captioner_checkpoint / "captioner.json").is_file()
+"""
+HUB_TESTS = """
+import pytest
+
+
+@pytest.mark.parametrize("snapshot", ["2024-12", "2025-02", "2024-12", "2025-02"])
+def test_served(snapshot, hub_for):
+    assert hub_for(snapshot).url
+"""
+BUILT_LINE = "qvl-harness: built once before the workers start"
+
+
+def wanted_ids(*args: str) -> list[str]:
+    files = prebuild.test_files(list(args), REPO_ROOT, ["test_*.py"])
+    return [b.id for b in prebuild.wanted(files)]
+
+
+@pytest.mark.parametrize(
+    ("args", "ids"),
+    [
+        (["tests/test_cli_errors.py"], []),
+        (["tests/test_progress.py", "tests/test_goldens.py"], []),  # a custom recipe, the golden files only
+        (["tests/test_prebuild.py"], ["tiny"]),  # the fixtures its pytester files use are only strings here
+        (["tests/test_families.py::test_tiny_model_takes_an_image_through_its_processor"], ["families"]),
+        (["suites"], ["tiny", "tiny-standins", "captioner", "captioner-standins", "families"]),
+    ],
+)
+def test_the_builds_are_read_from_the_test_files_named(args, ids):
+    assert wanted_ids(*args) == ids
+
+
+def test_stand_ins_are_one_per_quantization_whatever_the_snapshots(tmp_path, monkeypatch):
+    monkeypatch.setenv("QVL_CACHE", str(tmp_path))
+    todo = prebuild.to_build([b for b in prebuild.BUILDS if b.id in ("tiny", "tiny-standins")])
+    (base,) = tinymodel.missing(tinymodel.build)
+    assert not base.exists()  # planning built nothing
+    served = {
+        (name, r.kind) for name in hub.snapshot_names() for r in hub.load_snapshot(name).repos if r.kind != "16bit"
+    }
+    kinds = sorted({kind for _, kind in served})
+    assert len(served) > len(kinds)  # snapshots share quantizations
+    assert {b.id: [t.name.rsplit("-", 1)[0] for t in targets] for b, targets in todo.items()} == {
+        "tiny": [base.name.rsplit("-", 1)[0]],
+        "tiny-standins": [f"{base.name}-{kind}" for kind in kinds],
+    }
+
+
+def test_a_run_that_did_not_ask_for_the_harness_builds_nothing(pytester, tmp_path, monkeypatch):
+    monkeypatch.setenv("QVL_CACHE", str(tmp_path / "cache"))
+    pytester.makepyfile(test_unrelated="def test_x():\n    tiny_checkpoint = 1\n    assert tiny_checkpoint\n")
+    result = pytester.runpytest_subprocess("-p", "no:randomly")
+    result.assert_outcomes(passed=1)
+    assert not (tmp_path / "cache" / "models").exists(), result.stdout.str()
+
+
+@pytest.mark.slow
+def test_two_workers_find_every_model_built_once_before_they_start(pytester, tmp_path, monkeypatch):
+    """Training the captioner, the tiny Qwen2-VL and its stand-ins for two hub snapshots: each once, by
+    the controller's child (not a gw worker), reported in one line."""
+    monkeypatch.setenv("QVL_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # torch's training on cores it shares is many times slower with 2
+    pytester.makepyfile(test_captioner=CAPTIONER_TESTS, test_hub=HUB_TESTS)
+    result = pytester.runpytest_subprocess("-p", "harness.pytest.plugin", "-p", "no:randomly", "-n", "2")
+    result.assert_outcomes(passed=6)
+    built = [
+        line.split("\t") for line in (tmp_path / "cache" / "models" / tinymodel.BUILD_LOG).read_text().splitlines()
+    ]
+    names = collections.Counter(name for name, _ in built)
+    assert set(names.values()) == {1} and len(names) == 2 + len(hub.load_quantizations()), names
+    assert {who for _, who in built if who.startswith("gw")} == set(), built
+    assert sum(BUILT_LINE in line for line in result.outlines + result.errlines) == 1, result.stdout.str()
