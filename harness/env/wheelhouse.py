@@ -4,8 +4,9 @@ A runner whose torch cannot host the cell's releases (the cell's `gpu` declarati
 one line. Otherwise the cell's companions and the harness's own dependencies are resolved for the
 runner's Python and platform with the runner's installed packages as constraints (so its CUDA
 torch stays), and only what the runner does not already have is downloaded, with the release
-wheels the cross-release suites read (``releases/``). bitsandbytes keeps only the CPU library and
-the runner's CUDA one; unsloth loses its `studio/` web app. ``manifest.json`` holds the sha256 of
+wheels the cross-release suites read (``releases/``, less the code under test, read from its own copy).
+bitsandbytes keeps only the CPU library and the runner's CUDA one; unsloth loses its `studio/` web app.
+``manifest.json`` holds the sha256 of
 every file (a slimmed wheel's PyPI original beside it) and the requirements files pin every wheel,
 the harness's own included, with ``--hash``: `.ci/gpu-offline` checks the manifest, installs it all
 with `--no-index --require-hashes` and seeds an empty release cache from ``releases/``.
@@ -175,7 +176,8 @@ def build(
         raise HarnessError(f"cannot download wheels for {cell_name}: {one_line(result.stderr)}")
     report.step("downloaded", f"{len(missing) + 2} wheels")
     for wheel in release_wheels():
-        shutil.copy2(wheel, dest / RELEASES_DIR / wheel.name)
+        if not (dest / wheel.name).exists():  # the code under test is read from its installed wheel's copy
+            shutil.copy2(wheel, dest / RELEASES_DIR / wheel.name)
     report.step("release wheels the suites read", str(len(list((dest / RELEASES_DIR).glob("*.whl")))))
     # PyPI's digests, before slimming: pip checked each download against the index's, fetch each release wheel
     originals = {p.relative_to(dest).as_posix(): lock.sha256(p) for p in _wheels(dest)}
