@@ -207,7 +207,9 @@ def test_adding_a_fixture_then_the_update_flow(pytester, tmp_path, monkeypatch, 
     monkeypatch.setenv("QVL_CACHE", str(WARM_CACHE))  # pytester gives the run another HOME: keep the warm cache
     stale = pytester.runpytest_subprocess(suite, "-k", "goldens_are_current", "-p", "harness.pytest.plugin")
     stale.assert_outcomes(failed=1)
-    stale.stdout.fnmatch_lines(["*chest-pa-j2k: fixture has no golden caption*refresh: tox -e cell-canary*"])
+    # the refresh line names this device's way to re-record (a GPU runner's golden comes from tox -e gpu)
+    refresh = "tox -e cell-canary" if harness_stack.device_class == "cpu" else "on a gpu-* runner: tox -e gpu"
+    stale.stdout.fnmatch_lines([f"*chest-pa-j2k: fixture has no golden caption*refresh: {refresh}*"])
     update = pytester.runpytest_subprocess(suite, "--update-golden", "-p", "harness.pytest.plugin")
     # the run records the golden of its own device (cpu here, gpu-h200 on an H200 runner)
     obtained = goldens.obtained_path("tiny-captioner", harness_stack.device_class, root / "fixtures" / "goldens")

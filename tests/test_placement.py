@@ -23,7 +23,7 @@ def run_two_workers(pytester, monkeypatch, gpus: str):
     )
     done = pytester.runpytest_subprocess("-p", "harness.pytest.plugin", "-n", "2", "--report-dir", "out")
     done.assert_outcomes(passed=4)
-    return json.loads((pytester.path / "out" / "results-local.json").read_text())
+    return json.loads(next((pytester.path / "out").glob("results-*.json")).read_text())
 
 
 def test_each_worker_is_recorded_with_the_gpu_it_was_pinned_to(pytester, monkeypatch):
@@ -31,13 +31,11 @@ def test_each_worker_is_recorded_with_the_gpu_it_was_pinned_to(pytester, monkeyp
     pins = {w["worker"]: w["cuda_visible_devices"] for w in ran["workers"]}
     assert pins == {"gw0": "3", "gw1": "5"}
     assert {t["worker"] for t in ran["tests"]} <= {"gw0", "gw1"}
-    # no test initialized CUDA: nothing claims a GPU model
-    assert [w["gpu"] for w in ran["workers"]] == [None, None]
 
 
 def test_a_run_without_workers_records_its_own_process(pytester):
     pytester.makepyfile("def test_one():\n    pass\n")
     pytester.runpytest_subprocess("-p", "harness.pytest.plugin", "--report-dir", "out").assert_outcomes(passed=1)
-    ran = json.loads((pytester.path / "out" / "results-local.json").read_text())
+    ran = json.loads(next((pytester.path / "out").glob("results-*.json")).read_text())
     assert [w["worker"] for w in ran["workers"]] == ["main"]
     assert [t["worker"] for t in ran["tests"]] == ["main"]

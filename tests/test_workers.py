@@ -51,15 +51,15 @@ def test_each_worker_holds_one_gpu_in_turn_and_its_share_of_the_threads():
     environ = {workers.GPUS_VAR: "3,5", workers.THREADS_VAR: "2"}
     held = {}
     for worker in ("gw0", "gw1", "gw2", "gw3"):
-        env = {**environ, "PYTEST_XDIST_WORKER": worker}
-        workers.settle_worker(env)
+        env = dict(environ)
+        workers.settle_worker(worker, env)
         held[worker] = (env["CUDA_VISIBLE_DEVICES"], env["OMP_NUM_THREADS"])
     assert held == {"gw0": ("3", "2"), "gw1": ("5", "2"), "gw2": ("3", "2"), "gw3": ("5", "2")}
 
 
 def test_the_controller_is_not_pinned():
-    env = {workers.GPUS_VAR: "0,1", workers.THREADS_VAR: "8"}
-    workers.settle_worker(env)
+    env = {workers.GPUS_VAR: "0,1", workers.THREADS_VAR: "8", "PYTEST_XDIST_WORKER": "gw3"}  # inherited from a worker
+    workers.settle_worker(None, env)
     assert "CUDA_VISIBLE_DEVICES" not in env and "OMP_NUM_THREADS" not in env
 
 

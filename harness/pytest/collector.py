@@ -60,7 +60,7 @@ PLACEMENT = "qvl_placement"
 def pytest_sessionfinish(session: pytest.Session) -> None:
     # a worker tells the controller where it ran (xdist sends workeroutput after this hook)
     if hasattr(session.config, "workeroutput") and session.config.getoption("--report-dir") is not None:
-        session.config.workeroutput[PLACEMENT] = workers.placement()
+        session.config.workeroutput[PLACEMENT] = workers.placement(workers.worker_id(session.config))
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)
@@ -205,7 +205,7 @@ class Collector:
 
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
         if not hasattr(self.config, "workerinput") and not self.results["workers"]:  # no xdist: this process ran them
-            self.results["workers"].append(workers.placement())
+            self.results["workers"].append(workers.placement(None))
         current = getattr(self.config, "stack", None) or stack.collect()
         self.results["stack"] = current.as_dict()
         self.results["tests"] = sorted(self.tests.values(), key=lambda t: t["test"])

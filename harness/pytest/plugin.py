@@ -74,7 +74,7 @@ def pytest_configure(config: pytest.Config) -> None:
     if config.getoption("--require-gpu"):
         os.environ[workers.GPU_RUN_VAR] = "1"
     cellcheck.check_cell(config.option.cell, named_by, gpu_run=bool(os.environ.get(workers.GPU_RUN_VAR)))
-    workers.settle_worker()
+    workers.settle_worker(workers.worker_id(config))
     auto_updates.disable()  # every hub mode: importing a release must not pip-install a newer zoo
     _show_progress(config)
     for name, doc in MARKERS.items():

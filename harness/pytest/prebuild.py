@@ -133,7 +133,8 @@ def pytest_sessionstart(session: pytest.Session) -> None:
         [sys.executable, "-m", __name__, *(b.id for b in todo)],
         capture_output=True,
         text=True,
-        env={**os.environ, "QVL_QUIET": "1"},  # one line for all of it, below
+        # one line for all of it, below; the controller's child is no worker even inside one's pytest run
+        env={**{k: v for k, v in os.environ.items() if k != "PYTEST_XDIST_WORKER"}, "QVL_QUIET": "1"},
     )
     if child.returncode:
         last = ([line for line in child.stderr.splitlines() if line.strip()] or ["no output"])[-1]

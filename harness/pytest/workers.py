@@ -32,9 +32,15 @@ def auto_num_workers(device_count: int, environ=os.environ) -> int:
     return workers
 
 
-def settle_worker(environ=os.environ) -> None:
+def worker_id(config) -> str | None:
+    """This process's xdist worker id (gwN), None on the controller or without xdist. Asked of the
+    config, not of PYTEST_XDIST_WORKER: a pytest run started inside a worker inherits that variable."""
+    return config.workerinput["workerid"] if hasattr(config, "workerinput") else None
+
+
+def settle_worker(worker: str | None, environ=os.environ) -> None:
     """In worker gwN, before anything initializes CUDA or torch's thread pool: its own GPU, its own threads."""
-    worker, gpus = environ.get("PYTEST_XDIST_WORKER"), environ.get(GPUS_VAR)
+    gpus = environ.get(GPUS_VAR)
     if not worker:
         return
     if gpus:
@@ -48,12 +54,12 @@ def settle_worker(environ=os.environ) -> None:
             sys.modules["torch"].set_num_threads(int(threads))
 
 
-def placement(environ=os.environ) -> dict:
+def placement(worker: str | None, environ=os.environ) -> dict:
     """Where this process ran its tests: worker id, the GPU it was pinned to and the one CUDA gave it.
     CUDA is asked only where the tests initialized it (a CPU run stays a CPU run)."""
     torch = sys.modules.get("torch")
     found = {
-        "worker": environ.get("PYTEST_XDIST_WORKER", "main"),
+        "worker": worker or "main",
         "cuda_visible_devices": environ.get("CUDA_VISIBLE_DEVICES"),
         "threads": torch.get_num_threads() if torch else None,
         "gpu": None,
