@@ -2,7 +2,8 @@
 
 `py` runs the harness's own tests on the control cell's stack (pinned, so an upstream release cannot
 turn the harness's own CI red; the canary's suites catch that), `cell-NAME` the suites on cell NAME's
-(all labelled `cpu`: `tox -m cpu` runs them), `gpu` both on $QVL_CELL's (default canary). The cpu envs install the cell's companions
+(all labelled `cpu`: `tox -m cpu` runs them), `gpu` both on $QVL_CELL's (default canary). The cpu envs
+install the cell's companions
 with uv and then unsloth/unsloth-zoo with --no-deps, so the code under test never drags another
 torch in. The gpu env uses pip in a venv that sees the runner's packages: pip keeps a runner torch
 that fits the cell's `gpu` declaration (uv would install its own copy) and installs the cell's

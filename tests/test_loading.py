@@ -1,4 +1,5 @@
-"""harness.failures.loading: a release's load-time settings and matcher read from its own code, checked on real release_code."""
+"""harness.failures.loading: a release's load-time settings and matcher read from its own code, checked on
+real release_code."""
 
 from __future__ import annotations
 

@@ -97,7 +97,8 @@ def test_captions(configuration, request, finding_at_teardown):
     for fixture_id, golden in GOLDEN.items():
         obtained = golden if configuration == "16bit" else GARBAGE
         grade = goldens.grade(obtained, golden, must_not_mention=["shirt"])
-        results.record_caption(request.config, fixture_id, configuration, golden, obtained, grade.level, grade.describe())
+        level, details = grade.level, grade.describe()
+        results.record_caption(request.config, fixture_id, configuration, golden, obtained, level, details)
     results.record_structure(request.config, configuration, "vision tower linears in 4 bits: "
                              + ("0" if configuration == "16bit" else "12"), ok=configuration == "16bit")
     summary.add_table(request.config, f"captions: {{configuration}}", ["fixture", "caption"],
@@ -323,7 +324,7 @@ def chromium(*args: str, profile: Path) -> subprocess.CompletedProcess:
 def rendered(request, tmp_path_factory) -> Path:
     if not CHROMIUM.is_file():
         pytest.skip(
-            f"{CHROMIUM} is absent: install Debian's chromium (apt-get install -y chromium) to test the report in a browser"
+            f"{CHROMIUM} is absent: install Debian's chromium (apt-get install -y chromium) to test the report in a browser"  # noqa: E501 (a message kept whole, to be found by grep)
         )
     runs = request.getfixturevalue("runs")  # only once a browser is there to look at them
     return report.render([runs["cell-a"], runs["cell-b"]], tmp_path_factory.mktemp("report") / "report.html")

@@ -29,8 +29,8 @@ def _wheel(directory, name="unsloth"):
     members = {p.as_posix(): p.read_text() for p in sorted(pathlib.Path("unsloth").rglob("*.py"))}
     members[f"{dist}/METADATA"] = f"Metadata-Version: 2.1\\nName: {name}\\nVersion: {version}\\n"
     members[f"{dist}/WHEEL"] = "Wheel-Version: 1.0\\nGenerator: toy\\nRoot-Is-Purelib: true\\nTag: py3-none-any\\n"
-    record = [f"{p},sha256={base64.urlsafe_b64encode(hashlib.sha256(t.encode()).digest()).rstrip(b'=').decode()},{len(t.encode())}"
-              for p, t in members.items()]
+    digest = lambda t: base64.urlsafe_b64encode(hashlib.sha256(t.encode()).digest()).rstrip(b'=').decode()
+    record = [f"{p},sha256={digest(t)},{len(t.encode())}" for p, t in members.items()]
     members[f"{dist}/RECORD"] = "\\n".join(record + [f"{dist}/RECORD,,"]) + "\\n"
     filename = f"{name}-{version}-py3-none-any.whl"
     with zipfile.ZipFile(pathlib.Path(directory, filename), "w") as archive:

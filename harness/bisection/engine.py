@@ -178,7 +178,7 @@ class Bisection:
                 outcome.note = (
                     f"no {old} release in range: {point.label}, the oldest candidate, is already {verdict}"
                     if older_side
-                    else f"not {'fixed' if old == BAD else 'broken'} yet: {point.label}, the newest candidate, is still {verdict}"
+                    else f"not {'fixed' if old == BAD else 'broken'} yet: {point.label}, the newest candidate, is still {verdict}"  # noqa: E501 (a message kept whole, to be found by grep)
                 )
                 return outcome
             elif older_side:

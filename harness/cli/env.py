@@ -144,7 +144,7 @@ def cmd_matrix(args) -> int:
 def _resolve_canary(matrix, args) -> int:
     resolved = canary.resolve_canary(matrix, find_links=tuple(args.find_links), no_index=args.no_index)
     print(
-        f"upstream stack resolved with torch=={resolved.cell.pins['torch']} (python {resolve.this_python()}, uv; nothing installed):"
+        f"upstream stack resolved with torch=={resolved.cell.pins['torch']} (python {resolve.this_python()}, uv; nothing installed):"  # noqa: E501 (a message kept whole, to be found by grep)
     )
     recorded = resolved.cell.stack
     for name, version in resolved.pins.items():
@@ -240,7 +240,7 @@ def cmd_wheelhouse(args) -> int:
         quiet=args.quiet or None,
     )
     print(
-        f"{info['wheels']} wheels, {info['bytes'] / 2**20:.1f} MiB in {args.dest} for cell {info['cell']}; on the runner:"
+        f"{info['wheels']} wheels, {info['bytes'] / 2**20:.1f} MiB in {args.dest} for cell {info['cell']}; on the runner:"  # noqa: E501 (a message kept whole, to be found by grep)
     )
     print(f"  .ci/gpu-offline {args.dest} tests suites")
     return 0

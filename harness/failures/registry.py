@@ -5,7 +5,8 @@ the cause needs (``requires``: dtype-grad's hook runs only where unsloth calls i
 the cause shows as the user's symptom (``symptom_requires``: garbage output needs transformers <4.52;
 ``symptom_affected``: the part of ``affected`` where it can, where later releases of the package itself
 declare requirements that exclude those conditions), and two patterns: ``cause`` (what a test of the
-cause fails with) and ``symptom`` (what a test of the user's path fails with, the seed's message where there was one). A test marked with
+cause fails with) and ``symptom`` (what a test of the user's path fails with, the seed's message where
+there was one). A test marked with
 ``expectation_marks`` must fail with the matching pattern where the registry expects the failure
 (then it reports as xfailed, "reproduced"), and must pass elsewhere. A failure with any other text
 stays a failure with its own text, never a reproduction; a pass where a failure was expected is

@@ -85,7 +85,7 @@ class Triage:
         record = {"previous": self.previous["created"], "reruns": {}, "culprits": [], "seconds": 0.0}
         new = self.new_failures()
         self.out(
-            f"triage of cell {self.current['cell']}: {len(new)} new failure(s) since the run of {self.previous['created']}"
+            f"triage of cell {self.current['cell']}: {len(new)} new failure(s) since the run of {self.previous['created']}"  # noqa: E501 (a message kept whole, to be found by grep)
         )
         if new and time.monotonic() > self.deadline:
             record["culprits"] = [self._answer(t, "out of budget", "not re-run: " + self._resume_hint()) for t in new]
@@ -239,7 +239,7 @@ class Triage:
                 ):
                     answer["tests"].append(test["test"])
                     self.out(
-                        f"  {test['test']}: the same culprit ({answer['first_bad']}): good at its last good step, bad at its first bad"
+                        f"  {test['test']}: the same culprit ({answer['first_bad']}): good at its last good step, bad at its first bad"  # noqa: E501 (a message kept whole, to be found by grep)
                     )
                     return True
             except (OutOfBudget, HarnessError):
@@ -350,4 +350,4 @@ def _ends_note(ends: list[str], bisection: Bisection, points: list[Point]) -> st
             "(the checkout, the data or the runner changed)"
         )
     run = bisection.runs[points[-1].key][-1]
-    return f"this stack is {current} when the test runs alone in a fresh environment ({run.describe()}): not reproducible by release"
+    return f"this stack is {current} when the test runs alone in a fresh environment ({run.describe()}): not reproducible by release"  # noqa: E501 (a message kept whole, to be found by grep)

@@ -26,7 +26,7 @@ def culprit_text(change: Change, strong: str = "**") -> str:
 def headline(comparison: Comparison) -> str:
     counts = comparison.counts()
     new = counts["new failure"]
-    return f"{new} new failure{'s' * (new != 1)}, {counts['flaky']} flaky, {counts['fixed']} fixed, {counts['still failing']} still failing"
+    return f"{new} new failure{'s' * (new != 1)}, {counts['flaky']} flaky, {counts['fixed']} fixed, {counts['still failing']} still failing"  # noqa: E501 (a message kept whole, to be found by grep)
 
 
 def summary(comparison: Comparison) -> str:
