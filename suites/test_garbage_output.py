@@ -209,9 +209,13 @@ def test_vision_dtype_source_stays_16bit(path, what_loads, request):
         f"{seen.repo}: {len(seen.vision_4bit)}/{seen.vision_linears} vision linears 4-bit ({seen.quantized_by})",
         ok=not seen.dtype_source_4bit,
     )
-    assert not seen.dtype_source_4bit, (
-        f"{RELEASE.label} loads {seen.repo}: the vision tower's {loading.DTYPE_SOURCE} (visual.get_dtype()) is "
-        f"Linear4bit; {len(seen.vision_4bit)} of {seen.vision_linears} vision linears are 4-bit ({seen.quantized_by})"
+    assert not seen.dtype_source_4bit, garbage_output.DTYPE_SOURCE_4BIT.format(
+        release=RELEASE.label,
+        repo=seen.repo,
+        source=loading.DTYPE_SOURCE,
+        n_4bit=len(seen.vision_4bit),
+        n_linears=seen.vision_linears,
+        quantized_by=seen.quantized_by,
     )
 
 
@@ -235,9 +239,8 @@ def test_pixels_reach_the_vision_tower_floating(path, what_loads, request):
         ok="uint8" not in str(seen.pixel_dtypes),
     )
     bad = {fid: d for fid, d in seen.pixel_dtypes.items() if "float" not in d}
-    assert not bad, (
-        f"{RELEASE.label}: pixel_values reach the vision tower as {', '.join(sorted(set(bad.values())))}: "
-        "the image is destroyed"
+    assert not bad, garbage_output.PIXELS_DESTROYED.format(
+        release=RELEASE.label, dtypes=", ".join(sorted(set(bad.values())))
     )
 
 
@@ -247,8 +250,8 @@ def test_captions_match_goldens(path, what_loads, golden, xray_fixtures, request
     failures = caption_failures(
         seen.captions, xray_fixtures, golden, record=(request.config, f"{path} ({seen.repo.rsplit('/', 1)[-1]})")
     )
-    assert not failures, (
-        f"{RELEASE.label} ({path}, {seen.repo}): captions differ from the 16-bit goldens: " + "; ".join(failures)
+    assert not failures, garbage_output.CAPTIONS_DIFFER.format(
+        release=RELEASE.label, where=f"{path}, {seen.repo}", failures="; ".join(failures)
     )
 
 
@@ -358,8 +361,8 @@ def test_fast_vision_model_loads_what_the_model_predicts(
         for item in xray_fixtures
     }
     failures = caption_failures(texts, xray_fixtures, golden)
-    assert not failures, (
-        f"{RELEASE.label} FastVisionModel ({path}): captions differ from the 16-bit goldens: " + "; ".join(failures)
+    assert not failures, garbage_output.CAPTIONS_DIFFER.format(
+        release=RELEASE.label, where=f"FastVisionModel, {path}", failures="; ".join(failures)
     )
 
 
@@ -387,6 +390,6 @@ def test_real_model_captions_xrays(path, request, xray_fixtures):
         loading.observe(plan, loading.load_time_settings(RELEASE), "live" if live else "-", processor, xray_fixtures)
     )
     failures = caption_failures(seen.captions, xray_fixtures)
-    assert not failures, f"{RELEASE.label} on {plan.repo}: captions differ from the 16-bit goldens: " + "; ".join(
-        failures
+    assert not failures, garbage_output.CAPTIONS_DIFFER.format(
+        release=RELEASE.label, where=plan.repo, failures="; ".join(failures)
     )

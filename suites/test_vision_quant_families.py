@@ -18,7 +18,7 @@ import shutil
 import pytest
 
 from harness.data import hub
-from harness.failures import loading, vision_quant
+from harness.failures import garbage_output, loading, vision_quant
 from harness.failures.garbage_output import loaded
 from harness.families import registry as families
 from harness.lab import quant
@@ -85,9 +85,14 @@ def test_vision_tower_stays_16bit(family, what_loads, request):
         ok=not seen.vision_4bit,
     )
     assert seen.vision_linears > 0, f"{family.id}: no linear found under {family.vision_modules}"
-    assert not seen.vision_4bit, (
-        f"{RELEASE.label} quantizes {family.title}: {len(seen.vision_4bit)} of {seen.vision_linears} "
-        f"{vision_quant.TOWER_4BIT} {towers(seen)} (e.g. {seen.vision_4bit[0]}; {seen.quantized_by})"
+    assert not seen.vision_4bit, garbage_output.TOWER_QUANTIZED.format(
+        release=RELEASE.label,
+        family=family.title,
+        n_4bit=len(seen.vision_4bit),
+        n_linears=seen.vision_linears,
+        towers=towers(seen),
+        example=seen.vision_4bit[0],
+        quantized_by=seen.quantized_by,
     )
 
 
@@ -106,10 +111,8 @@ def test_pixels_reach_the_vision_tower_floating(family, what_loads, xray_fixture
     seen = loaded(what_loads(family))
     assert list(seen.pixel_dtypes) == [f.id for f in xray_fixtures]
     bad = {fid: d for fid, d in seen.pixel_dtypes.items() if "float" not in d}
-    assert not bad, (
-        f"{RELEASE.label}: pixel_values reach the vision tower as {', '.join(sorted(set(bad.values())))}: "
-        f"the image is destroyed ({family.title})"
-    )
+    dtypes = ", ".join(sorted(set(bad.values())))
+    assert not bad, garbage_output.PIXELS_DESTROYED.format(release=RELEASE.label, dtypes=dtypes) + f" ({family.title})"
 
 
 # --- the check can fail: the skip list decides -------------------------------------------------------------

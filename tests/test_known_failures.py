@@ -3,6 +3,7 @@ entry, and a new failure is an entry, a module and a suite that plug in with no 
 
 from __future__ import annotations
 
+import re
 import sys
 
 import pytest
@@ -91,3 +92,61 @@ def test_two_classes_with_one_id_are_one_line(drop):
 def test_a_class_imported_from_another_module_is_counted_where_it_is_declared(drop):
     (drop / "toy_reuse.py").write_text("from harness.failures.missing_repo import MissingRepo\n")
     assert base.qualified(base.failure_classes()["404"]) == "harness.failures.missing_repo.MissingRepo"
+
+
+def alternatives(pattern: str) -> list[str]:
+    """The top-level alternatives of a registry pattern (``a|b`` outside groups and classes)."""
+    found, depth, start, in_class = [], 0, 0, False
+    for i, c in enumerate(pattern):
+        if pattern[i - 1 : i] == "\\":
+            continue
+        if c == "[":
+            in_class = True
+        elif c == "]":
+            in_class = False
+        elif not in_class and c == "(":
+            depth += 1
+        elif not in_class and c == ")":
+            depth -= 1
+        elif c == "|" and depth == 0 and not in_class:
+            found.append(pattern[start:i])
+            start = i + 1
+    return [*found, pattern[start:]]
+
+
+def pattern_gaps(entries, classes) -> list[str]:
+    """Each registry pattern against its class's messages: every message matches, no alternative is dead."""
+    gaps = []
+    for failure_id, entry in entries.items():
+        messages = classes[failure_id].messages
+        for kind in ("cause", "symptom"):
+            pattern = getattr(entry, kind)
+            if not pattern:
+                continue
+            said = messages.get(kind, ())
+            if not said:
+                gaps.append(f"{failure_id}: no {kind} message declared")
+            gaps += [f"{failure_id}: {kind} pattern misses {m!r}" for m in said if not re.search(pattern, m)]
+            gaps += [
+                f"{failure_id}: {kind} alternative {a!r} matches none of its messages"
+                for a in alternatives(pattern)
+                if said and not any(re.search(a, m) for m in said)
+            ]
+    return gaps
+
+
+def test_every_registry_pattern_matches_the_messages_its_failure_fails_with():
+    """A registry pattern and the assertion (or release error) it stands for are tied: a reworded message
+    or a pattern edited alone turns this red."""
+    assert pattern_gaps(registry.load_registry(), base.failure_classes()) == []
+
+
+def test_a_reworded_message_is_a_gap():
+    entries = registry.load_registry()
+    classes = dict(base.failure_classes())
+    reworded = type("Reworded", (classes["garbage-output"],), {"messages": {"cause": ("is 4-bit",), "symptom": ()}})
+    classes["garbage-output"] = reworded
+    gaps = pattern_gaps({"garbage-output": entries["garbage-output"]}, classes)
+    assert gaps[0] == "garbage-output: cause pattern misses 'is 4-bit'"
+    assert [g.split("alternative ")[1][:7] for g in gaps[1:3]] == ["'visual", "'vision"]
+    assert gaps[3:] == ["garbage-output: no symptom message declared"]

@@ -30,6 +30,10 @@ from harness.releases.git import Repo, local_path
 
 class Failure:
     id: ClassVar[str]
+    # What a reproduction fails with, per registry pattern ("cause", "symptom"): the harness's own assertion
+    # messages (module constants the suites format), or the release's error text where the release raises.
+    # tests/test_known_failures.py holds the registry's patterns to them.
+    messages: ClassVar[dict[str, tuple[str, ...]]] = {}
 
     @functools.cached_property
     def entry(self) -> registry.KnownFailure:

@@ -39,6 +39,9 @@ ANSWER = "chest radiograph frontal view"
 
 class DtypeGrad(Failure):
     id = "dtype-grad"
+    # torch's error, raised through the zoo's requires_grad_pre_hook
+    RAISED = "RuntimeError: only Tensors of floating point dtype can require gradients"
+    messages = {"cause": (RAISED,), "symptom": (RAISED,)}
 
     def subject(self, version: str, origin: str = "wheel") -> ReleaseCode:
         return super().subject(version, origin)

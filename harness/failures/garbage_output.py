@@ -19,6 +19,19 @@ from harness.failures import loading
 from harness.failures.base import Failure
 from harness.releases.code import ReleaseCode
 
+# The suites' assertion messages (str.format templates), named once.
+DTYPE_SOURCE_4BIT = (
+    "{release} loads {repo}: the vision tower's {source} (visual.get_dtype()) is Linear4bit; "
+    "{n_4bit} of {n_linears} vision linears are 4-bit ({quantized_by})"
+)
+PIXELS_DESTROYED = "{release}: pixel_values reach the vision tower as {dtypes}: the image is destroyed"
+CAPTIONS_DIFFER = "{release} ({where}): captions differ from the 16-bit goldens: {failures}"
+TOWER_QUANTIZED = (
+    "{release} quantizes {family}: {n_4bit} of {n_linears} vision linears are Linear4bit at load time, "
+    "under {towers} (e.g. {example}; {quantized_by})"
+)
+_SEEN = {"release": "unsloth 2024.11.11 + zoo 2024.11.8", "repo": "unsloth/Qwen2-VL-7B-Instruct-bnb-4bit"}
+
 SEVEN_B = "unsloth/Qwen2-VL-7B-Instruct"
 PATHS = {"reported": SEVEN_B, "load-time": None}  # None: a local 16-bit checkpoint
 
@@ -27,6 +40,26 @@ class GarbageOutput(Failure):
     """The reported path: the 7B name, mapped by the release, from the hub as it was when it shipped."""
 
     id = "garbage-output"
+    messages = {
+        "cause": (
+            DTYPE_SOURCE_4BIT.format(
+                **_SEEN, source=loading.DTYPE_SOURCE, n_4bit=10, n_linears=10, quantized_by="the checkpoint's"
+            ),
+            TOWER_QUANTIZED.format(
+                **_SEEN,
+                family="Qwen2.5-VL",
+                n_4bit=12,
+                n_linears=12,
+                towers="visual",
+                example="visual.blocks.0.mlp",
+                quantized_by="the release's BitsAndBytesConfig",
+            ),
+        ),
+        "symptom": (
+            CAPTIONS_DIFFER.format(**_SEEN, where="reported", failures="tibia-ap: 'frontal chest radiograph'"),
+            PIXELS_DESTROYED.format(**_SEEN, dtypes="torch.uint8"),
+        ),
+    }
 
     def subject(self, version: str, origin: str = "wheel") -> loading.Release:
         return loading.release_pair(version, origin)

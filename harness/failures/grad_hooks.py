@@ -239,9 +239,13 @@ class PreHookWithoutArguments(GradHookFailure):
     """#2131: the pre-hook sits on a module its parent calls with keywords only (Gemma 3's SigLIP encoder)."""
 
     id = "pre-hook-no-arguments"
+    RAISED = "RuntimeError: Unsloth: Failed to make input require gradients!"  # the zoo's own error
+    messages = {"cause": (RAISED,), "symptom": (RAISED,)}
 
 
 class PostHookOnModelOutput(GradHookFailure):
     """#1613: the post-hook sits on a module returning a ModelOutput, which has no requires_grad_."""
 
     id = "post-hook-model-output"
+    RAISED = "AttributeError: 'Qwen2_5_VLCausalLMOutputWithPast' object has no attribute 'requires_grad_'"
+    messages = {"cause": (RAISED,), "symptom": (RAISED,)}

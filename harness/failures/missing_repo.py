@@ -21,6 +21,14 @@ PLAIN = "unsloth/Qwen2-VL-72B-Instruct-bnb-4bit"
 class MappedToMissingRepo(Failure):
     """A failure of the missing-repo class: the sweep's absent rows its entry's ``names`` claim."""
 
+    # huggingface_hub's error for a repo the hub does not have, as the local hub makes it raise
+    messages = {
+        "symptom": (
+            "huggingface_hub.errors.RepositoryNotFoundError: 404 Client Error. (Request ID: qvl-local)\n\n"
+            "Repository Not Found for url: http://127.0.0.1:8080/api/models/unsloth/qwen2-vl-72b-instruct-unsloth-bnb-4bit",
+        )
+    }
+
     def subject(self, version: str, origin: str = "wheel") -> loading.Release:
         return loading.release_pair(version, origin)
 

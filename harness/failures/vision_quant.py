@@ -13,14 +13,25 @@ from harness.failures.base import Failure
 from harness.families.base import Family
 from harness.releases.code import ReleaseCode
 
-# The assertion's words, matched by the registry's ``cause`` patterns: "..., under visual" etc.
-TOWER_4BIT = "vision linears are Linear4bit at load time, under"
+
+def _quantized(family: str, towers: str) -> tuple[str, ...]:
+    message = garbage_output.TOWER_QUANTIZED.format(
+        release="unsloth 2025.3.16 + zoo 2025.3.16",
+        family=family,
+        n_4bit=12,
+        n_linears=12,
+        towers=towers,
+        example=f"{towers}.encoder.layers.0.mlp.fc1",
+        quantized_by="the release's BitsAndBytesConfig",
+    )
+    return (message,)
 
 
 class Gemma3VisionAtLoad(Failure):
     """Gemma 3's vision_tower quantized at load time (unsloth-zoo's skip list lacks it)."""
 
     id = "gemma3-vision-4bit-at-load"
+    messages = {"cause": _quantized("Gemma 3", "vision_tower"), "symptom": _quantized("Gemma 3", "vision_tower")}
 
     def subject(self, version: str, origin: str = "wheel") -> loading.Release:
         return loading.release_pair(version, origin)
@@ -33,6 +44,10 @@ class MllamaVisionAtLoad(Gemma3VisionAtLoad):
     """Llama-3.2-Vision's vision_model quantized at load time (no skip list names it)."""
 
     id = "mllama-vision-4bit-at-load"
+    messages = {
+        "cause": _quantized("Llama-3.2-Vision", "vision_model"),
+        "symptom": _quantized("Llama-3.2-Vision", "vision_model"),
+    }
 
 
 FAMILY_FAILURES = {"gemma3": Gemma3VisionAtLoad, "mllama": MllamaVisionAtLoad}
