@@ -1,13 +1,7 @@
 """Seed failure 'garbage output', and its load-time sibling: what the installed release really loads.
 
-unsloth 2024.11.11 answered "a shirt with geometric patterns" for a chest X-ray with
-``FastVisionModel.from_pretrained("unsloth/Qwen2-VL-7B-Instruct", load_in_4bit=True)``: its mapper
-sent the name to the plain -bnb-4bit repo, whose vision tower is 4-bit, and transformers <4.52 casts
-pixel_values to ``visual.get_dtype()`` (the dtype of ``blocks[0].mlp.fc2``: uint8 once 4-bit), so the
-image is destroyed before the vision tower sees it. unsloth 2024.12.2 maps the name to the dynamic
--unsloth-bnb-4bit repo, which keeps the vision MLPs in 16 bits. A 16-bit checkpoint quantized at load
-time (a local folder, or use_exact_model_name) uses unsloth-zoo's skip list instead, which keeps the
-vision blocks in 16 bits only from zoo 2026.10.4.
+What happened, which releases and why: the registry's entries garbage-output and vision-4bit-at-load
+(`qvl-harness known` prints them).
 
 harness.failures.garbage_output (on harness.failures.loading) runs the installed release's own code: its
 mapper, the hub as it was when it shipped (serving stand-ins of a tiny captioner trained on the X-ray

@@ -1,13 +1,8 @@
 """garbage-output and vision-4bit-at-load: what the release loads, and whether the image survives it.
 
-unsloth 2024.11.11 answered "a shirt with geometric patterns" for a chest X-ray with
-``FastVisionModel.from_pretrained("unsloth/Qwen2-VL-7B-Instruct", load_in_4bit=True)``: its mapper
-sent the name to the plain -bnb-4bit repo, whose vision tower is 4-bit, and transformers <4.52 casts
-pixel_values to ``visual.get_dtype()`` (the dtype of ``blocks[0].mlp.fc2``: uint8 once 4-bit). unsloth
-2024.12.2 maps the name to the dynamic -unsloth-bnb-4bit repo, which keeps the vision MLPs in 16 bits.
-A 16-bit checkpoint quantized at load time (a local folder, or use_exact_model_name) uses unsloth-zoo's
-skip list instead, which keeps the vision blocks in 16 bits only from zoo 2026.10.4 (the sibling
-entry vision-4bit-at-load). Both paths run through harness.failures.loading.
+Their history is the registry's (`qvl-harness known` prints them): the reported path (a hub name the
+mapper sends to a repo whose vision tower is 4-bit) and the load-time path (a 16-bit checkpoint quantized
+with unsloth-zoo's skip list) both run through harness.failures.loading.
 """
 
 from __future__ import annotations
