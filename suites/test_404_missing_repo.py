@@ -1,5 +1,5 @@
 """Seed failure 1, '404 / Repository Not Found', and the missing-repo class (the registry's 404 entries,
-`qvl-harness known 404`): a release maps a name to a repo that was not on the hub.
+`qvl-harness known` prints them): a release maps a name to a repo that was not on the hub.
 
 The installed release's load goes through harness.failures.loading, the same model of "what a release
 loads" as the garbage-output suite: its own get_model_name, the local hub as it was when it shipped,
