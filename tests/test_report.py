@@ -348,7 +348,9 @@ def test_chromium_dom_has_a_data_uri_thumbnail_per_fixture(dom):
         thumbnail = Image.open(io.BytesIO(base64.b64decode(img.attrs["src"][len(prefix) :])))
         assert max(thumbnail.size) == report.THUMBNAIL_SIDE
         assert thumbnail.size == (int(img.attrs["width"]), int(img.attrs["height"]))
-        assert ImageStat.Stat(thumbnail.convert("L")).stddev[0] > 20, f"{item.id}: thumbnail is flat"
+        # a crop may be one organ of nearly one grey in its film's window (tests/test_xrays.py holds the same bound)
+        flat = 5 if item.crop else 20
+        assert ImageStat.Stat(thumbnail.convert("L")).stddev[0] > flat, f"{item.id}: thumbnail is flat"
 
 
 def test_chromium_dom_highlights_caption_differences(dom):
