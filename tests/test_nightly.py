@@ -141,31 +141,36 @@ def fresh_logs(tmp_path_factory) -> dict[str, str]:
     return {**python_env(), "QVL_CACHE": str(cache)}
 
 
+def triage_command(python: Path, previous: Path, current: Path, release_data: Path) -> list[str]:
+    """`qvl-harness triage` of ``current`` against ``previous`` as the nightly runs it, offline on the release cache."""
+    return [
+        str(python),
+        "-m",
+        "harness.cli",
+        "triage",
+        "--previous",
+        str(previous),
+        "--current",
+        str(current),
+        "--cell",
+        "none",
+        "--reruns",
+        "2",
+        "--release-data",
+        str(release_data),
+        "--find-links",
+        str(cache_dir("wheels")),
+        "--no-index",
+        "--offline",
+    ]
+
+
 @pytest.fixture(scope="module")
 def triaged(nights, release_data, fresh_logs):
     """`qvl-harness triage` of night 2 against night 1, run in night 2's environment as the nightly does."""
     (first, second), python = (nights[0]["night-1"], nights[0]["night-2"]), nights[1]
     done = subprocess.run(
-        [
-            str(python),
-            "-m",
-            "harness.cli",
-            "triage",
-            "--previous",
-            str(first),
-            "--current",
-            str(second),
-            "--cell",
-            "none",
-            "--reruns",
-            "2",
-            "--release-data",
-            str(release_data),
-            "--find-links",
-            str(cache_dir("wheels")),
-            "--no-index",
-            "--offline",
-        ],
+        triage_command(python, first, second, release_data),
         cwd=REPO_ROOT,
         env=fresh_logs,
         capture_output=True,
@@ -254,26 +259,7 @@ def test_a_triage_out_of_time_says_so_and_the_next_run_continues(nights, release
     the triage before it (its environments are cached too)."""
     second = tmp_path / "night-2"
     shutil.copytree(nights[0]["night-2"], second)
-    common = [
-        str(nights[1]),
-        "-m",
-        "harness.cli",
-        "triage",
-        "--previous",
-        str(nights[0]["night-1"]),
-        "--current",
-        str(second),
-        "--cell",
-        "none",
-        "--reruns",
-        "2",
-        "--release-data",
-        str(release_data),
-        "--find-links",
-        str(cache_dir("wheels")),
-        "--no-index",
-        "--offline",
-    ]
+    common = triage_command(nights[1], nights[0]["night-1"], second, release_data)
     stopped = subprocess.run(
         [*common, "--budget", "0"], cwd=REPO_ROOT, env=fresh_logs, capture_output=True, text=True, timeout=600
     )

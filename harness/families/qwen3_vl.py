@@ -45,10 +45,7 @@ def config(sizes: dict, tokenizer):
     return transformers.Qwen3VLConfig(
         text_config=text,
         vision_config=vision,
-        image_token_id=ids["<|image_pad|>"],
-        video_token_id=ids["<|video_pad|>"],
-        vision_start_token_id=ids["<|vision_start|>"],
-        vision_end_token_id=ids["<|vision_end|>"],
+        **tinymodel.vision_token_ids(ids),
         tie_word_embeddings=False,
     )
 

@@ -124,6 +124,16 @@ def missing(make) -> list[Path]:
         _planned = None
 
 
+def vision_token_ids(ids: dict[str, int]) -> dict[str, int]:
+    """The image and video token ids a Qwen-VL config names, from the Qwen2-VL special tokens' ids."""
+    return {
+        "image_token_id": ids["<|image_pad|>"],
+        "video_token_id": ids["<|video_pad|>"],
+        "vision_start_token_id": ids["<|vision_start|>"],
+        "vision_end_token_id": ids["<|vision_end|>"],
+    }
+
+
 def build_tokenizer():
     """A byte-level BPE tokenizer with the Qwen2-VL special tokens, as the Qwen2 tokenizer class."""
     import transformers
@@ -197,10 +207,7 @@ def _config(spec: TinySpec, tokenizer):
         bos_token_id=ids["<|endoftext|>"],
         eos_token_id=ids["<|im_end|>"],
         pad_token_id=ids["<|endoftext|>"],
-        image_token_id=ids["<|image_pad|>"],
-        video_token_id=ids["<|video_pad|>"],
-        vision_start_token_id=ids["<|vision_start|>"],
-        vision_end_token_id=ids["<|vision_end|>"],
+        **vision_token_ids(ids),
         vision_config={
             "depth": spec.vision_depth,
             "embed_dim": spec.vision_embed_dim,
