@@ -10,21 +10,21 @@ import re
 import subprocess
 import sys
 import textwrap
-import zipfile
 
 import pytest
 import torch
 
 from harness import cli
 from harness.core.errors import HarnessError
-from harness.core.paths import cache_dir
 from harness.data import xrays
 from harness.env.stack import dist_version
 from harness.families import registry, tiny
+from harness.families.base import modeling_file
+from harness.releases import code as release_code
 
 INSTALLED = dist_version("transformers")
-# transformers wheels read for the declarations of other releases (`pip download transformers==X --no-deps -d DIR`)
-WHEELS = cache_dir("transformers-wheels")
+# the transformers releases the declarations are checked against, each read from its wheel in the release cache
+SOURCES = registry.source_releases()
 
 
 def check_forward(family):
@@ -82,34 +82,36 @@ def check_cast(family, version: str, source_of):
             )
 
 
-def wheel_versions() -> list[str]:
-    return sorted(
-        (w.name.split("-")[1] for w in WHEELS.glob("transformers-*.whl")),
-        key=lambda v: [int(x) for x in re.findall(r"\d+", v)],
-    )
+def missing_sources() -> list[str]:
+    return [v for v in SOURCES if not release_code.wheel_path("transformers", v).is_file()]
 
 
 @pytest.mark.skipif(
-    not wheel_versions(),
-    reason=f"no transformers wheels in {WHEELS} "
-    "(pip download transformers==4.49.0 --no-deps -d DIR, for each release to check)",
+    bool(missing_sources()),
+    reason=f"transformers {', '.join(missing_sources())} not in the release cache "
+    "(run: qvl-harness releases fetch; tox does, before pytest)",
 )
 @pytest.mark.parametrize("family", registry.families(), ids=lambda f: f.id)
 def test_declarations_match_the_source_of_other_releases(family):
-    for version in wheel_versions():
-        with zipfile.ZipFile(WHEELS / f"transformers-{version}-py3-none-any.whl") as wheel:
+    for version in SOURCES:
+        source = release_code.from_wheel("transformers", version)
+        path = modeling_file(family.module)
+        has_class = source.has(path) and f"class {family.model_class}(" in source.read(path)
+        assert has_class == family.available(version), (
+            f"{family.id}: transformers {version} {'has' if has_class else 'lacks'} {family.model_class}, "
+            f"declared from {family.since}"
+        )
+        if has_class:
+            check_cast(family, version, lambda name, s=source: s.read(modeling_file(name)))
 
-            def source_of(name):
-                return wheel.read(f"transformers/models/{name}/modeling_{name}.py").decode()
 
-            path = f"transformers/models/{family.module}/modeling_{family.module}.py"
-            has_class = path in wheel.namelist() and f"class {family.model_class}(" in source_of(family.module)
-            assert has_class == family.available(version), (
-                f"{family.id}: transformers {version} {'has' if has_class else 'lacks'} {family.model_class}, "
-                f"declared from {family.since}"
-            )
-            if has_class:
-                check_cast(family, version, source_of)
+def test_the_checked_releases_are_each_range_edge():
+    """Each family's first release and the first release of each cast range: a new range adds its edge."""
+    assert {"4.45.0", "4.49.0", "4.50.0", "4.52.1", "4.57.0"} <= set(SOURCES)
+    for family in registry.families():
+        assert family.since in SOURCES
+        for cast in family.pixel_casts:
+            assert any(cast.covers(v) and family.available(v) for v in SOURCES), f"{family.id}: {cast.versions}"
 
 
 def test_a_release_runs_the_families_it_has():

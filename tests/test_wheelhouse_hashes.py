@@ -18,10 +18,13 @@ from harness.cli import main
 from harness.core.errors import HarnessError
 from harness.core.paths import REPO_ROOT
 from harness.env import manifest, wheelhouse
+from harness.families import registry as families
+from harness.families.base import modeling_file
 from harness.releases import code as release_code
 from harness.releases import lock
 
 SLIMMED = ("unsloth", "2026.10.7")  # its wheel carries studio/, which the wheelhouse drops
+SOURCE = ("transformers", "4.45.0")  # read for the families' modeling files only, which is all the wheelhouse keeps
 ZOO = ("unsloth-zoo", "2024.11.8")
 
 
@@ -35,7 +38,7 @@ def flip_a_byte(path: Path) -> None:
 def built(tmp_path_factory):
     """A wheelhouse as `qvl-harness wheelhouse` leaves it: a toy companion, a toy harness wheel, a real
     release at the root and a real unsloth in releases/, slimmed, sealed with its requirements and manifest."""
-    for release in (SLIMMED, ZOO):
+    for release in (SLIMMED, ZOO, SOURCE):
         if not release_code.wheel_path(*release).is_file():
             pytest.fail(f"run: qvl-harness releases fetch {'=='.join(release)} (tox does, before pytest)")
     dest = tmp_path_factory.mktemp("wh") / "wh"
@@ -44,13 +47,14 @@ def built(tmp_path_factory):
     write_wheel(dest, "qvl_harness", "0.1.0")
     shutil.copy2(release_code.wheel_path(*ZOO), dest)
     shutil.copy2(release_code.wheel_path(*SLIMMED), dest / wheelhouse.RELEASES_DIR)
+    shutil.copy2(release_code.wheel_path(*SOURCE), dest / wheelhouse.RELEASES_DIR)
     # PyPI's digests before slimming; a runner's cache holds the slimmed copy, so the lock says the original's
     locked = lock.load()
     originals = {
         p.relative_to(dest).as_posix(): locked[p.name].sha256 if p.name in locked else lock.sha256(p)
         for p in wheelhouse._wheels(dest)
     }
-    wheelhouse.slim(dest, "130", set())
+    wheelhouse.slim(dest, "130", set(), families.source_files())
     wheelhouse.seal(dest, "canary", ["qvltoy==1.0"], ["unsloth-zoo==2024.11.8"], originals)
     return dest
 
@@ -157,7 +161,18 @@ def test_an_unlisted_or_missing_file_is_refused(wh):
         manifest.check(wh)
 
 
-def seed(wh: Path, *extra: str) -> int:
+def test_a_transformers_source_wheel_keeps_only_the_families_modeling_files(wh, tmp_path, monkeypatch):
+    """The families' declarations are checked against its source on the runner too, from a wheel of a few kB."""
+    kept = wh / wheelhouse.RELEASES_DIR / f"transformers-{SOURCE[1]}-py3-none-any.whl"
+    assert kept.stat().st_size < release_code.wheel_path(*SOURCE).stat().st_size / 20
+    monkeypatch.setenv("QVL_CACHE", str(tmp_path / "cache"))
+    assert seed(wh, "--manifest", str(wh / manifest.MANIFEST), release="==".join(SOURCE)) == 0
+    code = release_code.from_wheel(*SOURCE)
+    assert "pixel_values.type(self.visual.get_dtype())" in code.read(modeling_file("qwen2_vl"))
+    assert not code.has("transformers/__init__.py")
+
+
+def seed(wh: Path, *extra: str, release: str = "==".join(SLIMMED)) -> int:
     """What `.ci/gpu-offline` does on the runner: the release cache from the wheelhouse's releases/."""
     return main(
         [
@@ -168,7 +183,7 @@ def seed(wh: Path, *extra: str) -> int:
             "--find-links",
             str(wh / wheelhouse.RELEASES_DIR),
             *extra,
-            "==".join(SLIMMED),
+            release,
         ]
     )
 

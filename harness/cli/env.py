@@ -11,6 +11,7 @@ from harness.core.paths import cache_dir
 from harness.env import canary, check, manifest, pypi, resolve, stack, wheelhouse
 from harness.env.matrix import load_matrix
 from harness.failures.registry import check_matrix, edge_releases, load_registry
+from harness.families import registry as families
 from harness.releases import code as release_code
 from harness.releases import lock as release_lock
 from harness.releases.git import VERSION_FILES, Repo
@@ -59,7 +60,8 @@ def register(sub) -> None:
     releases = sub.add_parser("releases", help="the release code cache").add_subparsers(dest="action", required=True)
     p = releases.add_parser(
         "fetch",
-        help="download release wheels into the cache (default: every matrix cell's)",
+        help="download release wheels into the cache (default: every matrix cell's, the registry's edges and "
+        "the transformers releases the families are checked against)",
         description="Example: qvl-harness releases fetch unsloth==2024.12.2 unsloth-zoo==2024.12.1",
     )
     p.add_argument("requirements", nargs="*", help="unsloth==X or unsloth-zoo==Y")
@@ -172,8 +174,10 @@ def _resolve_canary(matrix, args) -> int:
 
 
 def default_releases() -> list[str]:
-    """What the suites and tests read: every cell's releases and those the registry's edges were checked in."""
-    return list(dict.fromkeys(load_matrix().release_requirements() + edge_releases(load_registry())))
+    """What the suites and tests read: every cell's releases, those the registry's edges were checked in, and the
+    transformers releases the families' declarations are checked against."""
+    sources = [f"transformers=={v}" for v in families.source_releases()]
+    return list(dict.fromkeys(load_matrix().release_requirements() + edge_releases(load_registry()) + sources))
 
 
 def cmd_releases_fetch(args) -> int:
@@ -237,6 +241,7 @@ def cmd_wheelhouse(args) -> int:
             default_releases(), published=pypi.published_digests, quiet=args.quiet or None
         ),
         data_files=fixture_files,
+        source_files=families.source_files(),
         quiet=args.quiet or None,
     )
     print(

@@ -15,6 +15,9 @@ STACK = (
     "trl",
 )
 CODE_UNDER_TEST = ("unsloth", "unsloth-zoo")  # installed with --no-deps; their release code is read from wheels
+# releases whose wheels are read, never installed from the cache: the code under test, and transformers,
+# whose modeling files the families' pixel-cast declarations are checked against, release by release
+SOURCE_READ = (*CODE_UNDER_TEST, "transformers")
 MATRIX_KEYS = {"unsloth-zoo": "unsloth_zoo"}
 KNOWN = set(STACK) | {"huggingface-hub", "xformers"}  # what a registry entry may name
 

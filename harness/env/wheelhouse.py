@@ -110,12 +110,15 @@ def _slim(wheel: Path, drop) -> None:
     tmp.replace(wheel)
 
 
-def slim(dest: Path, cuda: str, data_files: set[str]) -> None:
+def slim(dest: Path, cuda: str, data_files: set[str], source_files: set[str]) -> None:
     for wheel in dest.glob("bitsandbytes-*.whl"):
         keep = {"libbitsandbytes_cpu.so", f"libbitsandbytes_cuda{cuda}.so"}
         _slim(wheel, lambda n, keep=keep: n.endswith(".so") and "libbitsandbytes_" in n and Path(n).name not in keep)
     for wheel in [*dest.glob("unsloth-*.whl"), *dest.glob(f"{RELEASES_DIR}/unsloth-*.whl")]:
         _slim(wheel, lambda n: n.startswith("studio/") or "/studio/" in n.split(".dist-info")[0])
+    # a transformers wheel in releases/ is read for a few modeling files (the families' declarations), not installed
+    for wheel in dest.glob(f"{RELEASES_DIR}/transformers-*.whl"):
+        _slim(wheel, lambda n: not (n in source_files or ".dist-info/" in n))
     # pydicom-data is 34 MB of test images; a runner needs only the ones the X-ray manifest uses.
     for wheel in dest.glob("pydicom_data-*.whl"):
         _slim(wheel, lambda n: n.startswith("data_store/data/") and Path(n).name not in data_files)
@@ -131,10 +134,12 @@ def build(
     *,
     release_wheels,
     data_files: set[str],
+    source_files: set[str],
     quiet: bool | None = None,
 ) -> dict:
     """Build the wheelhouse; ``release_wheels()`` gives the release wheels the suites read (called once the
-    runner is known to fit), ``data_files`` the pydicom-data files the X-ray fixtures use."""
+    runner is known to fit), ``data_files`` the pydicom-data files the X-ray fixtures use, ``source_files`` the
+    files read from the transformers release wheels."""
     cell = load_matrix().cell(cell_name)
     runner = read_freeze(runner_freeze) if runner_freeze else {}
     refuse_unfit_runner(cell, runner)
@@ -183,7 +188,7 @@ def build(
     originals = {p.relative_to(dest).as_posix(): lock.sha256(p) for p in _wheels(dest)}
     _refuse_unlocked_code(dest, originals)
     build_harness_wheel(dest)
-    slim(dest, cuda, data_files)
+    slim(dest, cuda, data_files, source_files)
     report.step("harness wheel built, wheels slimmed")
     report.finish()
     seal(dest, cell.name, missing, cell.code_under_test(), originals)

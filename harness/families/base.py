@@ -11,6 +11,11 @@ from packaging.specifiers import SpecifierSet
 from packaging.version import Version
 
 
+def modeling_file(module: str) -> str:
+    """Where a transformers release (its wheel, or its installed package's root) holds a model's forward."""
+    return f"transformers/models/{module}/modeling_{module}.py"
+
+
 @dataclass(frozen=True)
 class PixelCast:
     """How the forward casts ``pixel_values`` before the vision tower, in the transformers releases of ``versions``.

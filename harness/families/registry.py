@@ -7,10 +7,13 @@ import importlib
 import pkgutil
 from dataclasses import dataclass
 
+from packaging.specifiers import SpecifierSet
+from packaging.version import Version
+
 import harness.families as package
 from harness.core.errors import HarnessError
 from harness.env.stack import dist_version
-from harness.families.base import Family
+from harness.families.base import Family, modeling_file
 
 
 def families() -> list[Family]:
@@ -23,6 +26,24 @@ def families() -> list[Family]:
                 raise HarnessError(f"two family modules declare the id {family.id!r}")
             found[family.id] = family
     return sorted(found.values(), key=lambda f: f.id)
+
+
+def source_releases() -> list[str]:
+    """The transformers releases whose modeling source the declarations are checked against (`releases fetch`
+    caches their wheels): each family's first release and the first release of each of its pixel-cast ranges."""
+    versions = set()
+    for fam in families():
+        versions.add(fam.since)
+        for cast in fam.pixel_casts:
+            lower = [s.version for s in SpecifierSet(cast.versions) if s.operator in (">=", "==")]
+            versions.update(lower or [fam.since])
+    # "4.49" and "4.49.0" are one release, named as PyPI names it
+    return sorted({".".join(map(str, (*Version(v).release, 0, 0)[:3])) for v in versions}, key=Version)
+
+
+def source_files() -> set[str]:
+    """The modeling files those declarations are read from (a wheelhouse keeps only these of a transformers wheel)."""
+    return {modeling_file(m) for f in families() for m in {f.module, *(c.module for c in f.pixel_casts)}}
 
 
 def family(family_id: str) -> Family:

@@ -37,7 +37,7 @@ from harness.releases import lock
 
 @dataclass(frozen=True)
 class ReleaseCode:
-    """The files of one release of ``package`` (``unsloth`` or ``unsloth-zoo``)."""
+    """The files of one release of ``package`` (``unsloth`` or ``unsloth-zoo``; ``transformers`` for its source)."""
 
     package: str
     version: str
@@ -177,8 +177,10 @@ def fetch(
     wanted = []
     for req in requirements:
         package, _, version = req.partition("==")
-        if package not in packages.CODE_UNDER_TEST or not version:
-            raise HarnessError(f"cannot fetch {req!r}: expected unsloth==VERSION or unsloth-zoo==VERSION")
+        if package not in packages.SOURCE_READ or not version:
+            raise HarnessError(
+                f"cannot fetch {req!r}: expected unsloth==VERSION, unsloth-zoo==VERSION or transformers==VERSION"
+            )
         wanted.append((package, version))
     check = _Check({} if update_lock else lock.load(), published, no_index, _slimmed_copies(manifest))
     missing = []
