@@ -13,7 +13,7 @@ from pathlib import Path
 
 DURATION = re.compile(r"^\s*([\d.]+)s (setup|call|teardown)\s+([^\s:]+\.py)::")
 BUILT = re.compile(r"qvl-harness: built once before [^,]*, in (\d+)s: (.*)$")
-TRAINED = re.compile(r"qvl-harness: training the tiny captioner .*: done in (\d+)s")
+TRAINED = re.compile(r"qvl-harness: training the tiny (?:\S+ )?captioner .*: done in (\d+)s")
 
 
 def modules_from_durations(lines: list[str]) -> dict[str, float]:

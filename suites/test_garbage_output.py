@@ -25,9 +25,8 @@ from harness.data import goldens, hub, hub_server
 from harness.failures import garbage_output, loading
 from harness.failures.garbage_output import PATHS, SEVEN_B, grades, loaded
 from harness.lab import captioner, inference, quant, tinymodel
-from harness.pytest import goldenwrites, require, results, summary
+from harness.pytest import captions, goldenwrites, require, results, summary
 
-MODEL = captioner.MODEL_NAME
 RELEASE = loading.installed_release()
 pytestmark = require.installed("unsloth", "unsloth-zoo", hint="run a matrix cell (tox -e cell-NAME)")
 
@@ -54,63 +53,12 @@ def captioner_processor(captioner_checkpoint):
     return tinymodel.load_processor(captioner_checkpoint)
 
 
-def sixteen_bit_captions(checkpoint, processor, fixtures) -> dict[str, str]:
-    model = quant.load_16bit(checkpoint, captioner.GOLDEN_DTYPE)
-    return {
-        item.id: inference.caption(model, processor, item.image(), max_new_tokens=captioner.MAX_NEW_TOKENS)
-        for item in fixtures
-    }
-
-
-def caption_failures(captions: dict[str, str], fixtures, golden=None, *, record=None) -> list[str]:
-    """``"ID: 'caption' (grade)"`` for each fixture whose caption falls short: of ``golden``'s required grade
-    against its golden caption, or (``golden`` None: a real model) of the fixture's own terms, graded against
-    its description. A fixture without a caption is graded "missing". ``record``: (config,
-    configuration) to record every grade for the report."""
-    graded = (
-        goldens.grades(captions, golden, fixtures)
-        if golden is not None
-        else {
-            f.id: goldens.grade(
-                captions[f.id], f.description, f.must_mention, f.must_not_mention, goldens.embedder()[0]
-            )
-            for f in fixtures
-        }
-    )
-    failures = []
-    for item in fixtures:
-        grade, text = graded[item.id], captions.get(item.id, "")
-        if record is not None:
-            config, configuration = record
-            results.record_caption(
-                config, item.id, configuration, golden.caption(item.id), text, grade.level, grade.describe()
-            )
-        short = (
-            not grade.at_least(golden.required) if golden is not None else grade.missing_terms or grade.forbidden_terms
-        )
-        if short:
-            failures.append(f"{item.id}: {text!r} ({grade.describe()})")
-    return failures
-
-
 @pytest.fixture(scope="session")
-def golden(request, harness_stack, captioner_checkpoint, captioner_processor, xray_fixtures):
-    """The golden this device compares against (goldens.select); with --update-golden, the 16-bit
-    captions of this run, written as the obtained file for review, which the run then compares against."""
-    configuration = captioner.golden_configuration()
-    if not request.config.getoption("--update-golden"):
-        return goldens.select(MODEL, harness_stack.device_class, harness_stack.arch, configuration)
-    env = {**harness_stack.packages, "python": harness_stack.python, "arch": harness_stack.arch}
-    path = goldenwrites.write_obtained(
-        request.config,
-        MODEL,
-        harness_stack.device_class,
-        configuration,
-        env,
-        sixteen_bit_captions(captioner_checkpoint, captioner_processor, xray_fixtures),
-        {f.id: captioner.fixture_digest(f) for f in xray_fixtures},
+def golden(request, harness_stack, captioner_checkpoint, xray_fixtures):
+    """The golden this device compares against; with --update-golden, this run's 16-bit captions (goldenwrites)."""
+    return goldenwrites.golden_of(
+        request.config, harness_stack, captioner.TINY_QWEN2_VL, captioner_checkpoint, xray_fixtures
     )
-    return goldens.read(path)
 
 
 @pytest.fixture(scope="session")
@@ -241,7 +189,7 @@ def test_pixels_reach_the_vision_tower_floating(path, what_loads, request):
 @pytest.mark.parametrize("path", params("symptom"))
 def test_captions_match_goldens(path, what_loads, golden, xray_fixtures, request):
     seen = loaded(what_loads(path))
-    failures = caption_failures(
+    failures = captions.failures(
         seen.captions, xray_fixtures, golden, record=(request.config, f"{path} ({seen.repo.rsplit('/', 1)[-1]})")
     )
     assert not failures, garbage_output.CAPTIONS_DIFFER.format(
@@ -301,8 +249,8 @@ def test_keeping_the_dtype_source_16bit_removes_the_symptom(
 
 def test_16bit_captions_match_goldens(captioner_checkpoint, captioner_processor, golden, xray_fixtures):
     """The control: the captioner in 16 bits gives its goldens on this stack."""
-    texts = sixteen_bit_captions(captioner_checkpoint, captioner_processor, xray_fixtures)
-    failures = caption_failures(texts, xray_fixtures, golden)
+    texts = captioner.sixteen_bit_captions(captioner_checkpoint, xray_fixtures)
+    failures = captions.failures(texts, xray_fixtures, golden)
     assert not failures, f"16-bit captions differ from their goldens ({golden.matched}): " + "; ".join(failures)
 
 
@@ -354,7 +302,7 @@ def test_fast_vision_model_loads_what_the_model_predicts(
         item.id: inference.caption(model, captioner_processor, item.image(), max_new_tokens=captioner.MAX_NEW_TOKENS)
         for item in xray_fixtures
     }
-    failures = caption_failures(texts, xray_fixtures, golden)
+    failures = captions.failures(texts, xray_fixtures, golden)
     assert not failures, garbage_output.CAPTIONS_DIFFER.format(
         release=RELEASE.label, where=f"FastVisionModel, {path}", failures="; ".join(failures)
     )
@@ -383,7 +331,7 @@ def test_real_model_captions_xrays(path, request, xray_fixtures):
     seen = loaded(
         loading.observe(plan, loading.load_time_settings(RELEASE), "live" if live else "-", processor, xray_fixtures)
     )
-    failures = caption_failures(seen.captions, xray_fixtures)
+    failures = captions.failures(seen.captions, xray_fixtures)
     assert not failures, garbage_output.CAPTIONS_DIFFER.format(
         release=RELEASE.label, where=plan.repo, failures="; ".join(failures)
     )

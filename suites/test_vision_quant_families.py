@@ -4,8 +4,10 @@
 Each family's tiny 16-bit checkpoint is quantized at load time through the installed release's own code
 (harness.failures.vision_quant on harness.failures.loading: its load-time BitsAndBytesConfig with
 unsloth-zoo's SKIP_QUANTIZATION_MODULES and its skip-list matcher, then a real transformers + bitsandbytes
-load), and one forward pass per X-ray shows the dtype entering the vision tower. A cell runs the families
-its transformers has; the registry (vision_quant.failure_for) says where a tower is expected in 4 bits.
+load), and one forward pass per X-ray shows the dtype entering the vision tower; a family with a captioner
+(a tiny model of it trained on the X-ray fixtures) is loaded the same way and its captions graded against its
+16-bit goldens. A cell runs the families its transformers has; the registry (vision_quant.failure_for) says
+where a tower is expected in 4 bits.
 On a GPU the release's real FastVisionModel must load what the model predicts.
 """
 
@@ -17,12 +19,12 @@ import shutil
 
 import pytest
 
-from harness.data import hub
+from harness.data import goldens, hub
 from harness.failures import garbage_output, loading, vision_quant
 from harness.failures.garbage_output import loaded
 from harness.families import registry as families
-from harness.lab import quant
-from harness.pytest import require, results
+from harness.lab import captioner, quant
+from harness.pytest import captions, goldenwrites, require, results
 
 RELEASE = loading.installed_release()
 pytestmark = require.installed("unsloth", "unsloth-zoo", hint="run a matrix cell (tox -e cell-NAME)")
@@ -43,6 +45,26 @@ def params(shows: str) -> list:
                 marks += failure.marks_for(code, shows=shows)
         out.append(pytest.param(family, id=family.id, marks=marks))
     return out
+
+
+def captioned(family_params: list) -> list:
+    """The params of the families with a captioner, less the tiny Qwen2-VL's: the garbage-output suite grades
+    its captions on both of its paths."""
+    return [p for p in family_params if p.values[0].captioner not in (None, captioner.TINY_QWEN2_VL)]
+
+
+@pytest.fixture(scope="session")
+def family_captioner(request, harness_stack, xray_fixtures):
+    """``family_captioner(family)``: the family's trained captioner and the golden this device compares it
+    against (with --update-golden, this run's 16-bit captions: goldenwrites), made once."""
+
+    @functools.cache
+    def made(family_id: str):
+        of = families.family(family_id).captioner
+        checkpoint = captioner.build(xray_fixtures, of=of)
+        return checkpoint, goldenwrites.golden_of(request.config, harness_stack, of, checkpoint, xray_fixtures)
+
+    return lambda family: made(family.id)
 
 
 @pytest.fixture(scope="session")
@@ -113,6 +135,44 @@ def test_pixels_reach_the_vision_tower_floating(family, what_loads, xray_fixture
     bad = {fid: d for fid, d in seen.pixel_dtypes.items() if "float" not in d}
     dtypes = ", ".join(sorted(set(bad.values())))
     assert not bad, garbage_output.PIXELS_DESTROYED.format(release=RELEASE.label, dtypes=dtypes) + f" ({family.title})"
+
+
+@pytest.mark.parametrize("family", captioned(params("symptom")))
+def test_captions_of_the_load_match_the_goldens(family, family_captioner, xray_fixtures, request):
+    """The family's captioner quantized at load time through the release's own code captions every X-ray as its
+    16-bit goldens say (a tower cast to a floating dtype keeps them in 4 bits too; tests/test_captioner_discriminates.py
+    shows uint8 pixels fail them)."""
+    checkpoint, golden = family_captioner(family)
+    seen = loaded(
+        loading.what_loads(
+            RELEASE, str(checkpoint), processor=family.processor(checkpoint), fixtures=xray_fixtures, captions=True
+        )
+    )
+    short = captions.failures(seen.captions, xray_fixtures, golden, record=(request.config, f"{family.id} load-time"))
+    assert not short, garbage_output.CAPTIONS_DIFFER.format(
+        release=RELEASE.label, where=f"{family.title} load-time, {seen.repo}", failures="; ".join(short)
+    )
+
+
+@pytest.mark.parametrize("family", captioned(families.params()))
+def test_16bit_captions_match_the_goldens(family, family_captioner, xray_fixtures):
+    """The control: the family's captioner in 16 bits gives its goldens on this stack."""
+    checkpoint, golden = family_captioner(family)
+    texts = captioner.sixteen_bit_captions(checkpoint, xray_fixtures, family.captioner)
+    short = captions.failures(texts, xray_fixtures, golden)
+    assert not short, f"{family.id}: 16-bit captions differ from their goldens ({golden.matched}): " + "; ".join(short)
+
+
+@pytest.mark.parametrize("family", captioned(families.params()))
+def test_goldens_are_current_and_pass_their_fixtures(family, family_captioner, xray_fixtures):
+    """Recorded on these fixtures (a changed fixture makes the golden stale), each golden caption within its
+    fixture's terms (with --update-golden: an obtained caption that fails them is no golden)."""
+    _, golden = family_captioner(family)
+    problems = goldens.stale(golden, {f.id: captioner.fixture_digest(f) for f in xray_fixtures})
+    assert not problems, f"stale golden {golden.path}: {'; '.join(problems)} (refresh: {goldens.refresh_hint(golden)})"
+    for item in xray_fixtures:
+        grade = goldens.grade(golden.caption(item.id), item.description, item.must_mention, item.must_not_mention)
+        assert grade.at_least("terms"), f"{item.id}: golden caption {golden.caption(item.id)!r}: {grade.describe()}"
 
 
 # --- the check can fail: the skip list decides -------------------------------------------------------------

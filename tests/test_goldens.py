@@ -183,7 +183,7 @@ def test_a_device_without_its_own_golden_falls_back_like_expectations(tmp_path):
 def test_status_names_what_made_a_golden_stale_and_how_to_refresh_it(tmp_path):
     cpu_path = recorded(tmp_path)
     gpu_path = recorded(tmp_path, device_class=H100, arch="sm_90", config={**CONFIG, "recipe": "old"})
-    found = dict(goldens.status(CONFIG, {"chest-pa": "d1", "tibia-ap": "d2"}, root=tmp_path))
+    found = dict(goldens.status({"m": CONFIG}, {"chest-pa": "d1", "tibia-ap": "d2"}, root=tmp_path))
     assert found[cpu_path] == ["tibia-ap: fixture has no golden caption"]
     assert found[gpu_path][0] == "recorded in another configuration: recipe: golden 'old', this run 'abc'"
     assert f"on a {H100} runner: tox -e gpu" in goldens.refresh_hint(goldens.read(gpu_path))

@@ -51,7 +51,8 @@ def wanted_ids(*args: str) -> list[str]:
         (["tests/test_progress.py", "tests/test_goldens.py"], []),  # a custom recipe, the golden files only
         (["tests/test_prebuild.py"], ["tiny"]),  # the fixtures its pytester files use are only strings here
         (["tests/test_families.py::test_tiny_model_takes_an_image_through_its_processor"], ["families"]),
-        (["suites"], ["tiny", "tiny-standins", "captioner", "captioner-standins", "families"]),
+        (["suites"], ["tiny", "tiny-standins", "captioner", "captioner-standins", "families", "family-captioners"]),
+        (["tests/test_captioner_discriminates.py"], ["tiny", "captioner", "families", "family-captioners"]),
     ],
 )
 def test_the_builds_are_read_from_the_test_files_named(args, ids):

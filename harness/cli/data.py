@@ -13,6 +13,7 @@ from harness.core.cellenv import needs_stack
 from harness.core.errors import HarnessError
 from harness.core.paths import cache_dir
 from harness.data import goldens, hub, hub_history, hub_server, xrays
+from harness.families import registry as families
 from harness.lab import captioner, tinymodel
 
 
@@ -226,7 +227,8 @@ def cmd_goldens_accept(args) -> int:
 def cmd_goldens_status(args) -> int:
     digests = {f.id: captioner.fixture_digest(f) for f in xrays.usable(xrays.load_manifest())}
     worst = 0
-    for path, problems in goldens.status(captioner.golden_configuration(), digests):
+    configurations = {of.name: captioner.golden_configuration(of=of) for of in families.captioners()}
+    for path, problems in goldens.status(configurations, digests):
         pending = path.name.endswith(".obtained.json")
         label = (
             "obtained, awaiting review: qvl-harness goldens accept " + str(path)

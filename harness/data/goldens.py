@@ -314,14 +314,21 @@ def refresh_hint(golden: Golden) -> str:
     )
 
 
-def status(configuration: dict, digests: dict[str, str], root: Path = GOLDENS_DIR) -> list[tuple[Path, list[str]]]:
-    """Every golden and obtained file with why it is stale (recorded in another configuration, fixtures
-    changed, added or removed); an empty list means current."""
+def status(
+    configurations: dict[str, dict], digests: dict[str, str], root: Path = GOLDENS_DIR
+) -> list[tuple[Path, list[str]]]:
+    """Every golden and obtained file with why it is stale (recorded in another configuration than its model's
+    in ``configurations``, fixtures changed, added or removed, or no such model); an empty list means current."""
     found = []
     for path in sorted(root.glob("*/*.json")):
         golden = read(path)
         problems = stale(golden, digests)
-        detail = configuration_differs(golden, configuration)
+        configuration = configurations.get(path.parent.name)
+        detail = (
+            configuration_differs(golden, configuration)
+            if configuration is not None
+            else f"no captioner is named {path.parent.name} (known: {', '.join(sorted(configurations))})"
+        )
         if detail:
             problems.insert(0, f"recorded in another configuration: {detail}")
         found.append((path, problems))

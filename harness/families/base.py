@@ -10,6 +10,8 @@ from pathlib import Path
 from packaging.specifiers import SpecifierSet
 from packaging.version import Version
 
+from harness.lab import captioner
+
 
 def modeling_file(module: str) -> str:
     """Where a transformers release (its wheel, or its installed package's root) holds a model's forward."""
@@ -47,6 +49,9 @@ class Family:
     hub_names: dict[str, tuple[str, ...]]  # size -> the repos of that size (which existed when: the hub history)
     build: Callable[[], Path] = field(repr=False)  # the tiny checkpoint, built once per transformers version
     processor: Callable[[Path], object] = field(repr=False)  # the tiny checkpoint's processor (PIL image processor)
+    # the tiny model trained to caption the X-ray fixtures, whose captions of a 4-bit load are checked against
+    # its 16-bit goldens (a Qwen-VL chat model; None: the family's loads are checked by structure only)
+    captioner: captioner.Base | None = field(default=None, repr=False)
 
     def available(self, transformers_version: str) -> bool:
         return Version(Version(transformers_version).base_version) >= Version(self.since)

@@ -4,7 +4,7 @@ from pathlib import Path
 
 from harness.families import tiny
 from harness.families.base import Family, PixelCast
-from harness.lab import compat, tinymodel
+from harness.lab import captioner, compat, tinymodel
 
 SIZES = {"hidden": 64, "layers": 2, "heads": 4, "kv_heads": 2, "vision_hidden": 64, "vision_depth": 2}
 
@@ -90,4 +90,7 @@ FAMILY = Family(
     },
     build=build,
     processor=processor,
+    captioner=captioner.Base(
+        "tiny-captioner-qwen2.5-vl", "tiny Qwen2.5-VL captioner", "Qwen2_5_VLForConditionalGeneration", build, processor
+    ),
 )

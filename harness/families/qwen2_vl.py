@@ -1,7 +1,7 @@
 """Qwen2-VL: the family of the seed's failures; its tiny model is the tiny Qwen2-VL of the suites."""
 
 from harness.families.base import Family, PixelCast
-from harness.lab import tinymodel
+from harness.lab import captioner, tinymodel
 
 FAMILY = Family(
     id="qwen2-vl",
@@ -40,4 +40,5 @@ FAMILY = Family(
     },
     build=tinymodel.build,
     processor=tinymodel.load_processor,
+    captioner=captioner.TINY_QWEN2_VL,  # the garbage-output suite's
 )

@@ -46,6 +46,11 @@ def source_files() -> set[str]:
     return {modeling_file(m) for f in families() for m in {f.module, *(c.module for c in f.pixel_casts)}}
 
 
+def captioners() -> list:
+    """Every family's captioner (harness.lab.captioner.Base), each named once: the goldens' folders."""
+    return list({f.captioner.name: f.captioner for f in families() if f.captioner is not None}.values())
+
+
 def family(family_id: str) -> Family:
     known = {f.id: f for f in families()}
     if family_id not in known:

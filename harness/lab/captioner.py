@@ -1,4 +1,5 @@
-"""A tiny Qwen2-VL trained to caption the X-ray fixtures with their reference descriptions.
+"""A tiny Qwen-VL model (the tiny Qwen2-VL; a family's tiny model: ``Base``) trained to caption the X-ray
+fixtures with their reference descriptions.
 
 An untrained tiny model answers noise whatever it is given, so it cannot tell a destroyed image
 from a sound one. This one is trained (seeded, float32 on CPU) until its greedy
@@ -21,6 +22,7 @@ import pickle
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -29,7 +31,7 @@ from harness.core.errors import HarnessError
 from harness.core.paths import cache_dir
 from harness.core.progress import Progress
 from harness.data import xrays
-from harness.lab import compat, inference, tinymodel
+from harness.lab import compat, inference, quant, tinymodel
 
 MODEL_NAME = "tiny-captioner"
 PROGRESS_EVERY = 50  # training steps per progress line
@@ -45,15 +47,38 @@ class Recipe:
     version: int = 3  # bump when the training code changes in a way the fields above do not show
 
 
+@dataclass(frozen=True)
+class Base:
+    """The tiny model a captioner is trained from: a Qwen-VL class (the chat template, the answer's end token
+    and the M-RoPE positions are Qwen's), its checkpoint and processor. ``name`` names the captioner in the
+    model cache and in fixtures/goldens/. Module-level callables: train_apart pickles them."""
+
+    name: str
+    title: str  # as progress lines name it
+    model_class: str
+    checkpoint: Callable[[], Path]
+    processor: Callable[[Path], object]
+
+
+TINY_QWEN2_VL = Base(
+    MODEL_NAME, "tiny captioner", "Qwen2VLForConditionalGeneration", tinymodel.build, tinymodel.load_processor
+)
+
+
 def fixture_digest(item: xrays.XrayFixture) -> str:
     """What a golden caption of ``item`` depends on: its description and its image (file bytes and crop)."""
     return hashlib.sha256(item.description.encode() + b"|" + item.content()).hexdigest()[:16]
 
 
-def recipe_fingerprint(recipe: Recipe = Recipe(), spec: tinymodel.TinySpec = tinymodel.TinySpec()) -> str:
+def recipe_fingerprint(
+    recipe: Recipe = Recipe(), spec: tinymodel.TinySpec = tinymodel.TinySpec(), base: Base = TINY_QWEN2_VL
+) -> str:
     """How the captioner is made, independent of the fixtures and of the transformers version on
-    purpose: every stack must caption the fixtures the same way, which is what the goldens check."""
+    purpose: every stack must caption the fixtures the same way, which is what the goldens check.
+    (The tiny Qwen2-VL's is the fingerprint its goldens were recorded with: another base adds its class.)"""
     payload = {"recipe": asdict(recipe), "spec": asdict(spec)}
+    if base != TINY_QWEN2_VL:
+        payload["base"] = [base.name, base.model_class]
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -79,13 +104,13 @@ def rope_positions(model, inputs):
     )[0]
 
 
-def train(base: Path, fixtures, recipe: Recipe, out: Path) -> None:
+def train(base: Path, fixtures, recipe: Recipe, out: Path, of: Base = TINY_QWEN2_VL) -> None:
     import torch
     import transformers
 
     torch.manual_seed(recipe.seed)
-    processor = tinymodel.load_processor(base)
-    model = transformers.Qwen2VLForConditionalGeneration.from_pretrained(base, **compat.dtype_kwarg(torch.float32))
+    processor = of.processor(base)
+    model = getattr(transformers, of.model_class).from_pretrained(base, **compat.dtype_kwarg(torch.float32))
     model.train()
     # One example per forward pass: no padding, so no stack's padding or position-id handling
     # can make training differ from generation; their gradients are averaged per step.
@@ -93,7 +118,7 @@ def train(base: Path, fixtures, recipe: Recipe, out: Path) -> None:
     optimizer = torch.optim.AdamW(model.parameters(), lr=recipe.learning_rate, weight_decay=0.0)
     report = Progress(
         recipe.steps // PROGRESS_EVERY,
-        f"training the tiny captioner on {len(examples)} X-ray fixtures "
+        f"training the {of.title} on {len(examples)} X-ray fixtures "
         f"({recipe.steps} steps, once per transformers version and fixture set)",
     )
     for step in range(1, recipe.steps + 1):
@@ -110,10 +135,10 @@ def train(base: Path, fixtures, recipe: Recipe, out: Path) -> None:
     (out / "captioner.json").write_text(json.dumps({"final_loss": float(loss), "recipe": asdict(recipe)}, indent=1))
 
 
-def train_apart(base: Path, fixtures, recipe: Recipe, out: Path) -> None:
+def train_apart(base: Path, fixtures, recipe: Recipe, out: Path, of: Base = TINY_QWEN2_VL) -> None:
     """train() in a child interpreter, its progress lines passed on as they come."""
     with tempfile.NamedTemporaryFile(suffix=".pickle") as job:
-        pickle.dump((base, list(fixtures), recipe, out), job)
+        pickle.dump((base, list(fixtures), recipe, out, of), job)
         job.flush()
         child = subprocess.Popen(
             [sys.executable, "-m", "harness.lab.captioner", job.name],
@@ -128,7 +153,7 @@ def train_apart(base: Path, fixtures, recipe: Recipe, out: Path) -> None:
             else:
                 tail = [*tail[-19:], line]
         if child.wait():
-            raise HarnessError(f"training the tiny captioner failed (exit {child.returncode}):\n{''.join(tail)}")
+            raise HarnessError(f"training the {of.title} failed (exit {child.returncode}):\n{''.join(tail)}")
 
 
 def build(
@@ -136,18 +161,22 @@ def build(
     recipe: Recipe = Recipe(),
     spec: tinymodel.TinySpec = tinymodel.TinySpec(),
     *,
+    of: Base = TINY_QWEN2_VL,
     in_this_process: bool = False,
 ) -> Path:
-    """The trained captioner checkpoint (float32): trained once per recipe, fixture set and
-    transformers version (about 15 s on 2 cores), then cached. ``in_this_process``: train here, for
-    a process that is itself a fresh interpreter without unsloth (harness.pytest.prebuild's child)."""
+    """The trained captioner checkpoint (float32): trained once per recipe, fixture set, base and
+    transformers version (about 15 s on 2 cores), then cached. ``spec`` shapes the tiny Qwen2-VL base (another
+    base is its family's tiny model). ``in_this_process``: train here, for a process that is itself a fresh
+    interpreter without unsloth (harness.pytest.prebuild's child)."""
     fixtures = xrays.usable(xrays.load_manifest()) if fixtures is None else fixtures
-    base = tinymodel.build(spec)
+    base = tinymodel.build(spec) if of == TINY_QWEN2_VL else of.checkpoint()
     digests = json.dumps({f.id: fixture_digest(f) for f in fixtures}, sort_keys=True)
-    key = hashlib.sha256(f"{recipe_fingerprint(recipe, spec)}|{digests}|{spec.key()}".encode()).hexdigest()[:16]
+    # the tiny Qwen2-VL's key as its goldens were recorded with; another base's checkpoint name holds its own key
+    made_from = spec.key() if of == TINY_QWEN2_VL else base.name
+    key = hashlib.sha256(f"{recipe_fingerprint(recipe, spec, of)}|{digests}|{made_from}".encode()).hexdigest()[:16]
     trainer = train if in_this_process else train_apart
     return tinymodel.atomic_build(
-        cache_dir("models") / f"{MODEL_NAME}-{key}", lambda out: trainer(base, fixtures, recipe, out)
+        cache_dir("models") / f"{of.name}-{key}", lambda out: trainer(base, fixtures, recipe, out, of)
     )
 
 
@@ -157,14 +186,24 @@ GOLDEN_DTYPE = "bfloat16"  # the 16-bit reference: the dtype 4-bit loads compute
 MAX_NEW_TOKENS = 48  # the longest description is about 35 tokens
 
 
-def golden_configuration(recipe: Recipe = Recipe(), spec: tinymodel.TinySpec = tinymodel.TinySpec()) -> dict:
+def golden_configuration(
+    recipe: Recipe = Recipe(), spec: tinymodel.TinySpec = tinymodel.TinySpec(), of: Base = TINY_QWEN2_VL
+) -> dict:
     """What a golden of this captioner must have been recorded in to be compared against."""
     return {
         "configuration": "16bit",
         "dtype": GOLDEN_DTYPE,
         "prompt": inference.PROMPT,
         "max_new_tokens": MAX_NEW_TOKENS,
-        "recipe": recipe_fingerprint(recipe, spec),
+        "recipe": recipe_fingerprint(recipe, spec, of),
+    }
+
+
+def sixteen_bit_captions(checkpoint: Path, fixtures, of: Base = TINY_QWEN2_VL) -> dict[str, str]:
+    """The captions its goldens hold: the checkpoint in GOLDEN_DTYPE, greedy, on this device."""
+    model, processor = quant.load_16bit(checkpoint, GOLDEN_DTYPE, of.model_class), of.processor(checkpoint)
+    return {
+        item.id: inference.caption(model, processor, item.image(), max_new_tokens=MAX_NEW_TOKENS) for item in fixtures
     }
 
 

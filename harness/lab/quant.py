@@ -36,11 +36,11 @@ def load_4bit(path, skip_modules=("lm_head",), **bnb):
     )
 
 
-def load_16bit(path, dtype="float32"):
+def load_16bit(path, dtype="float32", model_class="Qwen2VLForConditionalGeneration"):
     import torch
     import transformers
 
-    return transformers.Qwen2VLForConditionalGeneration.from_pretrained(
+    return getattr(transformers, model_class).from_pretrained(
         path, device_map=device(), **compat.dtype_kwarg(getattr(torch, dtype))
     )
 

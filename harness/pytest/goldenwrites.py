@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from harness.data import goldens
+from harness.lab import captioner
 
 PROPERTY = "qvl.golden_written"
 RUNNING = pytest.StashKey[pytest.Item]()  # the test whose phase runs now (a session fixture's writer)
@@ -38,6 +39,25 @@ def write_obtained(
     path = goldens.write_obtained(model, device_class, configuration, environment, captions, digests, root)
     config.stash.setdefault(PENDING, []).append(str(path))
     return path
+
+
+def golden_of(config: pytest.Config, stack, of: captioner.Base, checkpoint: Path, fixtures) -> goldens.Golden:
+    """The golden of captioner ``of`` that this device compares against (goldens.select); with --update-golden,
+    the 16-bit captions of this run, written as the obtained file for review, which the run then compares against.
+    ``stack``: the harness_stack fixture's value."""
+    configuration = captioner.golden_configuration(of=of)
+    if not config.getoption("--update-golden"):
+        return goldens.select(of.name, stack.device_class, stack.arch, configuration)
+    path = write_obtained(
+        config,
+        of.name,
+        stack.device_class,
+        configuration,
+        {**stack.packages, "python": stack.python, "arch": stack.arch},
+        captioner.sixteen_bit_captions(checkpoint, fixtures, of),
+        {f.id: captioner.fixture_digest(f) for f in fixtures},
+    )
+    return goldens.read(path)
 
 
 @pytest.hookimpl(wrapper=True)

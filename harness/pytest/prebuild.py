@@ -51,6 +51,13 @@ def family_models() -> None:
         family.build()
 
 
+def family_captioners() -> None:
+    """The captioners of the families this transformers has, less the tiny Qwen2-VL's (its own build)."""
+    for family in registry.plan().runs:
+        if family.captioner not in (None, captioner.TINY_QWEN2_VL):
+            captioner.build(of=family.captioner, in_this_process=True)
+
+
 @dataclass(frozen=True)
 class Build:
     id: str
@@ -60,7 +67,8 @@ class Build:
 
 
 HUB = frozenset({"hub_for", "standins"})
-CAPTIONER = frozenset({"captioner_checkpoint"})  # the suites' fixture: the default recipe on every fixture
+CAPTIONER = frozenset({"captioner_checkpoint", "CAPTIONED"})  # the suites' fixture (default recipe, every fixture)
+FAMILY_CAPTIONERS = frozenset({"family_captioner", "CAPTIONED"})
 BUILDS = (
     Build(
         "tiny",
@@ -77,6 +85,7 @@ BUILDS = (
         lambda: standins_of(captioner.build(in_this_process=True)),
     ),
     Build("families", "family models", (frozenset({"families"}),), family_models),
+    Build("family-captioners", "family captioners", (FAMILY_CAPTIONERS,), family_captioners),
 )
 
 
