@@ -130,9 +130,11 @@ def cmd_hub_serve(args) -> int:
     # A process started in the background inherits SIGINT ignored; Ctrl-C must still stop the server.
     signal.signal(signal.SIGINT, signal.default_int_handler)
     with hub_server.LocalHub(args.snapshot, tinymodel.standins(base), port=args.port) as server:
-        print(f"serving hub snapshot {server.snapshot.name} ({len(server.snapshot.repos)} repos) at {server.url}")
-        print(f"export HF_ENDPOINT={server.url}", flush=True)
+        # inside the try before the lines a caller waits for: on a loaded machine a Ctrl-C sent right after
+        # them once reached this thread before it had got here, and killed the process (exit -2)
         try:
+            print(f"serving hub snapshot {server.snapshot.name} ({len(server.snapshot.repos)} repos) at {server.url}")
+            print(f"export HF_ENDPOINT={server.url}", flush=True)
             while True:
                 time.sleep(3600)
         except KeyboardInterrupt:
