@@ -31,6 +31,7 @@ from harness.core.errors import HarnessError
 from harness.core.paths import cache_dir
 from harness.core.progress import Progress
 from harness.data import xrays
+from harness.env.stack import dist_version
 from harness.lab import compat, inference, quant, tinymodel
 
 MODEL_NAME = "tiny-captioner"
@@ -119,7 +120,7 @@ def train(base: Path, fixtures, recipe: Recipe, out: Path, of: Base = TINY_QWEN2
     report = Progress(
         recipe.steps // PROGRESS_EVERY,
         f"training the {of.title} on {len(examples)} X-ray fixtures "
-        f"({recipe.steps} steps, once per transformers version and fixture set)",
+        f"({recipe.steps} steps, once per fixture set and {checkpoint_line()}.x)",
     )
     for step in range(1, recipe.steps + 1):
         optimizer.zero_grad()
@@ -156,6 +157,14 @@ def train_apart(base: Path, fixtures, recipe: Recipe, out: Path, of: Base = TINY
             raise HarnessError(f"training the {of.title} failed (exit {child.returncode}):\n{''.join(tail)}")
 
 
+def checkpoint_line() -> str:
+    """The transformers releases one trained captioner serves: those of one major version. A checkpoint saved by
+    transformers 5 does not load in 4.x; one trained under 4.46 has the same weights under 4.48 and captions the
+    same under 4.46, 4.48 and 5.17 (measured), so the 4.x cells share one and every cell's 16-bit golden test
+    proves it on its own stack. The first run of a line trains it (in CI: the oldest cell of 4.x)."""
+    return f"transformers {dist_version('transformers').split('.')[0]}"
+
+
 def build(
     fixtures: list[xrays.XrayFixture] | None = None,
     recipe: Recipe = Recipe(),
@@ -165,14 +174,13 @@ def build(
     in_this_process: bool = False,
 ) -> Path:
     """The trained captioner checkpoint (float32): trained once per recipe, fixture set, base and
-    transformers version (about 15 s on 2 cores), then cached. ``spec`` shapes the tiny Qwen2-VL base (another
+    checkpoint_line() (about 15 s on 2 cores), then cached. ``spec`` shapes the tiny Qwen2-VL base (another
     base is its family's tiny model). ``in_this_process``: train here, for a process that is itself a fresh
     interpreter without unsloth (harness.pytest.prebuild's child)."""
     fixtures = xrays.usable(xrays.load_manifest()) if fixtures is None else fixtures
     base = tinymodel.build(spec) if of == TINY_QWEN2_VL else of.checkpoint()
     digests = json.dumps({f.id: fixture_digest(f) for f in fixtures}, sort_keys=True)
-    # the tiny Qwen2-VL's key as its goldens were recorded with; another base's checkpoint name holds its own key
-    made_from = spec.key() if of == TINY_QWEN2_VL else base.name
+    made_from = json.dumps([asdict(spec), of.name, of.model_class, checkpoint_line()])
     key = hashlib.sha256(f"{recipe_fingerprint(recipe, spec, of)}|{digests}|{made_from}".encode()).hexdigest()[:16]
     trainer = train if in_this_process else train_apart
     return tinymodel.atomic_build(
