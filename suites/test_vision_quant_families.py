@@ -50,7 +50,7 @@ def params(shows: str) -> list:
 def captioned(family_params: list) -> list:
     """The params of the families with a captioner, less the tiny Qwen2-VL's: the garbage-output suite grades
     its captions on both of its paths."""
-    return [p for p in family_params if p.values[0].captioner not in (None, captioner.TINY_QWEN2_VL)]
+    return [p for p in family_params if families.trains_own_captioner(p.values[0])]
 
 
 @pytest.fixture(scope="session")

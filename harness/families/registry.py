@@ -14,6 +14,7 @@ import harness.families as package
 from harness.core.errors import HarnessError
 from harness.env.stack import dist_version
 from harness.families.base import Family, modeling_file
+from harness.lab import captioner
 
 
 def families() -> list[Family]:
@@ -49,6 +50,12 @@ def source_files() -> set[str]:
 def captioners() -> list:
     """Every family's captioner (harness.lab.captioner.Base), each named once: the goldens' folders."""
     return list({f.captioner.name: f.captioner for f in families() if f.captioner is not None}.values())
+
+
+def trains_own_captioner(fam: Family) -> bool:
+    """A family with a captioner other than the tiny Qwen2-VL's (which the garbage-output suite grades and the
+    prebuild makes on its own): the families suite grades it, the prebuild's family-captioners build makes it."""
+    return fam.captioner not in (None, captioner.TINY_QWEN2_VL)
 
 
 def family(family_id: str) -> Family:

@@ -53,9 +53,8 @@ def family_models() -> None:
 
 def family_captioners() -> None:
     """The captioners of the families this transformers has, less the tiny Qwen2-VL's (its own build)."""
-    for family in registry.plan().runs:
-        if family.captioner not in (None, captioner.TINY_QWEN2_VL):
-            captioner.build(of=family.captioner, in_this_process=True)
+    for family in filter(registry.trains_own_captioner, registry.plan().runs):
+        captioner.build(of=family.captioner, in_this_process=True)
 
 
 @dataclass(frozen=True)
