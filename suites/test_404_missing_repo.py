@@ -199,7 +199,7 @@ def test_pointing_the_mapper_back_at_the_plain_repo_removes_the_404(hub_for):
 
 @require.gpu
 @pytest.mark.slow
-@pytest.mark.xdist_group("fast-vision-model")
+@pytest.mark.own_process
 @pytest.mark.parametrize("release", [p for p in RELEASES if p.id.startswith("installed-")])
 def test_fast_vision_model_loads_the_72b_name_in_4bit(release, hub_for):
     """The installed release's real loader against the local hub (unsloth needs CUDA to load 4-bit)."""
@@ -249,7 +249,7 @@ def load_from(server, name: str):
 
 @require.gpu
 @pytest.mark.slow
-@pytest.mark.xdist_group("fast-vision-model")
+@pytest.mark.own_process
 @pytest.mark.skipif(INSTALLED is None, reason="unsloth is not installed here: run a matrix cell")
 def test_the_loader_raises_the_hubs_error_for_a_mapped_repo_gone_today_and_loads_with_it_back(hub_for):
     """The installed release (the canary on the nightly) maps the name with 4-bit to a repo; on a hub of today

@@ -201,7 +201,7 @@ def kwargs_only_outcomes(site, label) -> list[list[str]]:
 
 @require.gpu
 @pytest.mark.slow
-@pytest.mark.xdist_group("fast-vision-model")
+@pytest.mark.own_process
 def test_fast_vision_model_lora_step_on_an_xray(request):
     """The seed's own path, through the installed releases: FastVisionModel.from_pretrained(4-bit),
     get_peft_model with vision and language layers, one training step on a chest X-ray. It must

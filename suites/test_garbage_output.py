@@ -277,7 +277,7 @@ def test_obtained_captions_pass_their_fixtures(request, golden, xray_fixtures):
 
 @require.gpu
 @pytest.mark.slow
-@pytest.mark.xdist_group("fast-vision-model")
+@pytest.mark.own_process
 @pytest.mark.parametrize("path", params("symptom"))
 def test_fast_vision_model_loads_what_the_model_predicts(
     path, what_loads, captioner_checkpoint, captioner_processor, golden, xray_fixtures, hub_for

@@ -126,7 +126,7 @@ def test_a_tensor_output_removes_the_post_hook_error(param, family):
 
 @require.gpu
 @pytest.mark.slow
-@pytest.mark.xdist_group("fast-vision-model")
+@pytest.mark.own_process
 @pytest.mark.parametrize("family", FAMILIES)
 def test_fast_vision_model_lora_step_per_family(family, request):
     """Each family's tiny model through the installed unsloth: FastVisionModel.from_pretrained(4-bit),

@@ -212,7 +212,7 @@ def test_a_hub_name_of_any_size_goes_through_the_release_mapper(name, what_loads
 
 @require.gpu
 @pytest.mark.slow
-@pytest.mark.xdist_group("fast-vision-model")
+@pytest.mark.own_process
 @pytest.mark.parametrize("family", families.params())
 def test_fast_vision_model_loads_what_the_model_predicts(family, what_loads, tmp_path):
     """The installed release's FastVisionModel.from_pretrained(TINY_DIR, load_in_4bit=True): the same linears

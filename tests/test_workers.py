@@ -1,4 +1,5 @@
-"""`-n auto` on a GPU runner: a few workers per GPU, each pinned to one GPU, none oversubscribing the cores."""
+"""`-n auto` on a GPU runner: a few workers per GPU, each pinned to one GPU, none oversubscribing the cores;
+and --dist loadgroup keeps a group on one worker."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import types
 import pytest
 
 from harness.pytest import plugin, workers
+
+pytest_plugins = ["pytester"]
 
 
 def fake_config(require_gpu: bool):
@@ -68,3 +71,26 @@ def test_xdist_asks_the_hook_and_gets_the_plan(faked_devices, pytestconfig):
     assert pytestconfig.pluginmanager.hasplugin("xdist")
     faked_devices(1)
     assert pytestconfig.hook.pytest_xdist_auto_num_workers(config=fake_config(require_gpu=True)) == 4
+
+
+GROUPED = """
+import os
+
+import pytest
+
+pytestmark = pytest.mark.xdist_group("costly-module-fixture")
+
+
+@pytest.mark.parametrize("i", range(4))
+def test_in_the_group(i):
+    print("worker", os.environ["PYTEST_XDIST_WORKER"])
+"""
+
+
+def test_loadgroup_keeps_a_group_on_one_worker(pytester):
+    """The GPU run's --dist loadgroup keeps a module's costly fixtures in one worker (tests/test_nightly.py's
+    triage); pytest 9.2 with pytest-xdist 3.8 spread the group silently (pyproject.toml's pin says why)."""
+    pytester.makepyfile(test_grouped=GROUPED)
+    result = pytester.runpytest_subprocess("-n", "2", "--dist", "loadgroup", "-v", "-p", "no:cacheprovider")
+    ran_on = {line.split()[0] for line in result.stdout.lines if "PASSED" in line and line.startswith("[gw")}
+    assert result.ret == 0 and len(ran_on) == 1, "\n".join(result.stdout.lines[-20:])

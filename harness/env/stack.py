@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import importlib.metadata
 import os
 import platform
@@ -14,6 +15,7 @@ from harness.releases import code as release_code
 PACKAGES = packages.STACK
 
 
+@functools.cache  # a process never changes its own environment; a cell asks thousands of times
 def dist_version(name: str) -> str | None:
     """The installed version; a commit installed from git shows as VERSION+gSHORT (a PEP 440 local label)."""
     try:

@@ -15,6 +15,7 @@ flagged as XPASS(strict).
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from dataclasses import dataclass, field
@@ -202,8 +203,17 @@ def registry_of(data: dict, where: str) -> dict[str, KnownFailure]:
 
 
 def load_registry(path: Path | None = None) -> dict[str, KnownFailure]:
-    path = path or REGISTRY
-    return registry_of(schema.load_toml(path, "known-failure registry"), path.name)
+    path = Path(path or REGISTRY)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise HarnessError(f"cannot read known-failure registry {path}: {exc.strerror}") from None
+    return dict(_checked(text, path.name))  # the entries are frozen; the dict is the caller's
+
+
+@functools.lru_cache(maxsize=8)  # a suite asks for the registry at every mark and verdict: parse each text once
+def _checked(text: str, where: str) -> dict[str, KnownFailure]:
+    return parse_registry(text, where)
 
 
 def edge_releases(failures: dict[str, KnownFailure]) -> list[str]:

@@ -26,12 +26,20 @@ def allow_cpu_bitsandbytes() -> None:
     import transformers.integrations as integrations
 
     check = getattr(integrations, "validate_bnb_backend_availability", None)
-    if check is None:
+    if check is None or check in _PASSED:
         return
     try:
         check(raise_exception=True)
+        _PASSED.add(check)  # asking again costs a backend probe (~50 ms) on every 4-bit load
     except Exception:  # noqa: BLE001 - any refusal of the CPU backend
-        integrations.validate_bnb_backend_availability = lambda *args, **kwargs: True
+        integrations.validate_bnb_backend_availability = _backend_available
+
+
+def _backend_available(*args, **kwargs) -> bool:
+    return True
+
+
+_PASSED: set = {_backend_available}
 
 
 def casts_pixels_to_vision_weight_dtype() -> bool:

@@ -23,6 +23,7 @@ pytest_plugins = ["harness.pytest.collector"]
 MARKERS = {
     "gpu": "needs a CUDA GPU; run with `tox -e gpu` (skipped on CPU with the reason; harness.pytest.require.gpu)",
     "slow": "takes more than a few seconds (model builds, training steps)",
+    "own_process": "runs in a child interpreter of its own, its reports logged here (harness.pytest.own_process): it imports unsloth, which patches transformers for the whole process",  # noqa: E501
     "known_failure(id, version, shows, expected)": "tests a failure of fixtures/known_failures.toml (set by harness.failures.registry.expectation_marks)",  # noqa: E501 (a message kept whole, to be found by grep)
 }
 
@@ -91,6 +92,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.pluginmanager.import_plugin("harness.pytest.hooks")
     config.pluginmanager.import_plugin("harness.pytest.goldenwrites")  # --update-golden's files, where written
     config.pluginmanager.import_plugin("harness.pytest.prebuild")  # the models the run needs, before its workers
+    config.pluginmanager.import_plugin("harness.pytest.own_process")  # the tests that import unsloth
     run_cell = None if config.option.cell == cellcheck.OUTSIDE_MATRIX else config.option.cell
     config.stack = dataclasses.replace(stack.collect(), cell=run_cell)
     if not config.stack.gpus:
