@@ -1,8 +1,10 @@
 """How a GPU run spreads over xdist workers: how many, which GPU each holds, how many CPU threads each uses.
 
-Measured on one H200 with 16 cores (suites alone): 16 workers took 214 s of pytest and 32 CPU-minutes,
-4 workers with 4 threads each 189 s and 6.5 CPU-minutes. A GPU serves a few workers well (the tiny
-models leave it idle most of the time, waiting on CPU setup); more workers only oversubscribe the cores.
+Measured on one H200 with 16 cores. Suites alone, when the FastVisionModel tests were one worker's: 16 workers
+took 214 s of pytest and 32 CPU-minutes, 4 workers with 4 threads each 189 s and 6.5 CPU-minutes. With those
+tests in child interpreters (harness.pytest.own_process), `tests suites` is 2,200 worker-seconds of tests: 8
+workers with 2 threads each carried 255-362 s apiece and ran 971 of its 972 tests in 446 s of pytest. 4
+workers would carry more than 540 s each; 16 burnt five times the CPU for the same wall.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 import os
 import sys
 
-WORKERS_PER_GPU = 4
+WORKERS_PER_GPU = 8
 GPUS_VAR = "QVL_GPUS"  # the controller's visible GPUs, one per worker in turn
 THREADS_VAR = "QVL_THREADS_PER_WORKER"
 GPU_RUN_VAR = "QVL_GPU_RUN"  # set by a --require-gpu run: runs it starts are on the runner's torch too
