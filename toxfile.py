@@ -29,6 +29,7 @@ from harness.core.errors import HarnessError  # noqa: E402
 from harness.env.matrix import load_matrix  # noqa: E402
 from harness.env.resolve import LOCAL_WHEELS  # noqa: E402
 from harness.failures.registry import check_matrix, load_registry  # noqa: E402
+from harness.pytest.workers import GPU_PYTEST  # noqa: E402
 
 RUN_COMMANDS = {None, "r", "run", "p", "run-parallel", "legacy", "le"}
 
@@ -97,7 +98,7 @@ def tox_add_env_config(env_conf, state):
     env_conf.loaders.insert(
         0,
         MemoryLoader(
-            deps="\n".join(cell.gpu_requirements() if gpu else cell.companions()),
+            deps="\n".join([*cell.gpu_requirements(), GPU_PYTEST] if gpu else cell.companions()),
             labels=[] if gpu else ["cpu"],
             commands_pre=[
                 Command([*install_code, *cell.code_under_test()]),

@@ -87,10 +87,28 @@ def test_in_the_group(i):
 """
 
 
-def test_loadgroup_keeps_a_group_on_one_worker(pytester):
+@pytest.mark.parametrize(
+    ("pytest_version", "xdist_version", "refused"),
+    [("9.1.1", "3.8.0", False), ("9.2.0", "3.8.0", True), ("9.2.0", "3.9.0", False), ("8.4.2", "3.5.0", False)],
+)
+def test_loadgroup_is_refused_where_its_groups_would_be_dropped(pytest_version, xdist_version, refused):
+    problem = workers.loadgroup_problem(pytest_version, xdist_version)
+    assert (problem is not None) == refused
+    assert problem is None or "pytest-dev/pytest-xdist#1386" in problem and workers.GPU_PYTEST in problem
+
+
+def test_loadgroup_keeps_a_group_on_one_worker_or_refuses_in_one_line(pytester):
     """The GPU run's --dist loadgroup keeps a module's costly fixtures in one worker (tests/test_nightly.py's
-    triage); pytest 9.2 with pytest-xdist 3.8 spread the group silently (pyproject.toml's pin says why)."""
+    triage). Where this pytest and pytest-xdist would spread the group without a word, the run refuses."""
+    import xdist
+
     pytester.makepyfile(test_grouped=GROUPED)
-    result = pytester.runpytest_subprocess("-n", "2", "--dist", "loadgroup", "-v", "-p", "no:cacheprovider")
+    result = pytester.runpytest_subprocess(
+        "-n", "2", "--dist", "loadgroup", "-v", "-p", "no:cacheprovider", "-p", "harness.pytest.plugin"
+    )
+    problem = workers.loadgroup_problem(pytest.__version__, xdist.__version__)
+    if problem:
+        assert result.ret == pytest.ExitCode.USAGE_ERROR and problem in result.stderr.str(), result.stderr.str()
+        return
     ran_on = {line.split()[0] for line in result.stdout.lines if "PASSED" in line and line.startswith("[gw")}
     assert result.ret == 0 and len(ran_on) == 1, "\n".join(result.stdout.lines[-20:])

@@ -72,6 +72,12 @@ def pytest_configure(config: pytest.Config) -> None:
     if not asked or config.option.help:
         return
     cellcheck.require_stack()
+    if config.getoption("dist", default="no") == "loadgroup" and config.pluginmanager.hasplugin("xdist"):
+        import xdist
+
+        problem = workers.loadgroup_problem(pytest.__version__, xdist.__version__)
+        if problem:
+            raise pytest.UsageError(problem)
     if config.getoption("--require-gpu"):
         os.environ[workers.GPU_RUN_VAR] = "1"
     cellcheck.check_cell(config.option.cell, named_by, gpu_run=bool(os.environ.get(workers.GPU_RUN_VAR)))
