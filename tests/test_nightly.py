@@ -105,16 +105,6 @@ def night(overlay_python: Path, out: Path) -> subprocess.CompletedProcess:
 
 
 @pytest.fixture(scope="module", autouse=True)
-def probes_without_a_gpu():
-    """The nights and the triage's probes run the 72B name's tests, which load tiny stand-ins: on a GPU runner
-    each of their pytest processes would first bring up CUDA, which none of what this module checks uses.
-    They still run the runner's own torch."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("CUDA_VISIBLE_DEVICES", "")
-        yield
-
-
-@pytest.fixture(scope="module", autouse=True)
 def runner_site_on_pythonpath():
     """As on an air-gapped GPU runner, whose wheelhouse install (the canary's unsloth) is on PYTHONPATH:
     each night's overlay must still run its own pins."""

@@ -20,11 +20,14 @@ else:  # pragma: no cover
 
 def load_toml(path: Path, what: str) -> dict:
     """The parsed file; an unreadable or malformed one is one line naming it."""
+    return parse_toml(read_text(path, what), Path(path).name)
+
+
+def read_text(path: Path, what: str) -> str:
     try:
-        text = Path(path).read_text()
+        return Path(path).read_text()
     except OSError as exc:
         raise HarnessError(f"cannot read {what} {path}: {exc.strerror}") from None
-    return parse_toml(text, Path(path).name)
 
 
 def parse_toml(text: str, where: str) -> dict:

@@ -204,11 +204,9 @@ def registry_of(data: dict, where: str) -> dict[str, KnownFailure]:
 
 def load_registry(path: Path | None = None) -> dict[str, KnownFailure]:
     path = Path(path or REGISTRY)
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise HarnessError(f"cannot read known-failure registry {path}: {exc.strerror}") from None
-    return dict(_checked(text, path.name))  # the entries are frozen; the dict is the caller's
+    return dict(
+        _checked(schema.read_text(path, "known-failure registry"), path.name)
+    )  # the entries are frozen; the dict is the caller's
 
 
 @functools.lru_cache(maxsize=8)  # a suite asks for the registry at every mark and verdict: parse each text once
