@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.abc
 import inspect
+import sys
 
 from harness.env.stack import dist_version
 
@@ -17,22 +19,67 @@ def dtype_kwarg(dtype) -> dict:
 
 
 def allow_cpu_bitsandbytes() -> None:
-    """Let old transformers load bitsandbytes 4-bit on a machine without CUDA.
+    """Let old transformers load bitsandbytes 4-bit on a machine without CUDA, from now on in this process.
 
     transformers <4.52 refuses (4.47/4.48 even crash on a frozenset in their multi-backend branch)
     in ``validate_bnb_backend_availability``, although bitsandbytes >=0.48 quantizes nf4 on CPU.
     Only that environment check is lifted, and only where it refuses; newer transformers pass it.
+    The check is asked when transformers' bitsandbytes integration is first imported (by the first
+    4-bit load, the harness's or a release's), not here: importing it costs 3-5 s, which a process
+    that never quantizes (most child pytest runs) does not pay.
     """
-    import transformers.integrations as integrations
+    module = sys.modules.get(BNB_INTEGRATION)
+    if module is not None:
+        _lift_if_refused(module)
+    elif not any(isinstance(finder, _LiftOnImport) for finder in sys.meta_path):
+        sys.meta_path.insert(0, _LiftOnImport())
 
-    check = getattr(integrations, "validate_bnb_backend_availability", None)
+
+BNB_INTEGRATION = "transformers.integrations.bitsandbytes"  # where every matrix version defines the check
+
+
+class _LiftOnImport(importlib.abc.MetaPathFinder):
+    """Finds transformers' bitsandbytes integration as the other finders would, and asks its check right after
+    the module runs, before anything can call it."""
+
+    def find_spec(self, name, path, target=None):
+        if name != BNB_INTEGRATION:
+            return None
+        spec = next(
+            (
+                found
+                for finder in sys.meta_path
+                if finder is not self and hasattr(finder, "find_spec")
+                for found in [finder.find_spec(name, path, target)]
+                if found is not None
+            ),
+            None,
+        )
+        if spec is None or spec.loader is None:
+            return spec
+        run_module = spec.loader.exec_module
+
+        def exec_module(module):
+            run_module(module)
+            _lift_if_refused(module)
+
+        spec.loader.exec_module = exec_module
+        return spec
+
+
+def _lift_if_refused(module) -> None:
+    check = getattr(module, "validate_bnb_backend_availability", None)
     if check is None or check in _PASSED:
         return
     try:
         check(raise_exception=True)
         _PASSED.add(check)  # asking again costs a backend probe (~50 ms) on every 4-bit load
     except Exception:  # noqa: BLE001 - any refusal of the CPU backend
-        integrations.validate_bnb_backend_availability = _backend_available
+        module.validate_bnb_backend_availability = _backend_available
+        # the lazy package caches what it handed out; `from ..integrations import ...` reads it there
+        package = sys.modules.get(BNB_INTEGRATION.rpartition(".")[0])
+        if package is not None and "validate_bnb_backend_availability" in vars(package):
+            package.validate_bnb_backend_availability = _backend_available
 
 
 def _backend_available(*args, **kwargs) -> bool:

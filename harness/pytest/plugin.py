@@ -102,13 +102,9 @@ def pytest_configure(config: pytest.Config) -> None:
     run_cell = None if config.option.cell == cellcheck.OUTSIDE_MATRIX else config.option.cell
     config.stack = dataclasses.replace(stack.collect(), cell=run_cell)
     if not config.stack.gpus:
-        import warnings
-
         from harness.lab.compat import allow_cpu_bitsandbytes
 
-        with warnings.catch_warnings():  # the libraries' own deprecation notices at import
-            warnings.simplefilter("ignore", DeprecationWarning)
-            allow_cpu_bitsandbytes()  # old transformers refuse the CPU bitsandbytes backend every load
+        allow_cpu_bitsandbytes()  # old transformers refuse the CPU bitsandbytes backend every load
     if config.getoption("--require-gpu") and not config.stack.gpus:
         raise pytest.UsageError(
             "qvl-harness: --require-gpu: no CUDA device is visible (torch "
