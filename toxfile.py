@@ -22,6 +22,7 @@ from tox.config.loader.memory import MemoryLoader
 from tox.config.types import Command
 from tox.plugin import impl
 from tox.report import HandledError
+from tox.session.cmd.run.parallel import OFF_VALUE as OFF
 
 sys.path.insert(0, str(Path(__file__).parent))
 from harness.core import auto_updates  # noqa: E402
@@ -111,6 +112,7 @@ def tox_add_env_config(env_conf, state):
             set_env={
                 "QVL_CELL": cell.name,
                 "PYTHONUNBUFFERED": "1",
+                **({} if gpu else _threads_beside_each_other(state)),
                 **(
                     {"QVL_TESTPATHS": "tests", "UNSLOTH_ALLOW_CPU": "1"}
                     if name == "py"
@@ -122,6 +124,17 @@ def tox_add_env_config(env_conf, state):
         ),
     )
     _no_self_updates(env_conf)
+
+
+def _threads_beside_each_other(state) -> dict[str, str]:
+    """torch's threads per env when `-p` runs several side by side: the cores shared out, not each env's
+    default of one thread per core. Two cells beside each other on 2 cores took 136 s with 2 threads each
+    (their spinning threads burnt 237 CPU-seconds) and 80 s with 1 (129); one after the other, 122 s."""
+    side_by_side = getattr(state.conf.options, "parallel", OFF)
+    if side_by_side == OFF or not isinstance(side_by_side, (int, type(None))):
+        return {}
+    threads = str(max(1, (os.cpu_count() or 1) // side_by_side) if side_by_side else 1)  # None: all at once
+    return {"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
 
 
 def _no_self_updates(env_conf) -> None:
