@@ -537,6 +537,58 @@ def test_a_band_of_unjudgeable_releases_is_crossed_not_walked():
     assert len(outcome.probed) <= outcome.bound + 3, sorted(outcome.probed)
 
 
+def test_points_judged_together_probe_side_by_side_and_a_skip_ends_its_repeats(tmp_path):
+    """The triage's ends (two runs each) and split steps are wanted together: their probes overlap, at most
+    side_by_side at once, and each point's verdict, log and output files are those of one after another."""
+    import threading
+    import time as clock
+
+    from harness.bisection.engine import Bisection, ProbeLog
+    from harness.bisection.oracle import Run
+
+    points = [candidates.Point(k, f"toy=={k}", T0, (f"toy=={k}",)) for k in ("1.0", "1.1", "1.2")]
+    verdicts = {"1.0": "good", "1.1": "skip", "1.2": "bad"}
+    running, most, outputs, lock = [0], [0], [], threading.Lock()
+
+    def probe(point, output):
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+            outputs.append(output.name)
+        clock.sleep(0.3)
+        with lock:
+            running[0] -= 1
+        return Run(0 if verdicts[point.key] != "bad" else 1, verdicts[point.key], "", 0.3, "")
+
+    class Lines:
+        def __init__(self):
+            self.said = []
+
+        def probing(self, step, point):
+            self.said.append(f"{step} {point.key}")
+
+        def judged(self, runs):
+            self.said.append("/".join(r.verdict for r in runs))
+
+    log = ProbeLog(tmp_path / "log.jsonl", {}, False)
+    lines = Lines()
+    bisection = Bisection(points, probe, log, lines, side_by_side=3)
+    started = clock.monotonic()
+    assert bisection.judge_together([(p, 2, f"[{p.key}]") for p in points]) == ["good", "skip", "bad"]
+    assert most[0] == 3 and clock.monotonic() - started < 0.3 * 6 / 2, (most, clock.monotonic() - started)
+    assert sorted(outputs) == [
+        "1.0-1.log",
+        "1.0-2.log",
+        "1.1-1.log",
+        "1.1-2.log",
+        "1.2-1.log",
+        "1.2-2.log",
+    ]
+    assert lines.said == ["[1.0] 1.0", "good/good", "[1.1] 1.1", "skip", "[1.2] 1.2", "bad/bad"]
+    assert log.count == 5 and [len(bisection.runs[p.key]) for p in points] == [2, 1, 2]  # the skip's repeat dropped
+    assert bisection.judge_together([(points[0], 2, "again")]) == ["good"] and log.count == 5  # judged: no probe
+
+
 @pytest.mark.slow
 def test_sigint_stops_a_bisect_started_in_the_background(index):
     """Started with `nohup ... &`, a process inherits SIGINT ignored: there was no clean stop and no resume line."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -50,10 +51,11 @@ class ProbeLog:
         self.logged.setdefault(key, []).append(run)
         self._append({"key": key, "run": {k: v for k, v in asdict(run).items() if k != "from_log"}})
 
-    def output_for(self, key: str) -> Path:
-        """Where the next probe of ``key`` writes its whole output: beside the log, one file per run."""
+    def output_for(self, key: str, ahead: int = 0) -> Path:
+        """Where the next probe of ``key`` (``ahead``: the one so many after it) writes its whole output: beside
+        the log, one file per run."""
         name = re.sub(r"[^A-Za-z0-9.=+@-]+", "_", key)[:120]
-        return self.path.with_suffix("") / f"{name}-{len(self.logged.get(key, [])) + 1}.log"
+        return self.path.with_suffix("") / f"{name}-{len(self.logged.get(key, [])) + 1 + ahead}.log"
 
     def _append(self, entry: dict) -> None:
         with self.path.open("a") as handle:
@@ -113,8 +115,9 @@ class Bisection:
     """Probes points, keeps their verdicts and runs the searches; ``lo``/``hi`` hold the narrowest
     judged range of the search in progress (for the resume line after an interruption)."""
 
-    def __init__(self, points: list[Point], probe, log: ProbeLog, reporter):
+    def __init__(self, points: list[Point], probe, log: ProbeLog, reporter, side_by_side: int = 1):
         self.points, self.probe, self.log, self.reporter = points, probe, log, reporter
+        self.side_by_side = side_by_side  # probes at once where several are wanted together
         self.runs: dict[str, list[Run]] = {}
         self.oracle_runs = 0
         self.reused_runs = 0
@@ -123,26 +126,75 @@ class Bisection:
 
     def judge(self, point: Point, times: int, step: str) -> str:
         """The verdict on ``point`` (any point, searched or not) after ``times`` agreeing runs."""
-        runs = self.runs.setdefault(point.key, [])
-        if len(runs) >= times or (runs and runs[-1].verdict == SKIP):
-            return runs[0].verdict  # judged earlier in this session (and shown then)
-        if not runs:
-            logged = self.log.runs(point.key)[:times]
-            runs.extend(logged)
-            self.reused_runs += len(logged)
-        self.reporter.probing(step, point)
-        while len(runs) < times and not (runs and runs[-1].verdict == SKIP):
-            run = self.probe(point, self.log.output_for(point.key))
-            self.oracle_runs += run.exit is not None
-            runs.append(run)
-            self.log.add(point.key, run)
-        self.reporter.judged(runs)
-        if len({r.verdict for r in runs}) > 1:
-            raise HarnessError(
-                f"flaky oracle: {point.label} was judged {' then '.join(r.verdict for r in runs)} "
-                f"(exits {', '.join(str(r.exit) for r in runs)}); make the oracle deterministic before bisecting"
-            )
-        return runs[0].verdict
+        return self.judge_together([(point, times, step)])[0]
+
+    def judge_together(self, asked: list[tuple[Point, int, str]]) -> list[str]:
+        """The verdicts on several points, each as ``judge`` gives it; the probes they still need run side by
+        side, ``side_by_side`` at a time (each probe is a process of its own). A run that could not judge ends
+        its point's probing, as one after another: a repeat that ran beside it is dropped, not logged."""
+        pending: dict[str, tuple[Point, str, list[Run], int]] = {}
+        for point, times, step in asked:
+            runs = self.runs.setdefault(point.key, [])
+            if point.key in pending or _settled(runs, times):
+                continue  # judged earlier in this session (and shown then)
+            if not runs:
+                logged = self.log.runs(point.key)[:times]
+                runs.extend(logged)
+                self.reused_runs += len(logged)
+            pending[point.key] = (point, step, runs, 0 if _settled(runs, times) else times - len(runs))
+        jobs = [
+            (point, self.log.output_for(point.key, ahead=i))
+            for point, _, _, missing in pending.values()
+            for i in range(missing)
+        ]
+        alone = len(pending) == 1  # one point: its line starts before its probes, as a person watching expects
+        for point, step, _, _ in list(pending.values())[:alone]:
+            self.reporter.probing(step, point)
+        done, failed = self._probe_all(jobs)
+        flaky = None
+        for point, step, runs, missing in pending.values():
+            if not alone:
+                self.reporter.probing(step, point)
+            for run in done[:missing]:
+                if run is None or (runs and runs[-1].verdict == SKIP):
+                    continue
+                self.oracle_runs += run.exit is not None
+                runs.append(run)
+                self.log.add(point.key, run)
+            done = done[missing:]
+            self.reporter.judged(runs)
+            if len({r.verdict for r in runs}) > 1 and flaky is None:
+                flaky = HarnessError(
+                    f"flaky oracle: {point.label} was judged {' then '.join(r.verdict for r in runs)} "
+                    f"(exits {', '.join(str(r.exit) for r in runs)}); make the oracle deterministic before bisecting"
+                )
+        if failed or flaky:
+            raise failed or flaky
+        return [self.runs[point.key][0].verdict for point, _, _ in asked]
+
+    def _probe_all(self, jobs: list[tuple[Point, Path]]) -> tuple[list[Run | None], BaseException | None]:
+        """Each job's run in order (None where its probe raised), and the first exception a probe raised."""
+        if len(jobs) <= 1 or self.side_by_side <= 1:
+            runs: list[Run | None] = []
+            for i, (point, output) in enumerate(jobs):
+                if i and jobs[i - 1][0].key == point.key and (runs[-1] is None or runs[-1].verdict == SKIP):
+                    runs.append(None)  # its point could not be judged: no repeat
+                    continue
+                try:
+                    runs.append(self.probe(point, output))
+                except Exception as exc:  # noqa: BLE001 - out of budget, an environment that cannot be built
+                    return runs + [None] * (len(jobs) - len(runs)), exc
+            return runs, None
+        pool = ThreadPoolExecutor(min(self.side_by_side, len(jobs)), thread_name_prefix="probe")
+        try:
+            futures = [pool.submit(self.probe, point, output) for point, output in jobs]
+            wait(futures)
+        except BaseException:  # Ctrl-C: the probes' processes get it from the terminal too
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+        pool.shutdown()
+        failed = next((f.exception() for f in futures if f.exception() is not None), None)
+        return [None if f.exception() else f.result() for f in futures], failed
 
     def search(self, lo: int, hi: int, old: str, *, lo_implied: bool, hi_implied: bool) -> Outcome:
         """The first point in (lo, hi] whose state differs from ``old``; lo is older than hi.
@@ -208,6 +260,10 @@ class Bisection:
         """Every candidate that could not be judged, with its run."""
         by_key = {p.key: p for p in self.points}
         return [(by_key[k], runs[-1]) for k, runs in self.runs.items() if runs and runs[-1].verdict == SKIP]
+
+
+def _settled(runs: list[Run], times: int) -> bool:
+    return len(runs) >= times or bool(runs and runs[-1].verdict == SKIP)
 
 
 def _endpoint_hint(point: Point, verdict: str, expected: str, run: Run) -> str:

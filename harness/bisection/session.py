@@ -45,10 +45,19 @@ def prober(oracle: Oracle, overlays: Overlays, companions=no_companions):
 
 
 def open_bisection(
-    name: str, config: dict, points: list[Point], probe, *, resume: bool, companions=no_companions, out=print
+    name: str,
+    config: dict,
+    points: list[Point],
+    probe,
+    *,
+    resume: bool,
+    companions=no_companions,
+    out=print,
+    side_by_side: int = 1,
 ) -> Bisection:
     """A bisection of ``points`` whose probes go to the log ``<name>-<digest of config>.jsonl`` (``resume``: its
-    earlier runs answer), told by a reporter that shows each probe's companions."""
+    earlier runs answer), told by a reporter that shows each probe's companions; ``side_by_side``: how many
+    probes run at once where several are wanted together."""
     digest = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:10]
     log = ProbeLog(cache_dir("bisect") / f"{name}-{digest}.jsonl", config, resume)
-    return Bisection(points, probe, log, Reporter(companions, out=out))
+    return Bisection(points, probe, log, Reporter(companions, out=out), side_by_side)

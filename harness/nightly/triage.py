@@ -16,12 +16,14 @@ environments cached, so running the same triage again continues where it stopped
 from __future__ import annotations
 
 import json
+import os
 import re
 import shlex
 import subprocess
 import tempfile
 import time
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -41,6 +43,9 @@ from harness.nightly.diff import PASSING, classify, outcomes, stack_change
 from harness.pytest import results
 
 RELEASED_TOGETHER = timedelta(hours=1)
+# Re-runs, and probes wanted together (both ends, the packages of a split step), run at once: each is a pytest
+# process that spends most of its time importing, and one after another they made most of a triage's time.
+SIDE_BY_SIDE = os.cpu_count() or 1
 # What a stack records that an overlay can pin (python and the driver are the runner's).
 BISECTABLE = set(STACK) - {"torch"}
 COULD_NOT_JUDGE = "could not judge"  # the answer's status when a re-run or a probe crashed: no verdict
@@ -145,36 +150,13 @@ class Triage:
     # --- flake check ---------------------------------------------------------------------------
 
     def rerun(self, tests: list[str]) -> dict[str, list[str]]:
-        """Each test's outcome in each re-run: all of them in one pytest run per round, in this run's
-        environment, judged as the nightly judged them (its --runxfail or not)."""
+        """Each test's outcome in each re-run: all of them in one pytest run per round, the rounds side by side,
+        in this run's environment, judged as the nightly judged them (its --runxfail or not)."""
         seen: dict[str, list[str]] = {test: [] for test in tests}
-        for round_ in range(1, self.settings.reruns + 1):
-            with tempfile.TemporaryDirectory(prefix="qvl-rerun-") as tmp:
-                cmd = [
-                    self.settings.base_python,
-                    "-m",
-                    "pytest",
-                    *tests,
-                    "-q",
-                    "-p",
-                    "no:cacheprovider",
-                    f"--rootdir={self.rootdir}",
-                    f"--report-dir={tmp}",
-                    "--cell",
-                    OUTSIDE_THE_MATRIX,
-                    *["--runxfail"] * self.current["runxfail"],
-                ]
-                try:
-                    done = subprocess.run(
-                        cmd, cwd=self.rootdir, capture_output=True, text=True, timeout=self.settings.oracle_timeout
-                    )
-                    tail = "\n".join(without_noise(done.stdout + done.stderr).strip().splitlines()[-3:])
-                    why = f"pytest exit {done.returncode}: {one_line(tail)}"
-                    ran = outcomes(results.read(Path(tmp) / f"results-{OUTSIDE_THE_MATRIX}.json"))
-                except subprocess.TimeoutExpired:
-                    ran, why = {}, f"timed out after {self.settings.oracle_timeout:.0f}s"
-                except HarnessError:  # no results file: pytest (or the plugin) did not get that far
-                    ran = {}
+        rounds = range(1, self.settings.reruns + 1)
+        with ThreadPoolExecutor(max(1, min(SIDE_BY_SIDE, len(rounds))), thread_name_prefix="rerun") as pool:
+            answers = list(pool.map(lambda _: self._rerun_once(tests), rounds))
+        for round_, (ran, why) in zip(rounds, answers, strict=True):
             if not ran:
                 self.out(f"  re-run {round_}: no results ({why})")
                 self.crashes.append(why)
@@ -185,6 +167,36 @@ class Triage:
                 + ", ".join(f"{o} x{n}" for o, n in Counter(seen[t][-1] for t in tests).items())
             )
         return seen
+
+    def _rerun_once(self, tests: list[str]) -> tuple[dict, str]:
+        """One pytest run of ``tests``: their results (empty when it gave none) and why it gave none."""
+        with tempfile.TemporaryDirectory(prefix="qvl-rerun-") as tmp:
+            cmd = [
+                self.settings.base_python,
+                "-m",
+                "pytest",
+                *tests,
+                "-q",
+                "-p",
+                "no:cacheprovider",
+                f"--rootdir={self.rootdir}",
+                f"--report-dir={tmp}",
+                "--cell",
+                OUTSIDE_THE_MATRIX,
+                *["--runxfail"] * self.current["runxfail"],
+            ]
+            try:
+                done = subprocess.run(
+                    cmd, cwd=self.rootdir, capture_output=True, text=True, timeout=self.settings.oracle_timeout
+                )
+            except subprocess.TimeoutExpired:
+                return {}, f"timed out after {self.settings.oracle_timeout:.0f}s"
+            tail = "\n".join(without_noise(done.stdout + done.stderr).strip().splitlines()[-3:])
+            why = f"pytest exit {done.returncode}: {one_line(tail)}"
+            try:
+                return outcomes(results.read(Path(tmp) / f"results-{OUTSIDE_THE_MATRIX}.json")), why
+            except HarnessError:  # no results file: pytest (or the plugin) did not get that far
+                return {}, why
 
     # --- culprit -------------------------------------------------------------------------------
 
@@ -221,7 +233,10 @@ class Triage:
             "runxfail": oracle.runxfail,
             "base": self.settings.base_python,
         }
-        return points, open_bisection("triage", config, points, self._prober(oracle), resume=True, out=self.out), oracle
+        bisection = open_bisection(
+            "triage", config, points, self._prober(oracle), resume=True, out=self.out, side_by_side=SIDE_BY_SIDE
+        )
+        return points, bisection, oracle
 
     def _shares_culprit(self, test: dict, found: list[tuple[dict, Point, Point]]) -> bool:
         """Whether an answer already found explains ``test`` too: good at its last good step, bad at its first bad."""
@@ -233,10 +248,7 @@ class Triage:
         _, bisection, _ = session
         for answer, good, bad in found:
             try:
-                if (
-                    bisection.judge(good, 1, "[same culprit?]") == GOOD
-                    and bisection.judge(bad, 1, "[same culprit?]") == BAD
-                ):
+                if bisection.judge_together([(good, 1, "[same culprit?]"), (bad, 1, "[same culprit?]")]) == [GOOD, BAD]:
                     answer["tests"].append(test["test"])
                     self.out(
                         f"  {test['test']}: the same culprit ({answer['first_bad']}): good at its last good step, bad at its first bad"  # noqa: E501 (a message kept whole, to be found by grep)
@@ -262,7 +274,7 @@ class Triage:
             bisection.log,
         )
         try:
-            ends = [bisection.judge(points[0], 2, "[previous stack]"), bisection.judge(points[-1], 2, "[this stack]")]
+            ends = bisection.judge_together([(points[0], 2, "[previous stack]"), (points[-1], 2, "[this stack]")])
             if SKIP in ends:
                 end = points[ends.index(SKIP)]
                 return self._answer(
@@ -320,13 +332,18 @@ class Triage:
     def _split(self, moved: list[str], good: Point, bisection: Bisection) -> tuple[str, str]:
         """Which of the packages one step moved together breaks the test: the one that is bad on its own over
         the last good stack, or the only one not good alone when every other is (it needs its companions)."""
-        verdicts = {}
+        alone = []
         for pin in moved:
             name = pin.split("==")[0]
             pins = tuple(pin if p.split("==")[0] == name else p for p in good.pins)
-            verdicts[pin] = bisection.judge(
-                Point(f"{pin} alone", f"{pin} alone over the last good stack", good.uploaded, pins), 1, f"[split {pin}]"
+            alone.append(
+                (
+                    Point(f"{pin} alone", f"{pin} alone over the last good stack", good.uploaded, pins),
+                    1,
+                    f"[split {pin}]",
+                )
             )
+        verdicts = dict(zip(moved, bisection.judge_together(alone), strict=True))
         said = ", ".join(f"{pin} alone: {bisection.runs[f'{pin} alone'][-1].describe()}" for pin in verdicts)
         bad = [pin for pin, verdict in verdicts.items() if verdict == BAD]
         not_good = [pin for pin, verdict in verdicts.items() if verdict != GOOD]
