@@ -4,19 +4,21 @@ Built on first use, every xdist worker reached the same build at once: one built
 while the others waited through their setup, each with the stack imported. Instead the controller (the
 xdist master, or the one process without xdist) reads the run's test files, never importing them,
 picks the builds whose names they use (BUILDS: identifiers, not strings or comments), asks
-tinymodel.missing which of those are not cached yet, and builds only those, in a child interpreter
-(nothing the controller imported can patch what is built), before xdist's own pytest_sessionstart
-starts the workers. The workers then only read the cache. A name the table misses costs time, never
-a result: the test builds what it needs itself.
+tinymodel.missing which of those are not cached yet, and builds only those, in child interpreters (nothing
+the controller imported can patch what is built; one per chain of builds that depend on each other, the
+chains side by side), before xdist's own pytest_sessionstart starts the workers. The workers then only read
+the cache. A name the table misses costs time, never a result: the test builds what it needs itself.
 """
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import io
 import os
 import subprocess
 import sys
+import tempfile
 import time
 import tokenize
 from collections.abc import Callable
@@ -86,6 +88,9 @@ BUILDS = (
     Build("families", "family models", (frozenset({"families"}),), family_models),
     Build("family-captioners", "family captioners", (FAMILY_CAPTIONERS,), family_captioners),
 )
+# Builds that run in order in one child; the chains run side by side. A captioner's base and a family
+# captioner's model come from another chain: the first to reach a cache entry builds it, under its file lock.
+CHAINS = (("tiny", "tiny-standins"), ("captioner", "captioner-standins"), ("families",), ("family-captioners",))
 
 
 def test_files(args: list[str], invocation_dir: Path, patterns: list[str]) -> list[Path]:
@@ -137,21 +142,44 @@ def pytest_sessionstart(session: pytest.Session) -> None:
         return
     before = "the workers start" if config.pluginmanager.hasplugin("dsession") else "the tests"
     started = time.monotonic()
-    child = subprocess.run(
-        [sys.executable, "-m", __name__, *(b.id for b in todo)],
-        capture_output=True,
-        text=True,
-        # one line for all of it, below; the controller's child is no worker even inside one's pytest run
-        env={**{k: v for k, v in os.environ.items() if k != "PYTEST_XDIST_WORKER"}, "QVL_QUIET": "1"},
-    )
-    if child.returncode:
-        last = ([line for line in child.stderr.splitlines() if line.strip()] or ["no output"])[-1]
-        line = f"building before {before} failed (exit {child.returncode}: {last}); each test builds what it needs"
+    failures = build_side_by_side(list(todo))
+    if failures:
+        line = f"building before {before} failed ({'; '.join(failures)}); each test builds what it needs"
     else:
         made = ", ".join(b.what if len(t) == 1 else f"{b.what} ({len(t)})" for b, t in todo.items())
         line = f"built once before {before}, in {time.monotonic() - started:.0f}s: {made}"
     if not progress.quiet_by_default():
         progress.relay(f"qvl-harness: {line}")
+
+
+def build_side_by_side(builds: list[Build]) -> list[str]:
+    """Run ``builds``: one child interpreter per chain (CHAINS), the chains side by side with the cores shared out
+    between them (what two chains need is made by the first to reach it, under its file lock). Returns the last
+    line of each child that failed. One after another in one child, they took 73 s on the H200's 16 cores."""
+    chained = {build_id for chain in CHAINS for build_id in chain}
+    chains = [[b.id for b in builds if b.id in chain] for chain in CHAINS] + [
+        [b.id] for b in builds if b.id not in chained
+    ]
+    chains = [chain for chain in chains if chain]
+    threads = os.environ.get("OMP_NUM_THREADS") or str(max(1, (os.cpu_count() or 1) // len(chains)))
+    # the controller's children are no workers even inside one's pytest run; one line for all of them, above
+    env = {k: v for k, v in os.environ.items() if k != "PYTEST_XDIST_WORKER"}
+    env.update(QVL_QUIET="1", OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads)
+    with contextlib.ExitStack() as files:
+        logs = [files.enter_context(tempfile.TemporaryFile("w+")) for _ in chains]  # a pipe left unread can fill
+        children = [
+            subprocess.Popen(
+                [sys.executable, "-m", __name__, *chain], stdout=subprocess.DEVNULL, stderr=log, text=True, env=env
+            )
+            for chain, log in zip(chains, logs, strict=True)
+        ]
+        said = []
+        for child, log in zip(children, logs, strict=True):
+            if child.wait():
+                log.seek(0)
+                last = ([line for line in log.read().splitlines() if line.strip()] or ["no output"])[-1]
+                said.append(f"exit {child.returncode}: {last}")
+    return said
 
 
 if __name__ == "__main__":  # the child: python -m harness.pytest.prebuild BUILD_ID...
