@@ -27,6 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 ENV_STEP = re.compile(r"^([\w.-]+): (?:commands|commands_pre|install_deps|install_package)\S*> ")
 SUMMARY = re.compile(r"=+ (.*? in [\d.]+s.*?) =+$")
 # tox's closing lines: "  cell-x: OK (37.48=setup[1.92]+cmd[0.16,0.40,34.99] seconds)"
+TOX_DONE = re.compile(r"^  congratulations :\) \(([\d.]+) seconds\)", re.M)
 DONE = re.compile(r"^\s+([\w.-]+): (OK|FAIL\w*)[^(]*\(([\d.]+)=setup\[([\d.]+)\]\+cmd\[([\d.,]+)\]")
 
 
@@ -72,7 +73,11 @@ def report(log: str, top: int) -> None:
         for phase, seconds in phases.builds(row["lines"]).items():
             print(f"  {env}: {phase}: {seconds:.0f} s")
         phases.print_shares(env, phases.modules_from_durations(row["lines"]), top)
-    print(f"captioner trainings in the run: {trainings}")
+    # envs side by side can both find it missing: one trains it under its lock while the other waits, and both say so
+    print(f"envs that trained the tiny captioner or waited for its training: {trainings}")
+    # each tox command's own wall: `tox -m cpu -p auto` runs its envs side by side, so theirs overlap
+    walls = [f"{float(m.group(1)):.0f} s" for m in TOX_DONE.finditer(log)]
+    print(f"tox commands (check, then the cpu envs side by side): {', '.join(walls) or '?'}")
 
 
 def main() -> int:
