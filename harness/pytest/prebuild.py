@@ -142,20 +142,22 @@ def pytest_sessionstart(session: pytest.Session) -> None:
         return
     before = "the workers start" if config.pluginmanager.hasplugin("dsession") else "the tests"
     started = time.monotonic()
-    failures = build_side_by_side(list(todo))
+    failures, chains = build_side_by_side(list(todo))
     if failures:
         line = f"building before {before} failed ({'; '.join(failures)}); each test builds what it needs"
     else:
         made = ", ".join(b.what if len(t) == 1 else f"{b.what} ({len(t)})" for b, t in todo.items())
-        line = f"built once before {before}, in {time.monotonic() - started:.0f}s: {made}"
+        each = ", ".join(f"{'+'.join(chain)} {seconds:.0f}s" for chain, seconds in chains.items())
+        line = f"built once before {before}, in {time.monotonic() - started:.0f}s: {made} (side by side: {each})"
     if not progress.quiet_by_default():
         progress.relay(f"qvl-harness: {line}")
 
 
-def build_side_by_side(builds: list[Build]) -> list[str]:
+def build_side_by_side(builds: list[Build]) -> tuple[list[str], dict[tuple[str, ...], float]]:
     """Run ``builds``: one child interpreter per chain (CHAINS), the chains side by side with the cores shared out
     between them (what two chains need is made by the first to reach it, under its file lock). Returns the last
-    line of each child that failed. One after another in one child, they took 73 s on the H200's 16 cores."""
+    line of each child that failed, and each chain's seconds. One after another in one child, they took 73 s on
+    the H200's 16 cores."""
     chained = {build_id for chain in CHAINS for build_id in chain}
     chains = [[b.id for b in builds if b.id in chain] for chain in CHAINS] + [
         [b.id] for b in builds if b.id not in chained
@@ -173,13 +175,19 @@ def build_side_by_side(builds: list[Build]) -> list[str]:
             )
             for chain, log in zip(chains, logs, strict=True)
         ]
+        started, took = time.monotonic(), {}
+        while len(took) < len(children):
+            time.sleep(0.2)
+            for chain, child in zip(chains, children, strict=True):
+                if tuple(chain) not in took and child.poll() is not None:
+                    took[tuple(chain)] = time.monotonic() - started
         said = []
         for child, log in zip(children, logs, strict=True):
-            if child.wait():
+            if child.returncode:
                 log.seek(0)
                 last = ([line for line in log.read().splitlines() if line.strip()] or ["no output"])[-1]
                 said.append(f"exit {child.returncode}: {last}")
-    return said
+    return said, took
 
 
 if __name__ == "__main__":  # the child: python -m harness.pytest.prebuild BUILD_ID...
