@@ -36,8 +36,8 @@ def test_training_the_captioner_inside_a_test_run_reports_past_the_capture(pytes
     pytester.makepyfile("""
         from harness.lab import captioner
 
-        def test_build(xray_fixtures):
-            captioner.build(xray_fixtures, recipe=captioner.Recipe(steps=50))
+        def test_build(chest_xray):  # one fixture: the lines are the point, not the captions
+            captioner.build([chest_xray], recipe=captioner.Recipe(steps=50))
     """)
     result = pytester.runpytest_subprocess("-p", "harness.pytest.plugin", *(["-q"] if quiet else []))
     result.assert_outcomes(passed=1)
