@@ -30,7 +30,7 @@ from harness.core.errors import HarnessError  # noqa: E402
 from harness.env.matrix import load_matrix  # noqa: E402
 from harness.env.resolve import LOCAL_WHEELS  # noqa: E402
 from harness.failures.registry import check_matrix, load_registry  # noqa: E402
-from harness.pytest.workers import GPU_PYTEST  # noqa: E402
+from harness.pytest.workers import GPU_PYTEST, thread_env  # noqa: E402
 
 RUN_COMMANDS = {None, "r", "run", "p", "run-parallel", "legacy", "le"}
 
@@ -133,8 +133,7 @@ def _threads_beside_each_other(state) -> dict[str, str]:
     side_by_side = getattr(state.conf.options, "parallel", OFF)
     if side_by_side == OFF or not isinstance(side_by_side, (int, type(None))):
         return {}
-    threads = str(max(1, (os.cpu_count() or 1) // side_by_side) if side_by_side else 1)  # None: all at once
-    return {"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
+    return thread_env(side_by_side or os.cpu_count() or 1)  # None: all at once, one thread each
 
 
 def _no_self_updates(env_conf) -> None:

@@ -31,6 +31,7 @@ from harness.core import progress
 from harness.data import hub
 from harness.families import registry
 from harness.lab import captioner, tinymodel
+from harness.pytest import workers
 
 SKIPPED_FOLDERS = ("__pycache__", "node_modules")  # and every hidden folder (.tox, .git, .venv)
 
@@ -163,10 +164,11 @@ def build_side_by_side(builds: list[Build]) -> tuple[list[str], dict[tuple[str, 
         [b.id] for b in builds if b.id not in chained
     ]
     chains = [chain for chain in chains if chain]
-    threads = os.environ.get("OMP_NUM_THREADS") or str(max(1, (os.cpu_count() or 1) // len(chains)))
     # the controller's children are no workers even inside one's pytest run; one line for all of them, above
     env = {k: v for k, v in os.environ.items() if k != "PYTEST_XDIST_WORKER"}
-    env.update(QVL_QUIET="1", OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads)
+    threads = env.get("OMP_NUM_THREADS")  # set by tox -p or by hand: kept
+    env.update(dict.fromkeys(workers.THREAD_VARS, threads) if threads else workers.thread_env(len(chains)))
+    env["QVL_QUIET"] = "1"
     with contextlib.ExitStack() as files:
         logs = [files.enter_context(tempfile.TemporaryFile("w+")) for _ in chains]  # a pipe left unread can fill
         children = [

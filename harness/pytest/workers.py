@@ -15,6 +15,7 @@ import sys
 WORKERS_PER_GPU = 8
 GPUS_VAR = "QVL_GPUS"  # the controller's visible GPUs, one per worker in turn
 THREADS_VAR = "QVL_THREADS_PER_WORKER"
+THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")  # torch's CPU thread pools read these at start
 GPU_RUN_VAR = "QVL_GPU_RUN"  # set by a --require-gpu run: runs it starts are on the runner's torch too
 
 
@@ -54,6 +55,12 @@ def auto_num_workers(device_count: int, environ=os.environ) -> int:
     return workers
 
 
+def thread_env(side_by_side: int, cores: int | None = None) -> dict[str, str]:
+    """torch's (OpenMP's, MKL's) thread count for one of ``side_by_side`` processes that share the cores."""
+    threads = str(max(1, (cores or os.cpu_count() or 1) // max(side_by_side, 1)))
+    return dict.fromkeys(THREAD_VARS, threads)
+
+
 def worker_id(config) -> str | None:
     """This process's xdist worker id (gwN), None on the controller or without xdist. Asked of the
     config, not of PYTEST_XDIST_WORKER: a pytest run started inside a worker inherits that variable."""
@@ -70,8 +77,7 @@ def settle_worker(worker: str | None, environ=os.environ) -> None:
         environ["CUDA_VISIBLE_DEVICES"] = ids[int(worker.removeprefix("gw")) % len(ids)]
     threads = environ.get(THREADS_VAR)
     if threads:
-        for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-            environ[name] = threads
+        environ.update(dict.fromkeys(THREAD_VARS, threads))
         if "torch" in sys.modules:  # imported before the plugin configured: set the pool directly
             sys.modules["torch"].set_num_threads(int(threads))
 
