@@ -6,7 +6,7 @@
 
 In the env: the unsloth import and one FastVisionModel 4-bit load are timed in this process (a fresh
 interpreter, so the import is cold), then the tests run as `tox -e gpu` runs them (`pytest --require-gpu -n
-auto --dist loadgroup`) in a child with a junit xml; printed: each phase (the builds before the workers, the
+auto --dist loadgroup`) in a child with a junit xml; printed: each phase (the builds beside the workers, the
 tests) and each test module's share of the workers' time. With --tox or --log, fresh_ci's per-phase table.
 """
 

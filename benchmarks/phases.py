@@ -1,5 +1,5 @@
 """Where a run's time goes, read from what it printed: pytest's --durations lines or a junit xml per test
-module, and the harness's build lines (the prebuild's "built once before ..." and the captioner's training).
+module, and the harness's build lines (the prebuild's "built once beside ..." and the captioner's training).
 
 Shared by fresh_ci.py and gpu_phases.py, so both print the same table and the next slow module stands out.
 """
@@ -12,7 +12,7 @@ from collections import defaultdict
 from pathlib import Path
 
 DURATION = re.compile(r"^\s*([\d.]+)s (setup|call|teardown)\s+([^\s:]+\.py)::")
-BUILT = re.compile(r"qvl-harness: built once before [^,]*, in (\d+)s: (.*)$")
+BUILT = re.compile(r"qvl-harness: built once (?:before|beside) [^,]*, in (\d+)s: (.*)$")
 TRAINED = re.compile(r"qvl-harness: training the tiny (?:\S+ )?captioner .*: done in (\d+)s")
 
 

@@ -1,4 +1,4 @@
-"""The models a run needs are built once, on the controller, before the workers start; a run that needs
+"""The models a run needs are built once, by the controller's children beside the workers; a run that needs
 none starts nothing, and a run that did not ask for the harness is left alone."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import pytest
 
 from harness.core.paths import REPO_ROOT
 from harness.data import hub
-from harness.lab import tinymodel
+from harness.lab import captioner, tinymodel
 from harness.pytest import prebuild
 
 pytest_plugins = ["pytester"]
@@ -36,7 +36,7 @@ import pytest
 def test_served(snapshot, hub_for):
     assert hub_for(snapshot).url
 """
-BUILT_LINE = "qvl-harness: built once before the workers start"
+BUILT_LINE = "qvl-harness: built once beside the workers"
 
 
 def wanted_ids(*args: str) -> list[str]:
@@ -83,15 +83,30 @@ def test_a_run_that_did_not_ask_for_the_harness_builds_nothing(pytester, tmp_pat
     assert not (tmp_path / "cache" / "models").exists(), result.stdout.str()
 
 
+FREE_TEST = """
+import os
+import time
+
+
+def test_needs_no_model():
+    with open(os.environ["QVL_TEST_RAN_AT"], "w") as out:
+        out.write(str(time.time()))
+"""
+
+
 @pytest.mark.slow
-def test_two_workers_find_every_model_built_once_before_they_start(pytester, tmp_path, monkeypatch):
+def test_two_workers_find_every_model_built_once_beside_them(pytester, tmp_path, monkeypatch):
     """Training the captioner, the tiny Qwen2-VL and its stand-ins for two hub snapshots: each once, by
-    the controller's child (not a gw worker), reported in one line."""
+    the controller's children (not a gw worker), reported in one line; a test that needs none of them ran
+    while the captioner was still training."""
     monkeypatch.setenv("QVL_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("OMP_NUM_THREADS", "1")  # torch's training on cores it shares is many times slower with 2
-    pytester.makepyfile(test_captioner=CAPTIONER_TESTS, test_hub=HUB_TESTS)
+    monkeypatch.setenv("QVL_TEST_RAN_AT", str(tmp_path / "ran-at"))
+    pytester.makepyfile(test_captioner=CAPTIONER_TESTS, test_hub=HUB_TESTS, test_free=FREE_TEST)
     result = pytester.runpytest_subprocess("-p", "harness.pytest.plugin", "-p", "no:randomly", "-n", "2")
-    result.assert_outcomes(passed=6)
+    result.assert_outcomes(passed=7)
+    [trained] = (tmp_path / "cache" / "models").glob(f"{captioner.MODEL_NAME}-*/.complete")
+    assert float((tmp_path / "ran-at").read_text()) < trained.stat().st_mtime
     built = [
         line.split("\t") for line in (tmp_path / "cache" / "models" / tinymodel.BUILD_LOG).read_text().splitlines()
     ]

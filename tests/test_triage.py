@@ -241,3 +241,40 @@ def test_reruns_that_crash_judge_nothing_and_every_report_says_so(nights, tmp_pa
     html = report.read_text()
     assert '<div class="culprit unjudged">could not judge: 2 of 2 re-runs have no result for it' in html
     assert "no release to blame" not in html
+
+
+def test_the_steps_between_the_ends_are_probed_beside_them_where_they_all_fit(tmp_path, monkeypatch):
+    """With the cores for the ends' four runs and every step between, the triage probes them in one round and
+    the search answers from those verdicts (one probe's time instead of one per halving); with fewer, none."""
+    from datetime import datetime, timezone
+
+    from harness.bisection.candidates import Point
+    from harness.bisection.engine import Bisection, ProbeLog
+    from harness.bisection.oracle import BAD, GOOD, Run
+    from harness.nightly import triage
+
+    verdicts = {"1.0": GOOD, "1.1": GOOD, "1.2": BAD, "1.3": BAD, "1.4": BAD}
+    uploaded = datetime(2025, 1, 1, tzinfo=timezone.utc)
+    points = [Point(k, f"toy=={k}", uploaded, (f"toy=={k}",)) for k in verdicts]
+    probed = []
+
+    class Quiet:
+        def probing(self, step, point):
+            pass
+
+        def judged(self, runs):
+            pass
+
+    def probe(point, output):
+        probed.append(point.key)
+        return Run(int(verdicts[point.key] == BAD), verdicts[point.key], "", 0.0, "")
+
+    monkeypatch.setattr(triage, "SIDE_BY_SIDE", 4 + 3)
+    bisection = Bisection(points, probe, ProbeLog(tmp_path / "log.jsonl", {}, False), Quiet(), side_by_side=7)
+    ends = [(points[0], 2, "[previous stack]"), (points[-1], 2, "[this stack]")]
+    assert bisection.judge_together(ends + triage._ahead(points))[:2] == [GOOD, BAD]
+    assert sorted(probed) == ["1.0", "1.0", "1.1", "1.2", "1.3", "1.4", "1.4"]
+    outcome = bisection.search(0, len(points) - 1, GOOD, lo_implied=False, hi_implied=False)
+    assert (outcome.last_old.key, outcome.first_new.key) == ("1.1", "1.2") and len(probed) == 7  # nothing more
+    monkeypatch.setattr(triage, "SIDE_BY_SIDE", 4 + 2)
+    assert triage._ahead(points) == []

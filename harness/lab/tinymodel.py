@@ -2,7 +2,8 @@
 
 A build is a pure function of its spec and the installed transformers version, written once into
 the cache (atomic rename under a file lock, so xdist workers share it; a run builds what its tests
-need before the workers start, harness.pytest.prebuild). Every build's path is known before torch is
+need in children started before the workers, which take their builds' locks first, harness.pytest.prebuild).
+Every build's path is known before torch is
 imported, so ``missing()`` can tell what a builder would build without building it. Stand-ins for the hub's
 pre-quantized repos are real bitsandbytes nf4 checkpoints of a base checkpoint, quantized to the
 module set the real repo's quantization_config kept in 16 bits, and carrying that config verbatim.
@@ -10,6 +11,7 @@ module set the real repo's quantization_config kept in 16 bits, and carrying tha
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -18,7 +20,7 @@ import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from filelock import FileLock
+from filelock import FileLock, Timeout
 
 from harness.core.paths import cache_dir
 from harness.env.stack import dist_version
@@ -85,16 +87,46 @@ class TinySpec:
 
 BUILD_LOG = "builds.log"  # in the models cache: a line per build, with the process that made it
 _planned: list[Path] | None = None  # inside missing(): the targets a builder would build
+_held: dict[Path, FileLock] = {}  # locks hold() took for builds this process runs later
+
+
+def hold(targets: list[Path]) -> list[Path]:
+    """Take the build locks of ``targets`` now, for builds this process runs later: from now on a process that
+    wants one waits for this one's build instead of making its own. One another process holds is left to it.
+    Returns the targets held."""
+    for target in targets:
+        if (target / ".complete").exists() or target in _held:
+            continue
+        target.parent.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(str(target) + ".lock")
+        with contextlib.suppress(Timeout):
+            lock.acquire(timeout=0)
+            _held[target] = lock
+    return list(_held)
+
+
+@contextlib.contextmanager
+def _build_lock(target: Path):
+    held = _held.pop(target, None)
+    if held is None:
+        with FileLock(str(target) + ".lock"):
+            yield
+        return
+    try:
+        yield
+    finally:
+        held.release(force=True)
 
 
 def atomic_build(target: Path, build) -> Path:
     """Run ``build(tmpdir)`` once per target; other processes wait on the lock and reuse it."""
+    if _planned is not None:
+        if not (target / ".complete").exists():
+            _planned.append(target)
+        return target
     if (target / ".complete").exists():
         return target
-    if _planned is not None:
-        _planned.append(target)
-        return target
-    with FileLock(str(target) + ".lock"):
+    with _build_lock(target):
         if (target / ".complete").exists():
             return target
         tmp = Path(tempfile.mkdtemp(prefix=target.name + ".", dir=target.parent))

@@ -1,4 +1,4 @@
-"""Builds before the workers: the models a run's test files need, made once on the controller.
+"""Builds beside the workers: the models a run's test files need, made once, by the controller's children.
 
 Built on first use, every xdist worker reached the same build at once: one built under the file lock
 while the others waited through their setup, each with the stack imported. Instead the controller (the
@@ -6,19 +6,21 @@ xdist master, or the one process without xdist) reads the run's test files, neve
 picks the builds whose names they use (BUILDS: identifiers, not strings or comments), asks
 tinymodel.missing which of those are not cached yet, and builds only those, in child interpreters (nothing
 the controller imported can patch what is built; one per chain of builds that depend on each other, the
-chains side by side), before xdist's own pytest_sessionstart starts the workers. The workers then only read
-the cache. A name the table misses costs time, never a result: the test builds what it needs itself.
+chains side by side). Each child takes the locks of what it will build before xdist's own
+pytest_sessionstart starts the workers, so the workers start at once (importing the stack, collecting, running
+what needs no build) and a test that needs a model waits on its lock for the child's build, never making its
+own. A name the table misses costs time, never a result: the test builds what it needs itself.
 """
 
 from __future__ import annotations
 
-import contextlib
 import fnmatch
 import io
 import os
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import tokenize
 from collections.abc import Callable
@@ -132,6 +134,9 @@ def to_build(builds: list[Build]) -> dict[Build, list[Path]]:
     return todo
 
 
+BUILDING = pytest.StashKey["Building"]()
+
+
 @pytest.hookimpl(tryfirst=True)  # before xdist's pytest_sessionstart, which starts the workers
 def pytest_sessionstart(session: pytest.Session) -> None:
     config = session.config
@@ -139,60 +144,93 @@ def pytest_sessionstart(session: pytest.Session) -> None:
         return
     files = test_files(config.args, config.invocation_params.dir, config.getini("python_files"))
     todo = to_build(wanted(files))
-    if not todo:
+    if todo:
+        beside = "the workers" if config.pluginmanager.hasplugin("dsession") else "the tests"
+        config.stash[BUILDING] = Building(todo, beside)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    building = session.config.stash.get(BUILDING, None)
+    if building is None:
         return
-    before = "the workers start" if config.pluginmanager.hasplugin("dsession") else "the tests"
-    started = time.monotonic()
-    failures, chains = build_side_by_side(list(todo))
-    if failures:
-        line = f"building before {before} failed ({'; '.join(failures)}); each test builds what it needs"
-    else:
-        made = ", ".join(b.what if len(t) == 1 else f"{b.what} ({len(t)})" for b, t in todo.items())
-        each = ", ".join(f"{'+'.join(chain)} {seconds:.0f}s" for chain, seconds in chains.items())
-        line = f"built once before {before}, in {time.monotonic() - started:.0f}s: {made} (side by side: {each})"
+    line = building.finish()
     if not progress.quiet_by_default():
         progress.relay(f"qvl-harness: {line}")
 
 
-def build_side_by_side(builds: list[Build]) -> tuple[list[str], dict[tuple[str, ...], float]]:
-    """Run ``builds``: one child interpreter per chain (CHAINS), the chains side by side with the cores shared out
-    between them (what two chains need is made by the first to reach it, under its file lock). Returns the last
-    line of each child that failed, and each chain's seconds. One after another in one child, they took 73 s on
-    the H200's 16 cores."""
-    chained = {build_id for chain in CHAINS for build_id in chain}
-    chains = [[b.id for b in builds if b.id in chain] for chain in CHAINS] + [
-        [b.id] for b in builds if b.id not in chained
-    ]
-    chains = [chain for chain in chains if chain]
-    # the controller's children are no workers even inside one's pytest run; one line for all of them, above
-    env = {k: v for k, v in os.environ.items() if k != "PYTEST_XDIST_WORKER"}
-    threads = env.get("OMP_NUM_THREADS")  # set by tox -p or by hand: kept
-    env.update(dict.fromkeys(workers.THREAD_VARS, threads) if threads else workers.thread_env(len(chains)))
-    env["QVL_QUIET"] = "1"
-    with contextlib.ExitStack() as files:
-        logs = [files.enter_context(tempfile.TemporaryFile("w+")) for _ in chains]  # a pipe left unread can fill
-        children = [
+class Building:
+    """The builds of a run, one child interpreter per chain (CHAINS), the chains side by side with the cores shared
+    out between them. Each child first takes the locks of every cache entry it is to build, then builds: the
+    workers (or the tests) start as soon as the locks are taken, and a test that needs an entry waits for it
+    there. One after another in one child, the builds took 73 s on the H200's 16 cores; waited for before the
+    workers started, the longest chain (training the captioner) was the wait."""
+
+    def __init__(self, todo: dict[Build, list[Path]], beside: str):
+        self.todo, self.beside = todo, beside
+        chained = {build_id for chain in CHAINS for build_id in chain}
+        chains = [[b for b in todo if b.id in chain] for chain in CHAINS] + [[b] for b in todo if b.id not in chained]
+        self.chains = [chain for chain in chains if chain]
+        # the controller's children are no workers even inside one's pytest run; one line for all of them, at the end
+        env = {k: v for k, v in os.environ.items() if k != "PYTEST_XDIST_WORKER"}
+        threads = env.get("OMP_NUM_THREADS")  # set by tox -p or by hand: kept
+        env.update(dict.fromkeys(workers.THREAD_VARS, threads) if threads else workers.thread_env(len(self.chains)))
+        env["QVL_QUIET"] = "1"
+        self.logs = [tempfile.TemporaryFile("w+") for _ in self.chains]  # a pipe left unread can fill
+        self.started = time.monotonic()
+        self.children = [
             subprocess.Popen(
-                [sys.executable, "-m", __name__, *chain], stdout=subprocess.DEVNULL, stderr=log, text=True, env=env
+                [sys.executable, "-m", __name__, *child_arguments(chain, todo)],
+                stdout=subprocess.PIPE,
+                stderr=log,
+                text=True,
+                env=env,
             )
-            for chain, log in zip(chains, logs, strict=True)
+            for chain, log in zip(self.chains, self.logs, strict=True)
         ]
-        started, took = time.monotonic(), {}
-        while len(took) < len(children):
-            time.sleep(0.2)
-            for chain, child in zip(chains, children, strict=True):
-                if tuple(chain) not in took and child.poll() is not None:
-                    took[tuple(chain)] = time.monotonic() - started
-        said = []
-        for child, log in zip(children, logs, strict=True):
+        for child in self.children:  # its locks are taken (or it died, and each test builds what it needs)
+            child.stdout.readline()
+            child.stdout.close()
+        self.took: dict[int, float] = {}  # each chain's seconds, as its child ends
+        self.waiters = [threading.Thread(target=self._time, args=(i,), daemon=True) for i in range(len(self.chains))]
+        for waiter in self.waiters:
+            waiter.start()
+
+    def _time(self, chain: int) -> None:
+        self.children[chain].wait()
+        self.took[chain] = time.monotonic() - self.started
+
+    def finish(self) -> str:
+        """Wait for the children; the run's line about its builds."""
+        for waiter in self.waiters:
+            waiter.join()
+        failures = []
+        for child, log in zip(self.children, self.logs, strict=True):
+            log.seek(0)
             if child.returncode:
-                log.seek(0)
                 last = ([line for line in log.read().splitlines() if line.strip()] or ["no output"])[-1]
-                said.append(f"exit {child.returncode}: {last}")
-    return said, took
+                failures.append(f"exit {child.returncode}: {last}")
+            log.close()
+        seconds = time.monotonic() - self.started
+        if failures:
+            return f"building beside {self.beside} failed ({'; '.join(failures)}); each test built what it needed"
+        made = ", ".join(b.what if len(t) == 1 else f"{b.what} ({len(t)})" for b, t in self.todo.items())
+        each = ", ".join(f"{'+'.join(b.id for b in chain)} {self.took[i]:.0f}s" for i, chain in enumerate(self.chains))
+        return f"built once beside {self.beside}, in {seconds:.0f}s: {made} (side by side: {each})"
 
 
-if __name__ == "__main__":  # the child: python -m harness.pytest.prebuild BUILD_ID...
+HOLD = "--hold"  # the child's arguments: BUILD_ID... --hold TARGET...
+
+
+def child_arguments(chain: list[Build], todo: dict[Build, list[Path]]) -> list[str]:
+    return [*(b.id for b in chain), HOLD, *(str(target) for b in chain for target in todo[b])]
+
+
+if __name__ == "__main__":  # the child: python -m harness.pytest.prebuild BUILD_ID... --hold TARGET...
     by_id = {b.id: b for b in BUILDS}
-    for build_id in sys.argv[1:]:
+    ids, targets = sys.argv[1 : sys.argv.index(HOLD)], sys.argv[sys.argv.index(HOLD) + 1 :]
+    tinymodel.hold([Path(t) for t in targets])
+    print("held", flush=True)  # the controller lets the workers start
+    os.dup2(os.open(os.devnull, os.O_WRONLY), 1)
+    for build_id in ids:
         by_id[build_id].make()
