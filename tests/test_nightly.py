@@ -31,8 +31,9 @@ from harness.env.overlay import Base, Overlays, python_env
 from harness.pytest import results
 
 # One worker replays the nights and triages once: the module's fixtures are per process, and three
-# workers each ran the triage (220-270 s apiece on the H200 run of tests suites).
-pytestmark = pytest.mark.xdist_group("nightly")
+# workers each ran the triage (220-270 s apiece on the H200 run of tests suites). Slow: 150 s on the H200,
+# so a worker takes it among the first.
+pytestmark = [pytest.mark.xdist_group("nightly"), pytest.mark.slow]
 
 SELECTION = [
     f"suites/test_404_missing_repo.py::test_the_installed_release_loads_the_72b_name[{name}]"

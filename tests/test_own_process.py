@@ -65,6 +65,11 @@ def costly():
 
 def test_next_module(costly):
     assert costly == 1
+
+
+@pytest.mark.slow
+def test_slow():
+    pass
 """
 
 
@@ -74,16 +79,17 @@ def suite(pytester):
     return pytester
 
 
+@pytest.mark.slow  # a pytest run with a worker and five children
 def test_children_report_as_the_parent(suite, tmp_path):
     # one xdist worker, as in a GPU run: it runs the file in order, so the check follows the child's import,
     # and its reports reach the controller as a worker's do
     result = suite.runpytest_subprocess(
         "-p", "harness.pytest.plugin", "-p", "no:randomly", "--report-dir", str(tmp_path), "-n", "1", "-v"
     )
-    result.assert_outcomes(passed=3, failed=2, xfailed=1, skipped=1)
-    # the worker takes them first (a GPU run's longest tests), whatever their place in the file
+    result.assert_outcomes(passed=4, failed=2, xfailed=1, skipped=1)
+    # the worker takes them first (a GPU run's longest tests), then the slow ones, whatever their place
     ran = [line.split("::")[-1].split()[0] for line in result.stdout.lines if line.startswith("[gw0]") and "::" in line]
-    assert ran.index("test_the_collecting_process_never_imported_it") == 5 and ran[-1] == "test_next_module", ran
+    assert ran[5:] == ["test_slow", "test_the_collecting_process_never_imported_it", "test_next_module"], ran
     result.stdout.fnmatch_lines(["*the child's own message*"])
     result.stdout.fnmatch_lines(["*own_process) exited 3 without reporting its call*"])
     written = json.loads(next(tmp_path.glob("results-*.json")).read_text())

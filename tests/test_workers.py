@@ -32,7 +32,7 @@ def faked_devices(monkeypatch):
     return fake
 
 
-@pytest.mark.parametrize(("gpus", "expected_workers", "threads"), [(1, 8, 2), (2, 16, 1), (8, 16, 1)])
+@pytest.mark.parametrize(("gpus", "expected_workers", "threads"), [(1, 12, 1), (2, 16, 1), (8, 16, 1)])
 def test_auto_starts_a_few_workers_per_gpu_within_the_cores(faked_devices, gpus, expected_workers, threads):
     faked_devices(gpus)
     assert plugin.pytest_xdist_auto_num_workers(fake_config(require_gpu=True)) == expected_workers
@@ -70,7 +70,7 @@ def test_xdist_asks_the_hook_and_gets_the_plan(faked_devices, pytestconfig):
     """The call xdist makes for `-n auto` (a firstresult hook): the harness's answer comes before xdist's own."""
     assert pytestconfig.pluginmanager.hasplugin("xdist")
     faked_devices(1)
-    assert pytestconfig.hook.pytest_xdist_auto_num_workers(config=fake_config(require_gpu=True)) == 8
+    assert pytestconfig.hook.pytest_xdist_auto_num_workers(config=fake_config(require_gpu=True)) == 12
 
 
 GROUPED = """

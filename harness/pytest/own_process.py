@@ -36,11 +36,12 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """On xdist workers, these tests first: they are a GPU run's longest (60-110 s each on the H200), and in
-    collection order (suites after tests) xdist handed them out last, so they were the run's last 170 s. The
-    scheduler takes work in the order collected (a group ahead of single tests), the same on every worker."""
+    """On xdist workers, the longest tests first: these (60-110 s each on the H200), then the other slow ones.
+    In collection order (suites after tests) xdist handed these out last, so they were the run's last 170 s,
+    and a 135 s test that came up at 234 s ended the run at 369 s. The scheduler takes work in the order
+    collected (a group where its first test is), the same on every worker."""
     if hasattr(config, "workerinput"):
-        items.sort(key=lambda item: item.get_closest_marker(MARKER) is None)
+        items.sort(key=lambda item: (item.get_closest_marker(MARKER) is None, item.get_closest_marker("slow") is None))
 
 
 class ReportWriter:

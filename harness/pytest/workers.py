@@ -2,9 +2,10 @@
 
 Measured on one H200 with 16 cores. Suites alone, when the FastVisionModel tests were one worker's: 16 workers
 took 214 s of pytest and 32 CPU-minutes, 4 workers with 4 threads each 189 s and 6.5 CPU-minutes. With those
-tests in child interpreters (harness.pytest.own_process), `tests suites` is 2,200 worker-seconds of tests: 8
-workers with 2 threads each carried 255-362 s apiece and ran 971 of its 972 tests in 446 s of pytest. 4
-workers would carry more than 540 s each; 16 burnt five times the CPU for the same wall.
+tests in child interpreters (harness.pytest.own_process) and the builds beside the workers, `tests suites` is
+2,300 worker-seconds of tests: 8 workers with 2 threads each carried 278-308 s apiece, pytest 346 s, and the
+cores were 55-65% busy throughout (most of a test's time is one process importing, or waiting on a child).
+12 workers with one thread each fill the cores; 16 burnt five times the CPU for the same wall.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import os
 import sys
 
-WORKERS_PER_GPU = 8
+WORKERS_PER_GPU = 12
 GPUS_VAR = "QVL_GPUS"  # the controller's visible GPUs, one per worker in turn
 THREADS_VAR = "QVL_THREADS_PER_WORKER"
 THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")  # torch's CPU thread pools read these at start
