@@ -189,7 +189,7 @@ def test_status_names_what_made_a_golden_stale_and_how_to_refresh_it(tmp_path):
     assert f"on a {H100} runner: tox -e gpu" in goldens.refresh_hint(goldens.read(gpu_path))
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=135)  # on the H200 in a full GPU run: trains a captioner, runs the suite twice
 def test_adding_a_fixture_then_the_update_flow(pytester, tmp_path, monkeypatch, harness_stack):
     """As the README says: add a fixture, run with --update-golden (it passes, and its summary gives the exact
     accept command), accept, run again: green. Before the update the stale golden fails with its refresh line."""

@@ -70,6 +70,11 @@ def test_next_module(costly):
 @pytest.mark.slow
 def test_slow():
     pass
+
+
+@pytest.mark.slow(seconds=300)
+def test_longest():
+    pass
 """
 
 
@@ -86,10 +91,12 @@ def test_children_report_as_the_parent(suite, tmp_path):
     result = suite.runpytest_subprocess(
         "-p", "harness.pytest.plugin", "-p", "no:randomly", "--report-dir", str(tmp_path), "-n", "1", "-v"
     )
-    result.assert_outcomes(passed=4, failed=2, xfailed=1, skipped=1)
-    # the worker takes them first (a GPU run's longest tests), then the slow ones, whatever their place
+    result.assert_outcomes(passed=5, failed=2, xfailed=1, skipped=1)
+    # the worker takes the longest first, whatever their place: a slow test that says it is longer than these
+    # children, the children (a GPU run's longest tests), other slow tests, the rest
     ran = [line.split("::")[-1].split()[0] for line in result.stdout.lines if line.startswith("[gw0]") and "::" in line]
-    assert ran[5:] == ["test_slow", "test_the_collecting_process_never_imported_it", "test_next_module"], ran
+    assert ran[0] == "test_longest", ran
+    assert ran[6:] == ["test_slow", "test_the_collecting_process_never_imported_it", "test_next_module"], ran
     result.stdout.fnmatch_lines(["*the child's own message*"])
     result.stdout.fnmatch_lines(["*own_process) exited 3 without reporting its call*"])
     written = json.loads(next(tmp_path.glob("results-*.json")).read_text())

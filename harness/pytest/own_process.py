@@ -36,12 +36,27 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """On xdist workers, the longest tests first: these (60-110 s each on the H200), then the other slow ones.
-    In collection order (suites after tests) xdist handed these out last, so they were the run's last 170 s,
-    and a 135 s test that came up at 234 s ended the run at 369 s. The scheduler takes work in the order
-    collected (a group where its first test is), the same on every worker."""
+    """On xdist workers, the longest tests first (LONGEST_FIRST), so that no worker starts one near the end. In
+    collection order (suites after tests) xdist handed these tests out last, so they were the run's last 170 s,
+    and a 135 s slow test that came up at 180 s ended the run at 316 s. The scheduler takes work in the order
+    collected (a group where its first test is), the same on every worker, each worker holding up to three."""
     if hasattr(config, "workerinput"):
-        items.sort(key=lambda item: (item.get_closest_marker(MARKER) is None, item.get_closest_marker("slow") is None))
+        items.sort(key=lambda item: -expected_seconds(item))
+
+
+# What a test is expected to take on a GPU runner, for the order only: a wrong guess costs time, never a result.
+OWN_PROCESS_SECONDS = 100  # 35-120 s each on the H200 (an unsloth import, a load, a LoRA step's compilation)
+SLOW_SECONDS = 10  # a slow test that names no seconds
+
+
+def expected_seconds(item: pytest.Item) -> float:
+    """``slow(seconds=N)`` where a test says, else what its markers make likely."""
+    slow = item.get_closest_marker("slow")
+    if slow is not None and "seconds" in slow.kwargs:
+        return slow.kwargs["seconds"]
+    if item.get_closest_marker(MARKER) is not None:
+        return OWN_PROCESS_SECONDS
+    return SLOW_SECONDS if slow is not None else 0
 
 
 class ReportWriter:

@@ -22,7 +22,7 @@ pytest_plugins = ["harness.pytest.collector"]
 
 MARKERS = {
     "gpu": "needs a CUDA GPU; run with `tox -e gpu` (skipped on CPU with the reason; harness.pytest.require.gpu)",
-    "slow": "takes more than a few seconds (model builds, training steps)",
+    "slow(seconds=None)": "takes more than a few seconds (model builds, training steps); seconds: about how long on a GPU runner, where a test is far longer than most (xdist workers take the longest first: harness.pytest.own_process)",  # noqa: E501
     "own_process": "runs in a child interpreter of its own, its reports logged here (harness.pytest.own_process): it imports unsloth, which patches transformers for the whole process",  # noqa: E501
     "known_failure(id, version, shows, expected)": "tests a failure of fixtures/known_failures.toml (set by harness.failures.registry.expectation_marks)",  # noqa: E501 (a message kept whole, to be found by grep)
 }
