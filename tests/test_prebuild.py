@@ -9,25 +9,11 @@ import pytest
 
 from harness.core.paths import REPO_ROOT
 from harness.data import hub
-from harness.lab import captioner, tinymodel
+from harness.lab import tinymodel
 from harness.pytest import prebuild
 
 pytest_plugins = ["pytester"]
 
-CAPTIONER_TESTS = """
-import pytest
-from harness.lab import captioner
-
-
-@pytest.fixture(scope="session")
-def captioner_checkpoint(xray_fixtures):
-    return captioner.build(xray_fixtures)
-
-
-@pytest.mark.parametrize("turn", [1, 2])
-def test_trained(turn, captioner_checkpoint):
-    assert (captioner_checkpoint / "captioner.json").is_file()
-"""
 HUB_TESTS = """
 import pytest
 
@@ -48,7 +34,7 @@ def wanted_ids(*args: str) -> list[str]:
     ("args", "ids"),
     [
         (["tests/test_cli_errors.py"], []),
-        (["tests/test_progress.py", "tests/test_goldens.py"], []),  # a custom recipe, the golden files only
+        (["tests/test_progress.py", "tests/test_goldens.py"], ["tiny"]),  # a custom recipe on the tiny base; goldens only
         (["tests/test_prebuild.py"], ["tiny"]),  # the fixtures its pytester files use are only strings here
         (["tests/test_families.py::test_tiny_model_takes_an_image_through_its_processor"], ["families"]),
         (["suites"], ["tiny", "tiny-standins", "captioner", "captioner-standins", "families", "family-captioners"]),
@@ -96,21 +82,20 @@ def test_needs_no_model():
 
 @pytest.mark.slow
 def test_two_workers_find_every_model_built_once_beside_them(pytester, tmp_path, monkeypatch):
-    """Training the captioner, the tiny Qwen2-VL and its stand-ins for two hub snapshots: each once, by
-    the controller's children (not a gw worker), reported in one line; a test that needs none of them ran
-    while the captioner was still training."""
+    """The tiny Qwen2-VL and its stand-ins for two hub snapshots: each built once, by the controller's child (not a
+    gw worker), reported in one line; a test that needs none of them ran while they were still being built. (The
+    captioner's build goes the same way: every suite run's line shows it; training it here cost 40-55 s.)"""
     monkeypatch.setenv("QVL_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # torch's training on cores it shares is many times slower with 2
     monkeypatch.setenv("QVL_TEST_RAN_AT", str(tmp_path / "ran-at"))
-    pytester.makepyfile(test_captioner=CAPTIONER_TESTS, test_hub=HUB_TESTS, test_free=FREE_TEST)
+    pytester.makepyfile(test_hub=HUB_TESTS, test_free=FREE_TEST)
     result = pytester.runpytest_subprocess("-p", "harness.pytest.plugin", "-p", "no:randomly", "-n", "2")
-    result.assert_outcomes(passed=7)
-    [trained] = (tmp_path / "cache" / "models").glob(f"{captioner.MODEL_NAME}-*/.complete")
-    assert float((tmp_path / "ran-at").read_text()) < trained.stat().st_mtime
+    result.assert_outcomes(passed=5)
+    last_built = max(p.stat().st_mtime for p in (tmp_path / "cache" / "models").glob("*/.complete"))
+    assert float((tmp_path / "ran-at").read_text()) < last_built
     built = [
         line.split("\t") for line in (tmp_path / "cache" / "models" / tinymodel.BUILD_LOG).read_text().splitlines()
     ]
     names = collections.Counter(name for name, _ in built)
-    assert set(names.values()) == {1} and len(names) == 2 + len(hub.load_quantizations()), names
+    assert set(names.values()) == {1} and len(names) == 1 + len(hub.load_quantizations()), names
     assert {who for _, who in built if who.startswith("gw")} == set(), built
     assert sum(BUILT_LINE in line for line in result.outlines + result.errlines) == 1, result.stdout.str()

@@ -30,8 +30,13 @@ def test_a_line_per_step_and_none_when_quiet(monkeypatch):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("quiet", [False, True])
-def test_training_the_captioner_inside_a_test_run_reports_past_the_capture(pytester, tmp_path, monkeypatch, quiet):
+def test_training_the_captioner_inside_a_test_run_reports_past_the_capture(
+    pytester, tmp_path, monkeypatch, quiet, tiny_checkpoint
+):
     """Training the captioner (about 75 s on 2 cores the first time) once printed nothing while it ran."""
+    models = tmp_path / "cache" / "models"  # a cache without captioners, its base the run's own
+    models.mkdir(parents=True)
+    (models / tiny_checkpoint.name).symlink_to(tiny_checkpoint)
     monkeypatch.setenv("QVL_CACHE", str(tmp_path / "cache"))
     pytester.makepyfile("""
         from harness.lab import captioner
