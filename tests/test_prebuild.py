@@ -34,7 +34,10 @@ def wanted_ids(*args: str) -> list[str]:
     ("args", "ids"),
     [
         (["tests/test_cli_errors.py"], []),
-        (["tests/test_progress.py", "tests/test_goldens.py"], ["tiny"]),  # a custom recipe on the tiny base; goldens only
+        (
+            ["tests/test_progress.py", "tests/test_goldens.py"],
+            ["tiny"],
+        ),  # a custom recipe on the tiny base; goldens only
         (["tests/test_prebuild.py"], ["tiny"]),  # the fixtures its pytester files use are only strings here
         (["tests/test_families.py::test_tiny_model_takes_an_image_through_its_processor"], ["families"]),
         (["suites"], ["tiny", "tiny-standins", "captioner", "captioner-standins", "families", "family-captioners"]),

@@ -16,9 +16,9 @@ import sys
 WORKERS_PER_GPU = 12
 GPUS_VAR = "QVL_GPUS"  # the controller's visible GPUs, one per worker in turn
 THREADS_VAR = "QVL_THREADS_PER_WORKER"
-# torch's CPU thread pools read these at start, and inductor the size of its pool of compile processes (by
-# default one per core, up to 32, in every process that compiles: each LoRA step's child of a GPU run)
-THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "TORCHINDUCTOR_COMPILE_THREADS")
+# torch's CPU thread pools read these at start. Not inductor's compile pool (TORCHINDUCTOR_COMPILE_THREADS): at 1
+# per worker the LoRA steps' children compiled one kernel after another, 131-155 s each instead of 115-123 s.
+THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
 GPU_RUN_VAR = "QVL_GPU_RUN"  # set by a --require-gpu run: runs it starts are on the runner's torch too
 
 
