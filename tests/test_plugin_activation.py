@@ -13,16 +13,20 @@ from stackless import stackless_python
 
 from harness.core.paths import REPO_ROOT
 
+pytest_plugins = ["pytester"]
+
 NEEDS_A_CELL = (
     "ERROR: qvl-harness: this run needs a matrix cell's stack (torch, transformers are not installed "
     "here): tox -e cell-canary (or tox exec -e cell-NAME -- pytest ...)"
 )
 UNRELATED_TEST = """
+import gc
 import os
 import socket
 
 
 def test_untouched():
+    assert gc.get_freeze_count() == 0  # the collector as python left it
     assert os.environ.get("HF_HOME") == "/nowhere/my-hf-home"
     assert "HF_ENDPOINT" not in os.environ
     with socket.socket() as server:  # a socket guard would refuse this
@@ -93,3 +97,10 @@ def test_importing_the_plugin_imports_nothing_of_the_stack():
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.stdout.strip() == "[]", done.stderr[-2000:]
+
+
+def test_a_harness_run_takes_what_is_alive_out_of_the_collectors_generations(pytester):
+    """harness.pytest.hooks freezes what is alive as each test starts: a full collection over it cost 0.37 s, and
+    transformers 4.x runs one after every checkpoint it loads."""
+    pytester.makepyfile("import gc\n\n\ndef test_frozen():\n    assert gc.get_freeze_count() > 10_000\n")
+    pytester.runpytest_subprocess("-p", "harness.pytest.plugin", "-p", "no:cacheprovider").assert_outcomes(passed=1)
