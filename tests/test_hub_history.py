@@ -20,6 +20,10 @@ from harness.failures import hub_sweep
 from harness.failures.registry import load_registry
 from harness.pytest import results
 
+# One worker runs this module: the two live nights of `two_nights` are made once per process; spread over the
+# workers, each worker made them again (a pytest session each, ~22 s on the H200).
+pytestmark = pytest.mark.xdist_group("hub-nights")
+
 DAY = datetime.date
 ABSENT_72B = "unsloth/Qwen2-VL-72B-Instruct-unsloth-bnb-4bit"
 VANISHING = "unsloth/Qwen3-VL-8B-Instruct-unsloth-bnb-4bit"  # unslothai/unsloth#3461: missing while the docs named it

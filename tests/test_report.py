@@ -28,6 +28,10 @@ from harness.failures import registry
 from harness.pytest import results
 from harness.report import html as report
 
+# One worker runs this module: the two suite runs of `runs` are made once per process; spread over the
+# workers, each worker made them again (a pytest session each, ~22 s on the H200).
+pytestmark = pytest.mark.xdist_group("report-runs")
+
 CHROMIUM = Path("/usr/bin/chromium")
 # Headless, no sandbox (CI containers run as root), and nothing that phones home.
 CHROMIUM_FLAGS = [

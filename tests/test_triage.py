@@ -22,6 +22,10 @@ from harness.nightly import diff
 from harness.pytest import results
 from harness.report import markdown
 
+# One worker runs this module: the two nights of `nights` and their triage are made once per process; spread over the
+# workers, each worker made them again (a pytest session each, ~22 s on the H200).
+pytestmark = pytest.mark.xdist_group("triage-nights")
+
 SUITE = """
 import os
 from pathlib import Path

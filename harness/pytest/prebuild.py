@@ -149,6 +149,12 @@ def pytest_sessionstart(session: pytest.Session) -> None:
         config.stash[BUILDING] = Building(todo, beside)
 
 
+@pytest.hookimpl(optionalhook=True)  # pytest-xdist's, as it starts each worker
+def pytest_configure_node(node) -> None:
+    if node.config.stash.get(BUILDING, None) is not None:
+        node.workerinput[workers.BUILDS_BESIDE] = True
+
+
 @pytest.hookimpl(trylast=True)
 def pytest_sessionfinish(session: pytest.Session) -> None:
     building = session.config.stash.get(BUILDING, None)

@@ -20,6 +20,11 @@ THREADS_VAR = "QVL_THREADS_PER_WORKER"
 # per worker the LoRA steps' children compiled one kernel after another, 131-155 s each instead of 115-123 s.
 THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
 GPU_RUN_VAR = "QVL_GPU_RUN"  # set by a --require-gpu run: runs it starts are on the runner's torch too
+BUILDS_BESIDE = "qvl_builds_beside"  # in a worker's workerinput: the controller's children are building
+# Below the controller's build children, which every test that needs a model waits on. At the same priority the
+# 12 workers' LoRA compilations starved the captioner's training (its chain 142 s instead of 53 s on one H200),
+# and two suites sat in setup for it, 125 s each. What the workers run (their children too) shares one niceness.
+WORKER_NICENESS = 10
 
 
 # pytest 9.2's structured node ids make pytest-xdist 3.8 drop --dist loadgroup's groups without a word: it still
@@ -83,6 +88,12 @@ def settle_worker(worker: str | None, environ=os.environ) -> None:
         environ.update(dict.fromkeys(THREAD_VARS, threads))
         if "torch" in sys.modules:  # imported before the plugin configured: set the pool directly
             sys.modules["torch"].set_num_threads(int(threads))
+
+
+def give_way_to_builds(workerinput: dict) -> None:
+    """In a worker started beside the controller's builds: run below them (WORKER_NICENESS says why)."""
+    if workerinput.get(BUILDS_BESIDE):
+        os.nice(WORKER_NICENESS)
 
 
 def placement(worker: str | None, environ=os.environ) -> dict:
