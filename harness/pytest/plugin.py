@@ -100,6 +100,8 @@ def pytest_configure(config: pytest.Config) -> None:
     config.pluginmanager.import_plugin("harness.pytest.hooks")
     config.pluginmanager.import_plugin("harness.pytest.goldenwrites")  # --update-golden's files, where written
     config.pluginmanager.import_plugin("harness.pytest.prebuild")  # the models the run needs, beside its workers
+    if config.pluginmanager.hasplugin("xdist"):
+        config.pluginmanager.import_plugin("harness.pytest.scheduling")  # which worker runs what next
     config.pluginmanager.import_plugin("harness.pytest.own_process")  # the tests that import unsloth
     run_cell = None if config.option.cell == cellcheck.OUTSIDE_MATRIX else config.option.cell
     config.stack = dataclasses.replace(stack.collect(), cell=run_cell)
