@@ -84,7 +84,7 @@ def suite(pytester):
     return pytester
 
 
-@pytest.mark.slow  # a pytest run with a worker and five children
+@pytest.mark.slow(seconds=40)  # a pytest run with a worker and five children (42-49 s on the H200)
 def test_children_report_as_the_parent(suite, tmp_path):
     # one xdist worker, as in a GPU run: it runs the file in order, so the check follows the child's import,
     # and its reports reach the controller as a worker's do
