@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import types
 
 from xdist.scheduler import LoadGroupScheduling
 
@@ -69,6 +70,7 @@ def test_without_the_workers_seconds_the_order_is_xdists(pytester, tmp_path):
 def test_only_a_loadgroup_run_gets_it(pytester):
     for dist, expected in (("loadgroup", scheduling.LongestFirst), ("load", None)):
         config = pytester.parseconfig("--tx=2*popen", "--dist", dist)
-        config.stash[scheduling.FOLDER] = pytester.path
+        scheduling.pytest_configure_node(types.SimpleNamespace(config=config, workerinput={}))  # as xdist starts one
         made = scheduling.pytest_xdist_make_scheduler(config=config, log=None)
+        scheduling.pytest_unconfigure(config)
         assert (type(made) if made else None) is expected

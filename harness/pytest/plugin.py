@@ -82,8 +82,7 @@ def pytest_configure(config: pytest.Config) -> None:
         os.environ[workers.GPU_RUN_VAR] = "1"
     cellcheck.check_cell(config.option.cell, named_by, gpu_run=bool(os.environ.get(workers.GPU_RUN_VAR)))
     workers.settle_worker(workers.worker_id(config))
-    if hasattr(config, "workerinput"):
-        workers.give_way_to_builds(config.workerinput)
+    workers.give_way_to_builds(getattr(config, "workerinput", {}))
     auto_updates.disable()  # every hub mode: importing a release must not pip-install a newer zoo
     _show_progress(config)
     for name, doc in MARKERS.items():

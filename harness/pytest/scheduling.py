@@ -23,28 +23,23 @@ from harness.pytest.own_process import expected_seconds
 
 LONG_SECONDS = 30  # expected seconds from which a test holds up the unit that waits behind it
 EXPECTED = "qvl_expected_seconds"  # in a worker's workerinput: where it writes its collection's expected seconds
-FOLDER = pytest.StashKey[Path]()
-
-
-def loadgroup(config: pytest.Config) -> bool:
-    return config.getvalue("dist") == "loadgroup"
+SECONDS_FILE = pytest.StashKey[Path]()  # the controller's, in a folder of its own
 
 
 @pytest.hookimpl(optionalhook=True)  # pytest-xdist's, as it starts each worker
 def pytest_configure_node(node) -> None:
     config = node.config
-    if not loadgroup(config):
+    if config.getvalue("dist") != "loadgroup":
         return
-    if FOLDER not in config.stash:
-        config.stash[FOLDER] = Path(tempfile.mkdtemp(prefix="qvl-schedule-"))
-    node.workerinput[EXPECTED] = str(config.stash[FOLDER] / "expected-seconds.json")
+    if SECONDS_FILE not in config.stash:
+        config.stash[SECONDS_FILE] = Path(tempfile.mkdtemp(prefix="qvl-schedule-")) / "expected-seconds.json"
+    node.workerinput[EXPECTED] = str(config.stash[SECONDS_FILE])
 
 
 @pytest.hookimpl(optionalhook=True)  # before xdist's own (trylast)
 def pytest_xdist_make_scheduler(config: pytest.Config, log):
-    if not loadgroup(config) or FOLDER not in config.stash:
-        return None
-    return LongestFirst(config, log, config.stash[FOLDER] / "expected-seconds.json")
+    expected = config.stash.get(SECONDS_FILE, None)  # only a loadgroup run has one
+    return LongestFirst(config, log, expected) if expected is not None else None
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
@@ -58,9 +53,9 @@ def pytest_collection_finish(session: pytest.Session) -> None:
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
-    folder = config.stash.get(FOLDER, None)
-    if folder is not None:
-        shutil.rmtree(folder, ignore_errors=True)
+    expected = config.stash.get(SECONDS_FILE, None)
+    if expected is not None:
+        shutil.rmtree(expected.parent, ignore_errors=True)
 
 
 class LongestFirst(LoadGroupScheduling):
